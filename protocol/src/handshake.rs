@@ -1,0 +1,295 @@
+//! The handshake (PROTOCOL.md §5): signed ephemeral X25519, then keys from HKDF over the
+//! transcript.
+//!
+//! ```text
+//! client                                              server
+//! ClientHello{version, user, nonce_c, ts_c, X_c}  ->
+//!                                                     check version, |ts_c - now| <= window,
+//!                                                     record nonce_c (refuse if seen)
+//!                <- ServerReply::Hello{core{version, nonce_s, ts_s, X_s}, sig_s}
+//! check version, ts_s, sig_s against the pinned key
+//! th     = SHA-256("forkmail/1 transcript" || len||ClientHello bytes || len||core bytes)
+//! sig_s  = RSA-PSS-SHA256(server key, "forkmail/1 server signature\0" || th)
+//! prk    = HKDF-Extract(salt = th, X25519(x_c, X_s))
+//! k_c2s  = HKDF-Expand(prk, "forkmail/1 client to server", 32)
+//! k_s2c  = HKDF-Expand(prk, "forkmail/1 server to client", 32)
+//! sealed ClientAuth{sig_c = RSA-PSS-SHA256(user key, "forkmail/1 client signature\0" || th),
+//!                   password}                    ->
+//!                                             <- sealed AuthResult
+//! ```
+//!
+//! The types follow the handshake's states: a [`ClientHandshake`] can only be finished with a
+//! server reply, a [`CheckedHello`] only exists for a hello whose version and timestamp passed,
+//! and only an [`Established`] session has a [`SecureChannel`].
+
+use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
+use ring::digest::{self, SHA256};
+use ring::hkdf::{self, HKDF_SHA256};
+use ring::rand::SecureRandom;
+use ring::signature::{self, RsaKeyPair};
+
+use crate::channel::{Direction, SecureChannel};
+use crate::codec::{decode, encode};
+use crate::error::HandshakeError;
+use crate::messages::{
+    ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore, ServerReply, NONCE_LEN,
+    X25519_PUBLIC_LEN,
+};
+use crate::replay::check_fresh;
+use crate::PROTOCOL_VERSION;
+
+const TRANSCRIPT_LABEL: &[u8] = b"forkmail/1 transcript";
+const SERVER_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 server signature\0";
+const CLIENT_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 client signature\0";
+const C2S_INFO: &[u8] = b"forkmail/1 client to server";
+const S2C_INFO: &[u8] = b"forkmail/1 server to client";
+
+/// RSA-PSS with SHA-256 for signing; verification accepts 2048- to 8192-bit keys.
+static PSS_SIGN: &dyn signature::RsaEncoding = &signature::RSA_PSS_SHA256;
+static PSS_VERIFY: &signature::RsaParameters = &signature::RSA_PSS_2048_8192_SHA256;
+
+/// SHA-256 of the handshake transcript.
+pub type TranscriptHash = [u8; 32];
+
+/// A session whose keys are agreed.
+#[derive(Debug)]
+pub struct Established {
+    pub channel: SecureChannel,
+    /// Binds the client's signature to this session.
+    pub transcript_hash: TranscriptHash,
+}
+
+/// The client between sending its hello and receiving the server's reply.
+pub struct ClientHandshake {
+    ephemeral: EphemeralPrivateKey,
+    hello_bytes: Vec<u8>,
+}
+
+impl ClientHandshake {
+    /// Makes a fresh hello for `user`. Returns the state and the frame body to send.
+    pub fn start(
+        user: &str,
+        now_ms: u64,
+        rng: &dyn SecureRandom,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        let ephemeral =
+            EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Crypto)?;
+        let hello = ClientHello {
+            version: PROTOCOL_VERSION,
+            user: user.to_owned(),
+            nonce: random_nonce(rng)?,
+            timestamp_ms: now_ms,
+            x25519_public: public_key_bytes(&ephemeral)?,
+        };
+        let hello_bytes = encode(&hello);
+        Ok((
+            Self {
+                ephemeral,
+                hello_bytes: hello_bytes.clone(),
+            },
+            hello_bytes,
+        ))
+    }
+
+    /// Checks the server's reply against the pinned server key (DER `RSAPublicKey`) and derives
+    /// the session keys.
+    pub fn finish(
+        self,
+        reply: &[u8],
+        pinned_server_key: &[u8],
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<Established, HandshakeError> {
+        let hello = match decode::<ServerReply>(reply)? {
+            ServerReply::Hello(hello) => hello,
+            ServerReply::Busy { waited_secs } => return Err(HandshakeError::Busy { waited_secs }),
+            ServerReply::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
+        };
+        if hello.core.version != PROTOCOL_VERSION {
+            return Err(HandshakeError::UnsupportedVersion {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.core.version,
+            });
+        }
+        let th = transcript_hash(&self.hello_bytes, &hello.core);
+        signature::UnparsedPublicKey::new(PSS_VERIFY, pinned_server_key)
+            .verify(
+                &signed_message(SERVER_SIGNATURE_CONTEXT, &th),
+                &hello.signature,
+            )
+            .map_err(|_| HandshakeError::BadServerSignature)?;
+        // Checked after the signature so that a forged reply cannot make us blame the clock.
+        check_fresh(hello.core.timestamp_ms, now_ms, window_ms)
+            .map_err(|skew_ms| HandshakeError::StaleTimestamp { skew_ms, window_ms })?;
+        let (c2s, s2c) = derive_keys(self.ephemeral, &hello.core.x25519_public, &th)?;
+        Ok(Established {
+            channel: SecureChannel::new(
+                c2s,
+                Direction::ClientToServer,
+                s2c,
+                Direction::ServerToClient,
+            ),
+            transcript_hash: th,
+        })
+    }
+}
+
+/// Builds the client's authentication message for an established session.
+pub fn client_auth(
+    established: &Established,
+    user_key: &RsaKeyPair,
+    password: &str,
+    rng: &dyn SecureRandom,
+) -> Result<ClientAuth, HandshakeError> {
+    let mut sig = vec![0u8; user_key.public().modulus_len()];
+    user_key
+        .sign(
+            PSS_SIGN,
+            rng,
+            &signed_message(CLIENT_SIGNATURE_CONTEXT, &established.transcript_hash),
+            &mut sig,
+        )
+        .map_err(|_| HandshakeError::Crypto)?;
+    Ok(ClientAuth {
+        signature: sig,
+        password: password.to_owned(),
+    })
+}
+
+/// A client hello that passed the version and freshness checks. The server records its nonce
+/// before calling [`CheckedHello::respond`].
+#[derive(Debug)]
+pub struct CheckedHello {
+    pub hello: ClientHello,
+    bytes: Vec<u8>,
+}
+
+impl CheckedHello {
+    /// Decodes a client hello and checks its version and timestamp. `received_at_ms` is when the
+    /// hello arrived, which may be earlier than now if it waited in the server's queue.
+    pub fn check(bytes: Vec<u8>, received_at_ms: u64, window_ms: u64) -> Result<Self, Refusal> {
+        let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
+        if hello.version != PROTOCOL_VERSION {
+            return Err(Refusal::UnsupportedVersion {
+                supported: PROTOCOL_VERSION,
+            });
+        }
+        check_fresh(hello.timestamp_ms, received_at_ms, window_ms).map_err(|skew_ms| {
+            Refusal::StaleTimestamp {
+                skew_secs: skew_ms / 1000,
+                window_secs: (window_ms / 1000) as u32,
+            }
+        })?;
+        Ok(Self { hello, bytes })
+    }
+
+    /// Makes the server's signed hello and derives the session keys. Returns the reply frame
+    /// body and the established session.
+    pub fn respond(
+        self,
+        server_key: &RsaKeyPair,
+        now_ms: u64,
+        rng: &dyn SecureRandom,
+    ) -> Result<(Vec<u8>, Established), HandshakeError> {
+        let ephemeral =
+            EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Crypto)?;
+        let core = ServerHelloCore {
+            version: PROTOCOL_VERSION,
+            nonce: random_nonce(rng)?,
+            timestamp_ms: now_ms,
+            x25519_public: public_key_bytes(&ephemeral)?,
+        };
+        let th = transcript_hash(&self.bytes, &core);
+        let mut sig = vec![0u8; server_key.public().modulus_len()];
+        server_key
+            .sign(
+                PSS_SIGN,
+                rng,
+                &signed_message(SERVER_SIGNATURE_CONTEXT, &th),
+                &mut sig,
+            )
+            .map_err(|_| HandshakeError::Crypto)?;
+        let (c2s, s2c) = derive_keys(ephemeral, &self.hello.x25519_public, &th)?;
+        let reply = encode(&ServerReply::Hello(ServerHello {
+            core,
+            signature: sig,
+        }));
+        Ok((
+            reply,
+            Established {
+                channel: SecureChannel::new(
+                    s2c,
+                    Direction::ServerToClient,
+                    c2s,
+                    Direction::ClientToServer,
+                ),
+                transcript_hash: th,
+            },
+        ))
+    }
+}
+
+/// Checks a client's signature over the transcript with the user's public key (DER
+/// `RSAPublicKey`).
+pub fn verify_client_signature(user_public_key: &[u8], th: &TranscriptHash, sig: &[u8]) -> bool {
+    signature::UnparsedPublicKey::new(PSS_VERIFY, user_public_key)
+        .verify(&signed_message(CLIENT_SIGNATURE_CONTEXT, th), sig)
+        .is_ok()
+}
+
+/// The transcript hash over the exact client hello bytes and the server's hello core.
+pub fn transcript_hash(client_hello: &[u8], server_core: &ServerHelloCore) -> TranscriptHash {
+    let core = encode(server_core);
+    let mut ctx = digest::Context::new(&SHA256);
+    ctx.update(TRANSCRIPT_LABEL);
+    for part in [client_hello, &core[..]] {
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn signed_message(context: &[u8], th: &TranscriptHash) -> Vec<u8> {
+    [context, &th[..]].concat()
+}
+
+fn random_nonce(rng: &dyn SecureRandom) -> Result<[u8; NONCE_LEN], HandshakeError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce).map_err(|_| HandshakeError::Crypto)?;
+    Ok(nonce)
+}
+
+fn public_key_bytes(key: &EphemeralPrivateKey) -> Result<[u8; X25519_PUBLIC_LEN], HandshakeError> {
+    let public = key
+        .compute_public_key()
+        .map_err(|_| HandshakeError::Crypto)?;
+    public
+        .as_ref()
+        .try_into()
+        .map_err(|_| HandshakeError::Crypto)
+}
+
+/// X25519, then HKDF-SHA256 with the transcript hash as salt; returns (c2s, s2c) keys.
+fn derive_keys(
+    ours: EphemeralPrivateKey,
+    peer_public: &[u8; X25519_PUBLIC_LEN],
+    th: &TranscriptHash,
+) -> Result<(ring::aead::UnboundKey, ring::aead::UnboundKey), HandshakeError> {
+    let peer = UnparsedPublicKey::new(&X25519, peer_public);
+    agreement::agree_ephemeral(ours, &peer, |shared| {
+        let prk = hkdf::Salt::new(HKDF_SHA256, th).extract(shared);
+        let expand = |info: &[u8]| {
+            prk.expand(&[info], &ring::aead::AES_256_GCM)
+                .map(ring::aead::UnboundKey::from)
+        };
+        Ok::<_, ring::error::Unspecified>((expand(C2S_INFO)?, expand(S2C_INFO)?))
+    })
+    .and_then(|keys| keys)
+    // An all-zero shared secret (low-order peer point) makes ring refuse the agreement.
+    .map_err(|_| HandshakeError::Crypto)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,35 @@
+//! The forkmail wire protocol, shared by client and server.
+//!
+//! The crate is sans-I/O at its core: [`handshake`] and [`channel`] turn messages into bytes and
+//! back and never touch a socket, so the same code runs in the forked server, the client, the
+//! attack harness and the fuzzers. [`frame`] is the one place that reads and writes the
+//! length-prefixed frames on a byte stream.
+//!
+//! The protocol is specified in `docs/PROTOCOL.md`; the modules refer to its sections.
+
+pub mod channel;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod limits;
+pub mod messages;
+pub mod replay;
+
+pub use channel::{Opened, SecureChannel};
+pub use codec::{decode, encode, DecodeError};
+pub use error::{HandshakeError, ProtocolError};
+pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_LEN, MAX_HELLO_LEN};
+pub use messages::*;
+
+/// The protocol version this build speaks. A peer offering any other version is refused: there
+/// is no negotiation, so there is nothing to downgrade to (PROTOCOL.md §2).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Milliseconds since the Unix epoch: the unit of every timestamp on the wire.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

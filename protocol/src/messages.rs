@@ -1,0 +1,190 @@
+//! Every message that can travel, one type per step and one enum per direction after the
+//! handshake (PROTOCOL.md §4-§6). A new command is a new [`Request`] variant, and the compiler
+//! then finds every `match` that must handle it.
+//!
+//! Field order is wire order: postcard encodes structs as their fields in declaration order and
+//! enums as a varint variant index, so reordering fields or variants is a protocol change.
+
+use serde::{Deserialize, Serialize};
+
+/// Length of handshake nonces.
+pub const NONCE_LEN: usize = 32;
+/// Length of an X25519 public key.
+pub const X25519_PUBLIC_LEN: usize = 32;
+
+/// First frame, client to server, in the clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// The protocol version the client speaks; the server refuses any other.
+    pub version: u16,
+    /// Who is logging in. Bound into the transcript, so the client signature covers it.
+    pub user: String,
+    /// Fresh random bytes; the server records them to refuse replays.
+    pub nonce: [u8; NONCE_LEN],
+    /// Client clock, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The client's ephemeral X25519 public key.
+    pub x25519_public: [u8; X25519_PUBLIC_LEN],
+}
+
+/// The part of the server's hello that is hashed into the transcript and signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHelloCore {
+    pub version: u16,
+    pub nonce: [u8; NONCE_LEN],
+    pub timestamp_ms: u64,
+    pub x25519_public: [u8; X25519_PUBLIC_LEN],
+}
+
+/// The server's hello: the core plus an RSA-PSS-SHA256 signature over the transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    pub core: ServerHelloCore,
+    pub signature: Vec<u8>,
+}
+
+/// The server's answer to a [`ClientHello`], in the clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerReply {
+    /// The handshake goes on.
+    Hello(ServerHello),
+    /// Every session slot stayed taken for the whole queue timeout.
+    Busy { waited_secs: u32 },
+    /// The hello was refused before any key material was spent on it.
+    Refused(Refusal),
+}
+
+/// Why a hello was refused. Unauthenticated, so a client treats it as advice only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("the server speaks protocol version {supported} only")]
+    UnsupportedVersion { supported: u16 },
+    #[error("the client's clock is {skew_secs} s away from the server's (limit {window_secs} s); fix the clock")]
+    StaleTimestamp { skew_secs: i64, window_secs: u32 },
+    #[error("this handshake was seen before (replayed hello)")]
+    Replayed,
+    #[error("the hello was malformed")]
+    Malformed,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// First sealed frame, client to server: both authentication factors.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAuth {
+    /// RSA-PSS-SHA256 signature by the user's key over the client context and transcript hash.
+    pub signature: Vec<u8>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("signature", &format_args!("{} bytes", self.signature.len()))
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// First sealed frame, server to client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthResult {
+    Accepted,
+    /// Unknown user, wrong key or wrong password: one answer for all three.
+    Denied,
+}
+
+/// What an authenticated client may ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Send(Draft),
+    /// Answered by one or more [`Response::InboxPage`] frames, the last with `more: false`.
+    Inbox,
+    Read {
+        id: u64,
+    },
+    Delete {
+        id: u64,
+    },
+    /// Ends the session; answered by [`Response::Goodbye`].
+    Quit,
+}
+
+/// A mail to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draft {
+    pub to: Vec<String>,
+    pub title: String,
+    pub body: String,
+}
+
+/// One line of an inbox listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSummary {
+    pub id: u64,
+    pub from: String,
+    pub date_ms: u64,
+    pub title: String,
+    pub read: bool,
+}
+
+/// A whole mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mail {
+    pub id: u64,
+    pub from: String,
+    pub to: Vec<String>,
+    pub date_ms: u64,
+    pub title: String,
+    pub body: String,
+}
+
+/// Most inbox entries in one [`Response::InboxPage`]; keeps every page far below the frame
+/// maximum (a summary is at most ~500 bytes).
+pub const INBOX_PAGE_LEN: usize = 1000;
+
+/// What the server answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The mail is committed to disk for every recipient.
+    Sent {
+        id: u64,
+    },
+    InboxPage {
+        entries: Vec<MailSummary>,
+        more: bool,
+    },
+    Mail(Mail),
+    Deleted {
+        id: u64,
+    },
+    Goodbye,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// Sent unprompted when the server ends the session; the connection closes after it.
+    Closing(CloseReason),
+}
+
+/// Machine-readable error classes; the accompanying message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// A recipient does not exist; nothing was stored.
+    UnknownRecipient,
+    /// The request broke a limit (title, body, recipients).
+    InvalidRequest,
+    /// No such message in this user's mailbox.
+    NotFound,
+    /// The server failed; nothing was changed.
+    Internal,
+}
+
+/// Why the server ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CloseReason {
+    #[error("the session was idle for too long")]
+    IdleTimeout,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}

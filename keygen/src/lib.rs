@@ -1,1 +1,25 @@
+//! Deployment material for forkmail: what `forkmail-keygen` makes and what the server and client
+//! load.
+//!
+//! This crate owns the on-disk layout of a deployment, so that the one program that writes it and
+//! the two that read it cannot disagree:
+//!
+//! ```text
+//! DIR/server/server.key        server RSA private key, PKCS#8 PEM, mode 0600
+//! DIR/server/server.pub        server RSA public key, PKCS#1 PEM
+//! DIR/server/mail.db           SQLite: users, messages, deliveries, seen nonces
+//! DIR/server/deployment.toml   settings add-user must repeat (address, key size, KDF cost)
+//! DIR/clients/NAME/user.key    the user's RSA private key, mode 0600
+//! DIR/clients/NAME/server.pub  the server's public key, pinned
+//! DIR/clients/NAME/profile.toml  user name and server address
+//! ```
 
+pub mod db;
+pub mod deploy;
+pub mod keyfile;
+pub mod layout;
+pub mod password;
+pub mod profile;
+
+pub use keyfile::{KeyFileError, PublicKey};
+pub use profile::Profile;

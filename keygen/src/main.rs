@@ -1,1 +1,187 @@
-fn main() {}
+//! `forkmail-keygen`: makes a forkmail deployment, once per deployment.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use forkmail_keygen::deploy::{self, InitOptions, NewUser, UsersFile};
+use forkmail_keygen::password::{
+    Kdf, PasswordHash, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS,
+};
+
+/// Environment variable that supplies a password without a prompt (for scripts).
+const PASSWORD_ENV: &str = "FORKMAIL_PASSWORD";
+
+#[derive(Parser)]
+#[command(
+    name = "forkmail-keygen",
+    version,
+    about = "Make a forkmail deployment: server key, user keys, user database, client profiles"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new deployment in DIR (refuses to overwrite one).
+    Init {
+        /// Directory to create DIR/server and DIR/clients/NAME in.
+        dir: PathBuf,
+        /// TOML file of [[user]] tables with `name` and optional `password` (asked for if absent).
+        #[arg(long)]
+        users: PathBuf,
+        /// Address clients will connect to, written into each profile.
+        #[arg(long, default_value = deploy::DEFAULT_SERVER_ADDR, value_name = "HOST:PORT")]
+        server_addr: String,
+        /// RSA key size for the server and every user.
+        #[arg(long, default_value_t = deploy::DEFAULT_BITS, value_parser = parse_bits)]
+        bits: usize,
+        /// PBKDF2-HMAC-SHA512 iterations. Lower it for tests and benchmarks only.
+        #[arg(long, default_value_t = DEFAULT_SHA512_ITERATIONS)]
+        kdf_iterations: u32,
+    },
+    /// Add one user to an existing deployment (password from FORKMAIL_PASSWORD or a prompt).
+    AddUser {
+        /// The deployment directory given to `init`.
+        dir: PathBuf,
+        /// The new user's name: 1-32 of a-z 0-9 . _ -, starting with a letter or digit.
+        name: String,
+    },
+    /// Time one password hash with each PBKDF2 variant at OWASP's iteration counts.
+    KdfBench,
+}
+
+fn parse_bits(s: &str) -> Result<usize, String> {
+    let bits: usize = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if deploy::ALLOWED_BITS.contains(&bits) {
+        Ok(bits)
+    } else {
+        Err(format!("{bits} is not supported; use 2048, 3072 or 4096"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("forkmail-keygen: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init {
+            dir,
+            users,
+            server_addr,
+            bits,
+            kdf_iterations,
+        } => {
+            let file = UsersFile::load(&users)?;
+            let mut new_users = Vec::with_capacity(file.user.len());
+            for entry in file.user {
+                let password = match entry.password {
+                    Some(p) => p,
+                    None => prompt_new_password(&entry.name)?,
+                };
+                new_users.push(NewUser {
+                    name: entry.name,
+                    password,
+                });
+            }
+            if kdf_iterations < DEFAULT_SHA512_ITERATIONS {
+                eprintln!(
+                    "forkmail-keygen: warning: {kdf_iterations} PBKDF2 iterations is below the \
+                     recommended {DEFAULT_SHA512_ITERATIONS}; use this for tests only"
+                );
+            }
+            let opts = InitOptions {
+                server_addr,
+                bits,
+                kdf_iterations,
+            };
+            let started = Instant::now();
+            deploy::init(&dir, &new_users, &opts)?;
+            print_summary(&dir, &new_users, started);
+            Ok(())
+        }
+        Command::AddUser { dir, name } => {
+            let password = match std::env::var(PASSWORD_ENV) {
+                Ok(p) => p,
+                Err(_) => prompt_new_password(&name)?,
+            };
+            let user = NewUser { name, password };
+            deploy::add_user(&dir, &user)?;
+            println!(
+                "added {}: profile {}",
+                user.name,
+                forkmail_keygen::layout::profile_dir(&dir, &user.name)
+                    .0
+                    .display()
+            );
+            Ok(())
+        }
+        Command::KdfBench => {
+            for (kdf, iterations) in [
+                (Kdf::Pbkdf2Sha512, DEFAULT_SHA512_ITERATIONS),
+                (Kdf::Pbkdf2Sha256, DEFAULT_SHA256_ITERATIONS),
+            ] {
+                let its = NonZeroU32::new(iterations).expect("nonzero constant");
+                let hash = PasswordHash::new("benchmark", kdf, its);
+                let rounds = 5;
+                let started = Instant::now();
+                for _ in 0..rounds {
+                    assert!(hash.verify("benchmark"));
+                }
+                let ms = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+                println!(
+                    "{:<14} {:>7} iterations  {:>7.1} ms per verify",
+                    kdf.name(),
+                    iterations,
+                    ms
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(dir: &Path, users: &[NewUser], started: Instant) {
+    println!(
+        "created deployment {} in {:.1} s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  server: {}",
+        forkmail_keygen::layout::server_dir(dir).0.display()
+    );
+    for user in users {
+        println!(
+            "  {}: {}",
+            user.name,
+            forkmail_keygen::layout::profile_dir(dir, &user.name)
+                .0
+                .display()
+        );
+    }
+}
+
+/// Asks for a new password twice on the terminal.
+fn prompt_new_password(name: &str) -> anyhow::Result<String> {
+    let first = rpassword::prompt_password(format!("New password for {name}: "))
+        .map_err(|e| anyhow::anyhow!("cannot read a password for {name} from the terminal ({e}); put it in the users file or set {PASSWORD_ENV}"))?;
+    let second = rpassword::prompt_password(format!("Repeat the password for {name}: "))?;
+    anyhow::ensure!(
+        first == second,
+        "the two passwords for {name} differ; nothing was created"
+    );
+    Ok(first)
+}

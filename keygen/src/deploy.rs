@@ -1,0 +1,422 @@
+//! Making a deployment (`init`) and adding a user to one (`add-user`).
+
+use std::fs;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, UserRecord};
+use crate::keyfile::{self, GeneratedKey, KeyFileError};
+use crate::layout::{self, ServerDir};
+use crate::password::{Kdf, PasswordHash, DEFAULT_SHA512_ITERATIONS};
+use crate::profile::Profile;
+
+pub const DEFAULT_SERVER_ADDR: &str = "127.0.0.1:13000";
+pub const DEFAULT_BITS: usize = 3072;
+pub const ALLOWED_BITS: [usize; 3] = [2048, 3072, 4096];
+
+/// `deployment.toml`: what `add-user` must repeat and what the server needs to know of the
+/// password hashing (to make a decoy hash of equal cost for unknown users).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server_addr: String,
+    pub bits: usize,
+    pub kdf: Kdf,
+    pub kdf_iterations: u32,
+}
+
+impl Settings {
+    pub fn load(server: &ServerDir) -> Result<Self, DeployError> {
+        let path = server.settings();
+        let text = fs::read_to_string(&path).map_err(|e| DeployError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        toml::from_str(&text).map_err(|e| DeployError::BadSettings(path, e.message().to_owned()))
+    }
+
+    pub fn iterations(&self) -> NonZeroU32 {
+        NonZeroU32::new(self.kdf_iterations).unwrap_or(NonZeroU32::MIN)
+    }
+}
+
+/// The users file given to `init`: `[[user]]` tables with `name` and optional `password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    #[serde(default)]
+    pub user: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub password: Option<String>,
+}
+
+impl UsersFile {
+    pub fn load(path: &Path) -> Result<Self, DeployError> {
+        let text = fs::read_to_string(path).map_err(|e| DeployError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        let file: UsersFile = toml::from_str(&text)
+            .map_err(|e| DeployError::BadUsersFile(path.to_owned(), e.message().to_owned()))?;
+        if file.user.is_empty() {
+            return Err(DeployError::BadUsersFile(
+                path.to_owned(),
+                "no [[user]] tables".into(),
+            ));
+        }
+        for (i, u) in file.user.iter().enumerate() {
+            validate_user_name(&u.name)
+                .map_err(|e| DeployError::BadUser(u.name.clone(), e.to_string()))?;
+            if file.user[..i].iter().any(|o| o.name == u.name) {
+                return Err(DeployError::BadUser(u.name.clone(), "listed twice".into()));
+            }
+        }
+        Ok(file)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{}: a deployment already exists here; refusing to overwrite it (remove it or choose another directory)", .0.display())]
+    Exists(PathBuf),
+    #[error("{}: no deployment here (expected {}/server); run forkmail-keygen init first", .0.display(), .0.display())]
+    NoDeployment(PathBuf),
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: invalid users file: {}", .0.display(), .1)]
+    BadUsersFile(PathBuf, String),
+    #[error("{}: invalid deployment settings: {}", .0.display(), .1)]
+    BadSettings(PathBuf, String),
+    #[error("user {0:?}: {1}")]
+    BadUser(String, String),
+    #[error("user {0} already exists in this deployment")]
+    UserExists(String),
+    #[error("key size {0} is not supported; use 2048, 3072 or 4096")]
+    BadBits(usize),
+    #[error("key generation failed: {0}")]
+    KeyGen(String),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+}
+
+/// Options of `init`.
+pub struct InitOptions {
+    pub server_addr: String,
+    pub bits: usize,
+    pub kdf_iterations: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            server_addr: DEFAULT_SERVER_ADDR.to_owned(),
+            bits: DEFAULT_BITS,
+            kdf_iterations: DEFAULT_SHA512_ITERATIONS,
+        }
+    }
+}
+
+/// A user to create, with the password already obtained.
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+}
+
+/// Checks a password before it is hashed.
+pub fn validate_password(name: &str, password: &str) -> Result<(), DeployError> {
+    if password.is_empty() {
+        return Err(DeployError::BadUser(
+            name.into(),
+            "the password must not be empty".into(),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(DeployError::BadUser(
+            name.into(),
+            format!("the password is longer than {MAX_PASSWORD_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes a deployment in `root`. Keys are generated in parallel, one thread per core. On any
+/// failure, whatever this call created is removed again.
+pub fn init(root: &Path, users: &[NewUser], opts: &InitOptions) -> Result<(), DeployError> {
+    if !ALLOWED_BITS.contains(&opts.bits) {
+        return Err(DeployError::BadBits(opts.bits));
+    }
+    if opts.kdf_iterations == 0 {
+        return Err(DeployError::BadSettings(
+            root.to_owned(),
+            "--kdf-iterations must be at least 1".into(),
+        ));
+    }
+    for u in users {
+        validate_user_name(&u.name)
+            .map_err(|e| DeployError::BadUser(u.name.clone(), e.to_string()))?;
+        validate_password(&u.name, &u.password)?;
+    }
+    let server = layout::server_dir(root);
+    let clients = root.join(layout::CLIENTS_DIR);
+    for existing in [&server.0, &clients] {
+        if existing.exists() {
+            return Err(DeployError::Exists(root.to_owned()));
+        }
+    }
+    let result = init_inner(root, &server, users, opts);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&server.0);
+        let _ = fs::remove_dir_all(&clients);
+    }
+    result
+}
+
+fn init_inner(
+    root: &Path,
+    server: &ServerDir,
+    users: &[NewUser],
+    opts: &InitOptions,
+) -> Result<(), DeployError> {
+    let keys = generate_keys(users.len() + 1, opts.bits)?;
+    let (server_key, user_keys) = keys.split_first().expect("at least the server key");
+
+    create_dir(&server.0, 0o700)?;
+    keyfile::write_private_key(&server.private_key(), &server_key.pkcs8_der)?;
+    keyfile::write_public_key(&server.public_key(), &server_key.public)?;
+    let settings = Settings {
+        server_addr: opts.server_addr.clone(),
+        bits: opts.bits,
+        kdf: Kdf::Pbkdf2Sha512,
+        kdf_iterations: opts.kdf_iterations,
+    };
+    write_new(
+        &server.settings(),
+        toml::to_string(&settings)
+            .expect("settings serialize")
+            .as_bytes(),
+        0o644,
+    )?;
+
+    let conn = db::create(&server.database())?;
+    create_dir(&root.join(layout::CLIENTS_DIR), 0o755)?;
+    for (user, key) in users.iter().zip(user_keys) {
+        add_user_with_key(root, &conn, &settings, &server_key.public, user, key)?;
+    }
+    Ok(())
+}
+
+/// Adds one user to the deployment at `root`.
+pub fn add_user(root: &Path, user: &NewUser) -> Result<(), DeployError> {
+    validate_user_name(&user.name)
+        .map_err(|e| DeployError::BadUser(user.name.clone(), e.to_string()))?;
+    validate_password(&user.name, &user.password)?;
+    let server = layout::server_dir(root);
+    if !server.0.is_dir() {
+        return Err(DeployError::NoDeployment(root.to_owned()));
+    }
+    let settings = Settings::load(&server)?;
+    let conn = db::open(&server.database())?;
+    if db::user_exists(&conn, &user.name)? || layout::profile_dir(root, &user.name).0.exists() {
+        return Err(DeployError::UserExists(user.name.clone()));
+    }
+    let server_public = keyfile::load_public_key(&server.public_key())?;
+    let key = GeneratedKey::generate(settings.bits).map_err(DeployError::KeyGen)?;
+    add_user_with_key(root, &conn, &settings, &server_public, user, &key)
+}
+
+fn add_user_with_key(
+    root: &Path,
+    conn: &rusqlite::Connection,
+    settings: &Settings,
+    server_public: &keyfile::PublicKey,
+    user: &NewUser,
+    key: &GeneratedKey,
+) -> Result<(), DeployError> {
+    let profile_dir = layout::profile_dir(root, &user.name);
+    create_dir(&profile_dir.0, 0o700)?;
+    let written = (|| {
+        keyfile::write_private_key(&profile_dir.private_key(), &key.pkcs8_der)?;
+        keyfile::write_public_key(&profile_dir.pinned_server_key(), server_public)?;
+        let profile = Profile {
+            user: user.name.clone(),
+            server_addr: settings.server_addr.clone(),
+        };
+        write_new(&profile_dir.profile(), profile.to_toml().as_bytes(), 0o644)?;
+        let record = UserRecord {
+            name: user.name.clone(),
+            password: PasswordHash::new(&user.password, settings.kdf, settings.iterations()),
+            public_key: key.public.der.clone(),
+        };
+        db::insert_user(conn, &record, forkmail_protocol::now_millis())?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&profile_dir.0);
+    }
+    written
+}
+
+/// Generates `count` keys on as many threads as there are cores.
+fn generate_keys(count: usize, bits: usize) -> Result<Vec<GeneratedKey>, DeployError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count);
+    let mut slots: Vec<Option<Result<GeneratedKey, String>>> = (0..count).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        for chunk in slots.chunks_mut(count.div_ceil(threads)) {
+            scope.spawn(move || {
+                for slot in chunk {
+                    *slot = Some(GeneratedKey::generate(bits));
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| {
+            s.expect("every slot is filled")
+                .map_err(DeployError::KeyGen)
+        })
+        .collect()
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), DeployError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|e| DeployError::Io {
+            path: path.to_owned(),
+            source: e,
+        })
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), DeployError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| DeployError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| DeployError::Io {
+            path: path.to_owned(),
+            source: e,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Vec<NewUser> {
+        ["alice", "bob"]
+            .iter()
+            .map(|n| NewUser {
+                name: n.to_string(),
+                password: format!("{n}-pw"),
+            })
+            .collect()
+    }
+
+    fn fast() -> InitOptions {
+        InitOptions {
+            bits: 2048,
+            kdf_iterations: 1000,
+            ..InitOptions::default()
+        }
+    }
+
+    #[test]
+    fn init_makes_the_layout_and_never_stores_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &users(), &fast()).unwrap();
+        let server = layout::server_dir(dir.path());
+        keyfile::load_private_key(&server.private_key()).unwrap();
+        let conn = db::open(&server.database()).unwrap();
+        let alice = db::find_user(&conn, "alice").unwrap().unwrap();
+        assert!(alice.password.verify("alice-pw"));
+        assert!(!alice.password.verify("bob-pw"));
+        let profile = Profile::load(&layout::profile_dir(dir.path(), "bob").profile()).unwrap();
+        assert_eq!(profile.user, "bob");
+        keyfile::load_private_key(&layout::profile_dir(dir.path(), "bob").private_key()).unwrap();
+        drop(conn);
+        for entry in walk(dir.path()) {
+            let bytes = fs::read(&entry).unwrap();
+            for pw in ["alice-pw", "bob-pw"] {
+                assert!(
+                    !bytes.windows(pw.len()).any(|w| w == pw.as_bytes()),
+                    "{} holds a plaintext password",
+                    entry.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &users(), &fast()).unwrap();
+        assert!(matches!(
+            init(dir.path(), &users(), &fast()),
+            Err(DeployError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn add_user_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &users(), &fast()).unwrap();
+        let carol = NewUser {
+            name: "carol".into(),
+            password: "c".into(),
+        };
+        add_user(dir.path(), &carol).unwrap();
+        assert!(matches!(
+            add_user(dir.path(), &carol),
+            Err(DeployError::UserExists(_))
+        ));
+        let bad = NewUser {
+            name: "../evil".into(),
+            password: "x".into(),
+        };
+        assert!(matches!(
+            add_user(dir.path(), &bad),
+            Err(DeployError::BadUser(..))
+        ));
+        assert!(!dir.path().join("evil").exists());
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+}

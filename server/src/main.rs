@@ -1,1 +1,176 @@
-fn main() {}
+//! `forkmail-server`: the forking mail daemon.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use forkmail_keygen::deploy::Settings;
+use forkmail_keygen::keyfile;
+use forkmail_keygen::layout::ServerDir;
+use forkmail_keygen::password::PasswordHash;
+use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
+use forkmail_server::auth::Decoy;
+use forkmail_server::config::ServerConfig;
+use forkmail_server::daemon::{Daemon, Shared};
+use forkmail_server::demo;
+use forkmail_server::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "forkmail-server",
+    version,
+    about = "The forkmail daemon: one forked process per session"
+)]
+struct Cli {
+    /// The deployment's server directory (DIR/server from forkmail-keygen init).
+    #[arg(long, required_unless_present = "demo")]
+    dir: Option<PathBuf>,
+    /// Address to listen on; 127.0.0.1:0 picks a free port. Default: the deployment's address.
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<String>,
+    /// Sessions served at once; further connections wait in arrival order.
+    #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_SESSIONS, value_parser = parse_max_sessions)]
+    max_sessions: usize,
+    /// Seconds a connection may wait for a free session before it is told the server is busy.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_QUEUE_TIMEOUT_SECS)]
+    queue_timeout: u64,
+    /// Seconds a connection has to send its hello, and then (holding a slot) to log in.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_HANDSHAKE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    handshake_timeout: u64,
+    /// Seconds an authenticated session may sit idle before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds a blocked write to a client may take before the session ends.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_WRITE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    write_timeout: u64,
+    /// Seconds sessions get to finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_SHUTDOWN_GRACE_SECS)]
+    shutdown_grace: u64,
+    /// Accepted clock difference for handshake and frame timestamps, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WINDOW_MS / 1000, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    freshness_window: u64,
+    /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
+    #[arg(long)]
+    demo: bool,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("forkmail-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let demo_root = PathBuf::from("demo");
+    let dir = match (&cli.dir, cli.demo) {
+        (Some(dir), _) => dir.clone(),
+        (None, _) => {
+            let listen = cli
+                .listen
+                .as_deref()
+                .unwrap_or(forkmail_keygen::deploy::DEFAULT_SERVER_ADDR);
+            if demo::ensure(&demo_root, listen).context("making the demo deployment")? {
+                eprintln!("forkmail-server: made the demo deployment in ./demo from fixtures/");
+            }
+            forkmail_keygen::layout::server_dir(&demo_root).0
+        }
+    };
+    let server_dir = ServerDir(dir.clone());
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{}: no such directory; pass --dir DIR/server of a deployment made with forkmail-keygen init",
+            dir.display()
+        );
+    }
+    let settings = Settings::load(&server_dir)?;
+    let server_key = keyfile::load_private_key(&server_dir.private_key())?;
+    let server_public = keyfile::load_public_key(&server_dir.public_key())?;
+    {
+        use ring::signature::KeyPair;
+        anyhow::ensure!(
+            server_key.public_key().as_ref() == &server_public.der[..],
+            "{} does not match {}; restore the deployment's server keys",
+            server_dir.public_key().display(),
+            server_dir.private_key().display()
+        );
+    }
+    // Checked at start-up so a missing or wrong database is reported now, not per session; the
+    // connection is closed before the daemon forks anything.
+    drop(Store::open(&server_dir.database())?);
+
+    let config = ServerConfig {
+        dir,
+        listen: cli.listen.unwrap_or_else(|| settings.server_addr.clone()),
+        max_sessions: cli.max_sessions,
+        queue_timeout: Duration::from_secs(cli.queue_timeout),
+        handshake_timeout: Duration::from_secs(cli.handshake_timeout),
+        idle_timeout: Duration::from_secs(cli.idle_timeout),
+        write_timeout: Duration::from_secs(cli.write_timeout),
+        freshness_window_ms: cli.freshness_window * 1000,
+        shutdown_grace: Duration::from_secs(cli.shutdown_grace),
+    };
+    let shared = Shared {
+        decoy: Decoy {
+            password: PasswordHash::decoy(settings.kdf, settings.iterations()),
+            public_key: server_public.der,
+        },
+        server_key,
+    };
+    let listener = TcpListener::bind(&config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let daemon = Daemon::new(config, shared, listener)?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {local}")?;
+        out.flush()?;
+    }
+    if cli.demo {
+        eprint!("{}", demo::instructions(&demo_root, &local.to_string()));
+    }
+    tracing::info!(
+        max_sessions = cli.max_sessions,
+        "forkmail-server ready on {local}"
+    );
+    daemon.run()?;
+    Ok(())
+}
+
+fn parse_max_sessions(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of sessions from 1 to 1024")),
+    }
+}

@@ -1,0 +1,43 @@
+//! Server settings, from the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the daemon and its children need to know, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `DIR/server` of a deployment.
+    pub dir: PathBuf,
+    pub listen: String,
+    /// Children serving at once; further connections queue.
+    pub max_sessions: usize,
+    /// How long a connection may wait in the queue before it is told the server is busy.
+    pub queue_timeout: Duration,
+    /// How long a connection has to send its hello (counted from arrival, while it waits in the
+    /// parent without a slot) and then, once it holds a slot, to authenticate.
+    pub handshake_timeout: Duration,
+    /// An authenticated session with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A blocked write (a client that never reads) ends the session after this long.
+    pub write_timeout: Duration,
+    /// Handshake and frame timestamps must be within this many milliseconds of our clock.
+    pub freshness_window_ms: u64,
+    /// On SIGTERM/SIGINT, how long running sessions get to finish before they are killed.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_MAX_SESSIONS: usize = 5;
+    pub const DEFAULT_QUEUE_TIMEOUT_SECS: u64 = 30;
+    pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+    pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+    pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
+    pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+    /// How long a handshake nonce must be remembered: a replayed hello can arrive up to one
+    /// window after the original's timestamp and then wait up to the queue timeout before a
+    /// child checks it.
+    pub fn nonce_retention_ms(&self) -> u64 {
+        self.freshness_window_ms + self.queue_timeout.as_millis() as u64 + 1000
+    }
+}

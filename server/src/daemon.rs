@@ -1,0 +1,437 @@
+//! The parent process: accepts connections, holds them until their hello has arrived, queues
+//! them in arrival order for one of `max_sessions` slots, forks one child per session and reaps
+//! every child.
+//!
+//! Why the parent reads the hello itself: a socket that connects and sends nothing (or one byte a
+//! second) never gets a slot, so a hundred idle sockets cannot keep a real user waiting; they are
+//! dropped when the handshake deadline passes. A client whose hello is complete waits only for
+//! real sessions to end, and its hello is judged fresh against the moment it *arrived*, so time
+//! spent queued never makes it stale. Queued longer than the queue timeout, it is told "busy".
+//!
+//! The parent is single-threaded and holds no database connection: it polls the listener, the
+//! pending sockets and a self-pipe woken by SIGCHLD/SIGTERM/SIGINT. A forked child inherits a
+//! copy of everything, so the first thing it does is close every descriptor that is not its own
+//! connection (above all the listener, so a restarted server can bind the port at once).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forkmail_protocol::frame::{encode_frame, parse_header, HEADER_LEN, MAX_HELLO_LEN};
+use forkmail_protocol::messages::{Refusal, ServerReply};
+use forkmail_protocol::{encode, now_millis};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use tracing::{debug, error, info, warn};
+
+use crate::config::ServerConfig;
+use crate::session::{self, ChildContext, Handoff};
+use crate::signals;
+
+/// Most connections held by the parent before a slot is free. Past this the oldest socket that
+/// has not finished its hello is dropped to make room.
+const MAX_PENDING: usize = 512;
+/// Longest the parent sleeps in `poll` when no deadline is nearer.
+const MAX_POLL: Duration = Duration::from_secs(1);
+
+/// A connection the parent holds until a child takes it.
+struct Pending {
+    stream: TcpStream,
+    peer: SocketAddr,
+    arrived: Instant,
+    /// Header and body of the hello, as far as they have arrived.
+    buf: Vec<u8>,
+    /// Set when the whole hello has arrived.
+    received_at_ms: Option<u64>,
+}
+
+impl Pending {
+    fn is_ready(&self) -> bool {
+        self.received_at_ms.is_some()
+    }
+
+    /// Reads what has arrived without blocking, never past the end of the hello frame.
+    /// Returns `Err` when the connection should be dropped.
+    fn read_hello(&mut self) -> Result<(), &'static str> {
+        loop {
+            let wanted = if self.buf.len() < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                let header: [u8; HEADER_LEN] = self.buf[..HEADER_LEN]
+                    .try_into()
+                    .expect("slice of HEADER_LEN bytes");
+                HEADER_LEN
+                    + parse_header(header, MAX_HELLO_LEN)
+                        .map_err(|_| "hello longer than allowed")?
+            };
+            if self.buf.len() == wanted && self.buf.len() > HEADER_LEN {
+                self.received_at_ms = Some(now_millis());
+                return Ok(());
+            }
+            let start = self.buf.len();
+            self.buf.resize(wanted, 0);
+            match self.stream.read(&mut self.buf[start..]) {
+                Ok(0) => return Err("closed before its hello"),
+                Ok(n) => self.buf.truncate(start + n),
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return match e.kind() {
+                        io::ErrorKind::WouldBlock => Ok(()),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => Err("read error"),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Writes a short reply to a socket we are about to drop. Best effort: a fresh socket's send
+    /// buffer always has room for it.
+    fn tell(mut self, reply: &ServerReply) {
+        let _ = self.stream.write_all(&encode_frame(&encode(reply)));
+    }
+}
+
+/// Read-only material loaded once and shared with every child by `fork`.
+pub struct Shared {
+    pub server_key: ring::signature::RsaKeyPair,
+    pub decoy: crate::auth::Decoy,
+}
+
+pub struct Daemon {
+    config: ServerConfig,
+    shared: Shared,
+    listener: Option<TcpListener>,
+    pending: Vec<Pending>,
+    children: HashMap<Pid, Instant>,
+    signals: signals::ParentSignals,
+}
+
+impl Daemon {
+    pub fn new(config: ServerConfig, shared: Shared, listener: TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            config,
+            shared,
+            listener: Some(listener),
+            pending: Vec::new(),
+            children: HashMap::new(),
+            signals: signals::ParentSignals::install()?,
+        })
+    }
+
+    /// Runs until SIGTERM/SIGINT and every child is gone.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            self.reap();
+            match (self.signals.take_termination(), shutdown_deadline) {
+                (true, None) => {
+                    info!(
+                        sessions = self.children.len(),
+                        "shutting down: no new connections, waiting up to {} s for sessions",
+                        self.config.shutdown_grace.as_secs()
+                    );
+                    self.stop_accepting();
+                    self.signal_children(Signal::SIGTERM);
+                    shutdown_deadline = Some(Instant::now() + self.config.shutdown_grace);
+                }
+                (true, Some(_)) => {
+                    warn!("second termination signal: killing remaining sessions");
+                    shutdown_deadline = Some(Instant::now());
+                }
+                _ => {}
+            }
+            if let Some(deadline) = shutdown_deadline {
+                if self.children.is_empty() {
+                    info!("all sessions finished; exiting");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    warn!(
+                        sessions = self.children.len(),
+                        "grace period over: killing remaining sessions"
+                    );
+                    self.signal_children(Signal::SIGKILL);
+                    while !self.children.is_empty() {
+                        self.reap_blocking();
+                    }
+                    return Ok(());
+                }
+            }
+            self.expire();
+            self.dispatch();
+            self.wait_for_events(shutdown_deadline)?;
+        }
+    }
+
+    /// Hands ready connections to children, oldest arrival first, while slots are free.
+    fn dispatch(&mut self) {
+        while self.children.len() < self.config.max_sessions {
+            let Some(index) = self.pending.iter().position(Pending::is_ready) else {
+                break;
+            };
+            let conn = self.pending.remove(index);
+            // SAFETY: the parent is single-threaded (no thread was ever spawned: signal-hook's
+            // pipe and flag handlers use none), so the child's copy of the address space holds no
+            // lock another thread could own.
+            match unsafe { fork() } {
+                Ok(ForkResult::Parent { child }) => {
+                    debug!(peer = %conn.peer, pid = child.as_raw(), "session started");
+                    self.children.insert(child, Instant::now());
+                }
+                Ok(ForkResult::Child) => self.become_child(conn),
+                Err(err) => {
+                    error!("fork failed: {err}; telling the client the server is busy");
+                    conn.tell(&ServerReply::Busy { waited_secs: 0 });
+                }
+            }
+        }
+    }
+
+    /// In the child: drop everything that belongs to the parent, serve, exit.
+    fn become_child(&mut self, conn: Pending) -> ! {
+        self.listener.take();
+        self.pending.clear();
+        self.children.clear();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let code = match signals::install_child(&self.signals, Arc::clone(&shutdown)) {
+            Ok(()) => {
+                let ctx = ChildContext {
+                    config: &self.config,
+                    server_key: &self.shared.server_key,
+                    decoy: &self.shared.decoy,
+                    shutdown: &shutdown,
+                };
+                let peer = conn.peer;
+                let received_at_ms = conn.received_at_ms.unwrap_or_else(now_millis);
+                let handoff = Handoff {
+                    stream: conn.stream,
+                    peer,
+                    hello: conn.buf[HEADER_LEN..].to_vec(),
+                    received_at_ms,
+                };
+                match session::run(&ctx, handoff) {
+                    Ok(()) => 0,
+                    Err(err) => {
+                        info!(%peer, "session ended: {err}");
+                        1
+                    }
+                }
+            }
+            Err(err) => {
+                error!("child could not set up signals: {err}");
+                1
+            }
+        };
+        let _ = io::stderr().flush();
+        // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
+        // flushing stdio buffers inherited from it (which would print them twice).
+        unsafe { nix::libc::_exit(code) }
+    }
+
+    /// Drops connections whose hello did not arrive in time and tells those that waited too
+    /// long for a slot that the server is busy.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let handshake = self.config.handshake_timeout;
+        let queue = self.config.queue_timeout;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let waited = now.duration_since(p.arrived);
+            if !p.is_ready() && waited >= handshake {
+                debug!(peer = %p.peer, "no hello within {} s; closing", handshake.as_secs());
+                self.pending.remove(i);
+            } else if p.is_ready() && waited >= queue {
+                let p = self.pending.remove(i);
+                warn!(peer = %p.peer, "server busy: no free slot for {} s", waited.as_secs());
+                p.tell(&ServerReply::Busy {
+                    waited_secs: waited.as_secs() as u32,
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn stop_accepting(&mut self) {
+        self.listener.take();
+        for p in self.pending.drain(..) {
+            if p.is_ready() {
+                p.tell(&ServerReply::Refused(Refusal::ShuttingDown));
+            }
+        }
+    }
+
+    fn signal_children(&self, signal: Signal) {
+        for pid in self.children.keys() {
+            let _ = kill(*pid, signal);
+        }
+    }
+
+    /// Collects every child that has exited. Never blocks.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => self.forget(status),
+            }
+        }
+    }
+
+    fn reap_blocking(&mut self) {
+        match waitpid(None, None) {
+            Ok(status) => self.forget(status),
+            Err(_) => self.children.clear(),
+        }
+    }
+
+    fn forget(&mut self, status: WaitStatus) {
+        if let Some(pid) = status.pid() {
+            if let Some(started) = self.children.remove(&pid) {
+                debug!(
+                    pid = pid.as_raw(),
+                    ?status,
+                    secs = started.elapsed().as_secs_f32(),
+                    "session process exited"
+                );
+            }
+        }
+    }
+
+    /// Sleeps in `poll` until a connection arrives, a pending hello makes progress, a signal
+    /// comes in, or the nearest deadline passes; then handles what woke it.
+    fn wait_for_events(&mut self, shutdown_deadline: Option<Instant>) -> io::Result<()> {
+        let timeout = self.next_deadline(shutdown_deadline);
+        let waiting: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| !self.pending[i].is_ready())
+            .collect();
+        let (listener_ready, ready_pending) = {
+            let mut fds = Vec::with_capacity(2 + waiting.len());
+            fds.push(PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN));
+            if let Some(listener) = &self.listener {
+                fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            }
+            let first_pending = fds.len();
+            for &i in &waiting {
+                fds.push(PollFd::new(
+                    self.pending[i].stream.as_fd(),
+                    PollFlags::POLLIN,
+                ));
+            }
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE),
+            ) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            }
+            let fired = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let listener_ready = self.listener.is_some() && fired(&fds[1]);
+            let ready_pending: Vec<usize> = fds[first_pending..]
+                .iter()
+                .zip(&waiting)
+                .filter(|(fd, _)| fired(fd))
+                .map(|(_, &i)| i)
+                .collect();
+            (listener_ready, ready_pending)
+        };
+        self.signals.drain();
+        // Read hellos first (indices are still valid), then drop the broken ones back to front.
+        let mut broken = Vec::new();
+        for i in ready_pending {
+            if let Err(why) = self.pending[i].read_hello() {
+                debug!(peer = %self.pending[i].peer, "dropping connection: {why}");
+                broken.push(i);
+            }
+        }
+        for i in broken.into_iter().rev() {
+            self.pending.remove(i);
+        }
+        if listener_ready {
+            self.accept_all();
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self, shutdown_deadline: Option<Instant>) -> Duration {
+        let now = Instant::now();
+        let mut wait = MAX_POLL;
+        for p in &self.pending {
+            let limit = if p.is_ready() {
+                self.config.queue_timeout
+            } else {
+                self.config.handshake_timeout
+            };
+            wait = wait.min((p.arrived + limit).saturating_duration_since(now));
+        }
+        if let Some(deadline) = shutdown_deadline {
+            wait = wait.min(deadline.saturating_duration_since(now));
+        }
+        wait
+    }
+
+    fn accept_all(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if let Err(err) = stream.set_nonblocking(true) {
+                        warn!(%peer, "cannot configure socket: {err}");
+                        continue;
+                    }
+                    if self.pending.len() >= MAX_PENDING {
+                        match self.pending.iter().position(|p| !p.is_ready()) {
+                            Some(oldest) => {
+                                self.pending.remove(oldest);
+                            }
+                            None => {
+                                warn!(%peer, "queue full; refusing connection");
+                                let busy = Pending {
+                                    stream,
+                                    peer,
+                                    arrived: Instant::now(),
+                                    buf: Vec::new(),
+                                    received_at_ms: None,
+                                };
+                                busy.tell(&ServerReply::Busy { waited_secs: 0 });
+                                continue;
+                            }
+                        }
+                    }
+                    debug!(%peer, "connection arrived");
+                    let mut pending = Pending {
+                        stream,
+                        peer,
+                        arrived: Instant::now(),
+                        buf: Vec::with_capacity(256),
+                        received_at_ms: None,
+                    };
+                    // The hello often arrives with the connection; read it now.
+                    match pending.read_hello() {
+                        Ok(()) => self.pending.push(pending),
+                        Err(why) => debug!(%peer, "dropping connection: {why}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next wake-up.
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! One client session, served by one forked child process.
+//!
+//! The session is a chain of states, each consuming the previous one, so that "a request before
+//! authentication" cannot be written: [`run`] checks the hello the parent already read, answers it
+//! ([`ExpectAuth`]), checks both factors ([`Authenticated`]) and only then serves requests.
+//!
+//! Deadlines: the child gets the slot with a complete hello in hand; the client then has the
+//! rest of the handshake deadline to authenticate. An authenticated session idle for
+//! `idle_timeout` is closed with a `Closing` frame, as is one whose server is shutting down
+//! (checked between requests, so a request in progress always completes).
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_FRAME_LEN};
+use forkmail_protocol::handshake::{CheckedHello, Established};
+use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
+use forkmail_protocol::messages::{
+    AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
+    INBOX_PAGE_LEN,
+};
+use forkmail_protocol::replay::NonceStore;
+use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
+use ring::rand::SystemRandom;
+use ring::signature::RsaKeyPair;
+use tracing::{debug, info, warn};
+
+use crate::auth::{self, Decoy};
+use crate::config::ServerConfig;
+use crate::store::{InboxError, Store, StoreError};
+
+/// What the parent hands a child: a connection whose hello has fully arrived.
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// The client hello frame body, as read by the parent.
+    pub hello: Vec<u8>,
+    /// When the hello arrived: its freshness is judged against this, not against the moment a
+    /// slot came free, so time spent queued does not make an honest client stale.
+    pub received_at_ms: u64,
+}
+
+/// Read-only state every child inherits from the parent, loaded once at start-up.
+pub struct ChildContext<'a> {
+    pub config: &'a ServerConfig,
+    pub server_key: &'a RsaKeyPair,
+    pub decoy: &'a Decoy,
+    /// Set by SIGTERM in the child.
+    pub shutdown: &'a AtomicBool,
+}
+
+/// Why a session ended early. Logged by the child; the client has already been told what it
+/// may know.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("hello refused: {0}")]
+    Refused(Refusal),
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("invalid credentials for user {0:?}")]
+    Denied(String),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// How often a child waiting for the next request looks at its idle deadline and the shutdown
+/// flag.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+/// A frame that has started must arrive whole within this long.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one connection to the end.
+pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
+    let Handoff {
+        stream,
+        peer,
+        hello,
+        received_at_ms,
+    } = handoff;
+    let handshake_deadline = Instant::now() + ctx.config.handshake_timeout;
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(ctx.config.write_timeout))?;
+    let mut store =
+        Store::open(&forkmail_keygen::layout::ServerDir(ctx.config.dir.clone()).database())?;
+
+    let expect_auth = ExpectAuth::answer_hello(ctx, &mut store, &stream, hello, received_at_ms)?;
+    let user = expect_auth.user.clone();
+    let session = match expect_auth.authenticate(ctx, &store, &stream, handshake_deadline) {
+        Ok(session) => session,
+        Err(err) => {
+            warn!(%peer, user = %printable(&user), "invalid credentials or failed login: {err}");
+            return Err(err);
+        }
+    };
+    info!(%peer, user = %session.user, "connection accepted for user {}", session.user);
+    let result = session.serve(ctx, &mut store, &stream);
+    info!(%peer, "terminating connection with {user}");
+    result
+}
+
+/// The server has answered the hello; the client must authenticate next.
+struct ExpectAuth {
+    user: String,
+    established: Established,
+}
+
+impl ExpectAuth {
+    fn answer_hello(
+        ctx: &ChildContext,
+        store: &mut Store,
+        mut stream: &TcpStream,
+        hello: Vec<u8>,
+        received_at_ms: u64,
+    ) -> Result<Self, SessionError> {
+        let window = ctx.config.freshness_window_ms;
+        let refuse = |mut stream: &TcpStream, refusal: Refusal| {
+            let _ = write_frame(&mut stream, &encode(&ServerReply::Refused(refusal)));
+            SessionError::Refused(refusal)
+        };
+        let checked = match CheckedHello::check(hello, received_at_ms, window) {
+            Ok(checked) => checked,
+            Err(refusal) => return Err(refuse(stream, refusal)),
+        };
+        let now = now_millis();
+        // Purging here keeps the table small without a separate janitor process.
+        store.purge_nonces(now)?;
+        let expires = checked
+            .hello
+            .timestamp_ms
+            .saturating_add(ctx.config.nonce_retention_ms());
+        if !store.record(&checked.hello.nonce, expires)? {
+            return Err(refuse(stream, Refusal::Replayed));
+        }
+        let user = checked.hello.user.clone();
+        let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
+        write_frame(&mut stream, &reply)?;
+        Ok(Self { user, established })
+    }
+
+    fn authenticate(
+        self,
+        ctx: &ChildContext,
+        store: &Store,
+        mut stream: &TcpStream,
+        deadline: Instant,
+    ) -> Result<Authenticated, SessionError> {
+        let Self {
+            user,
+            established:
+                Established {
+                    mut channel,
+                    transcript_hash,
+                },
+        } = self;
+        let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_FRAME_LEN)?;
+        let auth: ClientAuth =
+            channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
+        let accepted = auth::authenticate(store, ctx.decoy, &user, &transcript_hash, &auth)?;
+        let result = if accepted {
+            AuthResult::Accepted
+        } else {
+            AuthResult::Denied
+        };
+        write_frame(&mut stream, &channel.seal(&result, now_millis())?)?;
+        if !accepted {
+            return Err(SessionError::Denied(printable(&user)));
+        }
+        Ok(Authenticated { user, channel })
+    }
+}
+
+/// Both factors checked: requests may flow.
+struct Authenticated {
+    user: String,
+    channel: SecureChannel,
+}
+
+enum Flow {
+    Continue,
+    End,
+}
+
+impl Authenticated {
+    fn serve(
+        mut self,
+        ctx: &ChildContext,
+        store: &mut Store,
+        stream: &TcpStream,
+    ) -> Result<(), SessionError> {
+        loop {
+            match wait_for_request(ctx, stream)? {
+                Wake::Data => {}
+                Wake::PeerClosed => return Ok(()),
+                Wake::Close(reason) => {
+                    debug!(user = %self.user, "closing session: {reason}");
+                    self.respond(stream, &Response::Closing(reason))?;
+                    return Ok(());
+                }
+            }
+            let deadline = Instant::now() + FRAME_TIMEOUT;
+            let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_FRAME_LEN)?;
+            let request: Request =
+                self.channel
+                    .open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
+            if let Flow::End = self.handle(store, stream, request)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        store: &mut Store,
+        stream: &TcpStream,
+        request: Request,
+    ) -> Result<Flow, SessionError> {
+        let response = match request {
+            Request::Send(draft) => self.send(store, draft),
+            Request::Inbox => return self.inbox(store, stream).map(|()| Flow::Continue),
+            Request::Read { id } => match store.read(&self.user, id) {
+                Ok(mail) => Response::Mail(mail),
+                Err(err) => error_response(err),
+            },
+            Request::Delete { id } => match store.delete(&self.user, id) {
+                Ok(()) => Response::Deleted { id },
+                Err(err) => error_response(err),
+            },
+            Request::Quit => {
+                self.respond(stream, &Response::Goodbye)?;
+                return Ok(Flow::End);
+            }
+        };
+        self.respond(stream, &response)?;
+        Ok(Flow::Continue)
+    }
+
+    fn send(&self, store: &mut Store, draft: Draft) -> Response {
+        let valid = validate_recipients(&draft.to)
+            .and_then(|()| validate_title(&draft.title))
+            .and_then(|()| validate_body(&draft.body));
+        if let Err(err) = valid {
+            return Response::Error {
+                code: ErrorCode::InvalidRequest,
+                message: err.to_string(),
+            };
+        }
+        match store.send(&self.user, &draft, now_millis()) {
+            Ok(id) => {
+                info!(
+                    "an email from {} is sent to {} with content length {}",
+                    self.user,
+                    draft.to.join(";"),
+                    draft.body.chars().count()
+                );
+                Response::Sent { id }
+            }
+            Err(err) => error_response(err),
+        }
+    }
+
+    fn inbox(&mut self, store: &Store, stream: &TcpStream) -> Result<(), SessionError> {
+        let user = self.user.clone();
+        let result = store.inbox(&user, INBOX_PAGE_LEN, |entries, more| {
+            self.respond(stream, &Response::InboxPage { entries, more })
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(InboxError::Sink(err)) => Err(err),
+            // Nothing was sent yet only if the failure came before the first page; either way
+            // the client gets an error frame in place of the rest of the listing.
+            Err(InboxError::Store(err)) => self.respond(stream, &error_response(err)),
+        }
+    }
+
+    fn respond(&mut self, mut stream: &TcpStream, response: &Response) -> Result<(), SessionError> {
+        let frame = self.channel.seal(response, now_millis())?;
+        write_frame(&mut stream, &frame)?;
+        Ok(())
+    }
+}
+
+fn error_response(err: StoreError) -> Response {
+    let (code, message) = match &err {
+        StoreError::UnknownRecipient(name) => (
+            ErrorCode::UnknownRecipient,
+            format!("no such user: {}; nothing was sent", printable(name)),
+        ),
+        StoreError::NotFound(_) => (ErrorCode::NotFound, err.to_string()),
+        StoreError::Db(db) => {
+            tracing::error!("database error: {db}");
+            (
+                ErrorCode::Internal,
+                "the server could not complete the request; nothing was changed".to_owned(),
+            )
+        }
+    };
+    Response::Error { code, message }
+}
+
+enum Wake {
+    Data,
+    PeerClosed,
+    Close(CloseReason),
+}
+
+/// Waits for the first byte of the next request, the idle deadline or shutdown.
+fn wait_for_request(ctx: &ChildContext, stream: &TcpStream) -> Result<Wake, SessionError> {
+    let idle_deadline = Instant::now() + ctx.config.idle_timeout;
+    let mut probe = [0u8; 1];
+    loop {
+        if ctx.shutdown.load(Ordering::Relaxed) {
+            return Ok(Wake::Close(CloseReason::ShuttingDown));
+        }
+        let now = Instant::now();
+        if now >= idle_deadline {
+            return Ok(Wake::Close(CloseReason::IdleTimeout));
+        }
+        stream.set_read_timeout(Some(IDLE_TICK.min(idle_deadline - now)))?;
+        match stream.peek(&mut probe) {
+            Ok(0) => return Ok(Wake::PeerClosed),
+            Ok(_) => return Ok(Wake::Data),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A reader that fails with `TimedOut` once `deadline` has passed, however the bytes trickle in:
+/// each read's socket timeout is the time left, not a fresh allowance.
+struct DeadlineReader<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl<'a> DeadlineReader<'a> {
+    fn new(stream: &'a TcpStream, deadline: Instant) -> Self {
+        Self { stream, deadline }
+    }
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+/// Untrusted text made safe for a log line.
+pub fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}

@@ -1,0 +1,115 @@
+//! `forkmail-keygen` as a user runs it: what it makes, and what it refuses.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn keygen(args: &[&str], dir: &Path, env_password: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forkmail-keygen"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("FORKMAIL_PASSWORD");
+    if let Some(p) = env_password {
+        cmd.env("FORKMAIL_PASSWORD", p);
+    }
+    cmd.output().expect("run forkmail-keygen")
+}
+
+fn users_file(dir: &Path, body: &str) {
+    std::fs::write(dir.join("users.toml"), body).unwrap();
+}
+
+const FAST: [&str; 4] = ["--bits", "2048", "--kdf-iterations", "1000"];
+
+fn init(dir: &Path) -> Output {
+    let mut args = vec!["init", "d", "--users", "users.toml"];
+    args.extend(FAST);
+    keygen(&args, dir, None)
+}
+
+#[test]
+fn init_makes_private_keys_0600_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    let out = init(tmp.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in ["d/server/server.key", "d/clients/alice/user.key"] {
+        let mode = std::fs::metadata(tmp.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let profile = std::fs::read_to_string(tmp.path().join("d/clients/alice/profile.toml")).unwrap();
+    assert!(profile.contains("127.0.0.1:13000"), "{profile}");
+
+    let again = init(tmp.path());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn bad_user_names_are_refused_with_a_clear_message() {
+    for name in ["../evil", "Alice", "a/b", "", "-x", &"a".repeat(33)] {
+        let tmp = tempfile::tempdir().unwrap();
+        users_file(
+            tmp.path(),
+            &format!("[[user]]\nname = {name:?}\npassword = \"pw\"\n"),
+        );
+        let out = init(tmp.path());
+        assert_eq!(out.status.code(), Some(1), "{name:?} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("user name"), "{name:?}: {stderr}");
+        assert!(
+            !tmp.path().join("d/server").exists(),
+            "{name:?} left a partial deployment"
+        );
+        assert!(!tmp.path().join("evil").exists());
+    }
+}
+
+#[test]
+fn add_user_takes_the_password_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    assert!(init(tmp.path()).status.success());
+    let out = keygen(&["add-user", "d", "bob"], tmp.path(), Some("bob-pw"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tmp.path().join("d/clients/bob/user.key").exists());
+    let dup = keygen(&["add-user", "d", "bob"], tmp.path(), Some("x"));
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let none = keygen(&["add-user", "nowhere", "carol"], tmp.path(), Some("x"));
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("init first"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = keygen(
+        &["init", "d", "--users", "u.toml", "--bits", "1024"],
+        tmp.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        keygen(&["frobnicate"], tmp.path(), None).status.code(),
+        Some(2)
+    );
+}

@@ -1,0 +1,99 @@
+//! `forkmail-server` start-up: every bad deployment gets one clear line and exit 1, never a
+//! panic.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn server(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_forkmail-server"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run forkmail-server")
+}
+
+fn make_deployment(dir: &Path) {
+    let keygen = Path::new(env!("CARGO_BIN_EXE_forkmail-server")).with_file_name("forkmail-keygen");
+    if !keygen.exists() {
+        // Built by the keygen_cli target under `cargo test --workspace`.
+        panic!("{} not built; run cargo test --workspace", keygen.display());
+    }
+    std::fs::write(
+        dir.join("users.toml"),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    )
+    .unwrap();
+    let out = Command::new(keygen)
+        .args([
+            "init",
+            "d",
+            "--users",
+            "users.toml",
+            "--bits",
+            "2048",
+            "--kdf-iterations",
+            "1000",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+fn assert_clear_failure(out: &Output, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout before listening");
+}
+
+#[test]
+fn missing_deployment_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    assert_clear_failure(
+        &server(&["--dir", missing.to_str().unwrap()]),
+        "no such directory",
+    );
+}
+
+#[test]
+fn group_readable_server_key_is_refused_with_the_chmod_that_fixes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_deployment(tmp.path());
+    let key = tmp.path().join("d/server/server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = server(&["--dir", tmp.path().join("d/server").to_str().unwrap()]);
+    assert_clear_failure(&out, &format!("chmod 600 {}", key.display()));
+}
+
+#[test]
+fn corrupt_key_and_missing_database_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_deployment(tmp.path());
+    let dir = tmp.path().join("d/server");
+    std::fs::write(dir.join("server.pub"), "garbage").unwrap();
+    assert_clear_failure(&server(&["--dir", dir.to_str().unwrap()]), "server.pub");
+
+    let tmp = tempfile::tempdir().unwrap();
+    make_deployment(tmp.path());
+    let dir = tmp.path().join("d/server");
+    std::fs::remove_file(dir.join("mail.db")).unwrap();
+    assert_clear_failure(&server(&["--dir", dir.to_str().unwrap()]), "mail.db");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(
+        server(&["--max-sessions", "0", "--dir", "x"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(server(&[]).status.code(), Some(2));
+}

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::ThrottlePolicy;
+
 /// Everything the daemon and its children need to know, fixed at start-up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -24,6 +26,8 @@ pub struct ServerConfig {
     pub freshness_window_ms: u64,
     /// On SIGTERM/SIGINT, how long running sessions get to finish before they are killed.
     pub shutdown_grace: Duration,
+    /// How repeated wrong passwords are slowed down and locked out.
+    pub throttle: ThrottlePolicy,
 }
 
 impl ServerConfig {
@@ -33,6 +37,9 @@ impl ServerConfig {
     pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
     pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
     pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+    pub const DEFAULT_FREE_FAILURES: u32 = 3;
+    pub const DEFAULT_LOCKOUT_AFTER: u32 = 10;
+    pub const DEFAULT_LOCKOUT_SECS: u64 = 900;
 
     /// How long a handshake nonce must be remembered: a replayed hello can arrive up to one
     /// window after the original's timestamp and then wait up to the queue timeout before a

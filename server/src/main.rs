@@ -13,7 +13,7 @@ use forkmail_keygen::keyfile;
 use forkmail_keygen::layout::ServerDir;
 use forkmail_keygen::password::PasswordHash;
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
-use forkmail_server::auth::Decoy;
+use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
@@ -53,6 +53,12 @@ struct Cli {
     /// Accepted clock difference for handshake and frame timestamps, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WINDOW_MS / 1000, value_parser = clap::value_parser!(u64).range(1..=3600))]
     freshness_window: u64,
+    /// Consecutive wrong passwords (with a valid user key) before the account is locked.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::DEFAULT_LOCKOUT_AFTER, value_parser = clap::value_parser!(u32).range(1..))]
+    lockout_after: u32,
+    /// Seconds an account stays locked after --lockout-after failures.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_LOCKOUT_SECS)]
+    lockout_secs: u64,
     /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
     #[arg(long)]
     demo: bool,
@@ -140,6 +146,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         write_timeout: Duration::from_secs(cli.write_timeout),
         freshness_window_ms: cli.freshness_window * 1000,
         shutdown_grace: Duration::from_secs(cli.shutdown_grace),
+        throttle: ThrottlePolicy {
+            free_failures: ServerConfig::DEFAULT_FREE_FAILURES,
+            lockout_after: cli.lockout_after,
+            lockout: Duration::from_secs(cli.lockout_secs),
+        },
     };
     let shared = Shared {
         decoy: Decoy {

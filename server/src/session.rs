@@ -27,7 +27,7 @@ use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
 use tracing::{debug, info, warn};
 
-use crate::auth::{self, Decoy};
+use crate::auth::{self, Decoy, Verdict};
 use crate::config::ServerConfig;
 use crate::store::{InboxError, Store, StoreError};
 
@@ -59,8 +59,8 @@ pub enum SessionError {
     Refused(Refusal),
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
-    #[error("invalid credentials for user {0:?}")]
-    Denied(String),
+    #[error("invalid credentials for user {user}: {verdict:?}")]
+    Denied { user: String, verdict: Verdict },
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("{0}")]
@@ -94,10 +94,10 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
 
     let expect_auth = ExpectAuth::answer_hello(ctx, &mut store, &stream, hello, received_at_ms)?;
     let user = expect_auth.user.clone();
-    let session = match expect_auth.authenticate(ctx, &store, &stream, handshake_deadline) {
+    let session = match expect_auth.authenticate(ctx, &mut store, &stream, handshake_deadline) {
         Ok(session) => session,
         Err(err) => {
-            warn!(%peer, user = %printable(&user), "invalid credentials or failed login: {err}");
+            warn!(%peer, "login failed: {err}");
             return Err(err);
         }
     };
@@ -149,7 +149,7 @@ impl ExpectAuth {
     fn authenticate(
         self,
         ctx: &ChildContext,
-        store: &Store,
+        store: &mut Store,
         mut stream: &TcpStream,
         deadline: Instant,
     ) -> Result<Authenticated, SessionError> {
@@ -164,7 +164,16 @@ impl ExpectAuth {
         let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_FRAME_LEN)?;
         let auth: ClientAuth =
             channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
-        let accepted = auth::authenticate(store, ctx.decoy, &user, &transcript_hash, &auth)?;
+        let verdict = auth::authenticate(
+            store,
+            ctx.decoy,
+            &ctx.config.throttle,
+            &user,
+            &transcript_hash,
+            &auth,
+            now_millis(),
+        )?;
+        let accepted = verdict == Verdict::Accepted;
         let result = if accepted {
             AuthResult::Accepted
         } else {
@@ -172,7 +181,10 @@ impl ExpectAuth {
         };
         write_frame(&mut stream, &channel.seal(&result, now_millis())?)?;
         if !accepted {
-            return Err(SessionError::Denied(printable(&user)));
+            return Err(SessionError::Denied {
+                user: printable(&user),
+                verdict,
+            });
         }
         Ok(Authenticated { user, channel })
     }

@@ -167,6 +167,50 @@ impl Store {
         Ok(())
     }
 
+    /// When the user's login lock (if any) ends, in ms since the epoch.
+    pub fn locked_until(&self, user: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT locked_until_ms FROM login_failures WHERE user = ?1")?
+            .query_row([user], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|ms| ms as u64))
+    }
+
+    /// Counts one more consecutive failure for `user` and sets the lock the policy gives for
+    /// that count, atomically across processes. Returns (failures, locked_until_ms).
+    pub fn record_login_failure(
+        &mut self,
+        user: &str,
+        now_ms: u64,
+        lock_for: impl Fn(u32) -> u64,
+    ) -> Result<(u32, u64), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let failures: u32 = tx
+            .prepare_cached(
+                "INSERT INTO login_failures (user, failures, last_ms, locked_until_ms)
+                 VALUES (?1, 1, ?2, 0)
+                 ON CONFLICT(user) DO UPDATE SET failures = failures + 1, last_ms = excluded.last_ms
+                 RETURNING failures",
+            )?
+            .query_row(params![user, now_ms as i64], |r| r.get(0))?;
+        let locked_until = now_ms.saturating_add(lock_for(failures));
+        tx.prepare_cached("UPDATE login_failures SET locked_until_ms = ?2 WHERE user = ?1")?
+            .execute(params![user, locked_until as i64])?;
+        tx.commit()?;
+        Ok((failures, locked_until))
+    }
+
+    /// A successful login forgets earlier failures.
+    pub fn clear_login_failures(&self, user: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM login_failures WHERE user = ?1")?
+            .execute([user])?;
+        Ok(())
+    }
+
     /// Deletes nonces whose replay window has passed.
     pub fn purge_nonces(&self, now_ms: u64) -> Result<usize, StoreError> {
         Ok(self

@@ -1,1 +1,18 @@
+//! forkmail's terminal client, as a library and as the `forkmail` program.
+//!
+//! [`Session`] is the part other tools reuse (the benchmark, the end-to-end tests): connect with
+//! [`ConnectOptions`], then `send`, `inbox`, `read`, `delete`, `quit`, every failure a
+//! [`ClientError`] that says what happened and what to do. The rest is the program: [`cli`] (the
+//! command-line contract), [`app`] (password and login), [`commands`] (one-shot commands),
+//! [`repl`] (interactive use) and [`display`] (terminal-safe and JSON rendering).
 
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod display;
+pub mod error;
+pub mod repl;
+pub mod session;
+
+pub use error::{AppError, ClientError};
+pub use session::{ConnectOptions, Session, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT};

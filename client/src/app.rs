@@ -1,0 +1,99 @@
+//! The `forkmail` program around the library: turns the command line into [`ConnectOptions`],
+//! gets the password, logs in, and hands over to the one-shot commands or the REPL.
+//!
+//! The order matters for the user: everything that can be checked locally (arguments, limits,
+//! the profile and its keys) is checked before the password is asked for, and the password is
+//! asked for before connecting, so a server slot is never held while someone types.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::Cli;
+use crate::error::AppError;
+use crate::session::{ConnectOptions, Session};
+use crate::{commands, repl};
+
+/// Environment variable that supplies the password without a prompt (for scripts and tests).
+pub const PASSWORD_ENV: &str = "FORKMAIL_PASSWORD";
+
+/// Runs the program for a parsed command line whose `--profile` is `profile_dir`.
+pub fn run(cli: &Cli, profile_dir: &Path) -> Result<(), AppError> {
+    let login = Login {
+        profile_dir,
+        server: cli.server.as_deref(),
+        connect_timeout: Duration::from_secs(cli.connect_timeout),
+        verbose: cli.verbose,
+    };
+    match &cli.command {
+        Some(command) => commands::run(command, &login),
+        None => repl::run(&login),
+    }
+}
+
+/// How to log in, from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    pub profile_dir: &'a Path,
+    /// `--server`, overriding the profile's address.
+    pub server: Option<&'a str>,
+    pub connect_timeout: Duration,
+    pub verbose: bool,
+}
+
+impl Login<'_> {
+    /// Loads the profile and keys (no network, no password yet).
+    pub fn options(&self) -> Result<ConnectOptions, AppError> {
+        let mut options = ConnectOptions::from_profile(self.profile_dir)?;
+        if let Some(addr) = self.server {
+            options.server_addr = addr.to_owned();
+        }
+        options.connect_timeout = self.connect_timeout;
+        Ok(options)
+    }
+
+    /// Gets the password for `options.user`, then connects and logs in.
+    pub fn connect(&self, options: ConnectOptions) -> Result<Session, AppError> {
+        let password = password(&options.user)?;
+        let options = options.with_password(password);
+        self.note(&format!(
+            "connecting to {} as {}; pinned server key {}",
+            options.server_addr,
+            options.user,
+            options.pinned_server_key.fingerprint()
+        ));
+        let session = Session::connect(&options)?;
+        self.note(&format!("logged in as {}", options.user));
+        Ok(session)
+    }
+
+    /// A progress message on stderr, with `-v` only.
+    pub fn note(&self, message: &str) {
+        if self.verbose {
+            let _ = writeln!(io::stderr(), "forkmail: {message}");
+        }
+    }
+}
+
+/// The password from `FORKMAIL_PASSWORD`, else asked for on the terminal.
+fn password(user: &str) -> Result<String, AppError> {
+    if let Ok(password) = std::env::var(PASSWORD_ENV) {
+        return Ok(password);
+    }
+    rpassword::prompt_password(format!("Password for {user}: ")).map_err(AppError::Password)
+}
+
+/// Writes results to stdout and flushes, so a closed pipe shows up here as an error the caller
+/// can end quietly on, rather than as a panic inside `println!`.
+pub fn print(text: &str) -> Result<(), AppError> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A message for the user on stderr (prefixed like every error). Errors writing it are ignored:
+/// there is nowhere left to report them.
+pub fn tell(message: &str) {
+    let _ = writeln!(io::stderr(), "forkmail: {message}");
+}

@@ -1,0 +1,218 @@
+//! What can go wrong in the client, in two layers.
+//!
+//! [`ClientError`] is the library's error: everything a [`crate::Session`] can report, from a
+//! missing key file to a server that closed the session. Each variant carries what a person needs
+//! to act (the pinned key's path and fingerprint, the address, the close reason) and its message
+//! says, in one line, what happened and what to do. [`AppError`] adds what only the `forkmail`
+//! program meets (terminal prompts, standard output, usage mistakes) and decides the exit code.
+
+use std::io;
+use std::path::PathBuf;
+
+use forkmail_keygen::KeyFileError;
+use forkmail_protocol::limits::LimitError;
+use forkmail_protocol::{
+    CloseReason, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
+};
+
+use crate::display::escape_line;
+
+/// Why a session could not be opened or a request could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `profile.toml` is missing or invalid; the message names the file.
+    #[error("{0}")]
+    Profile(String),
+
+    /// The user's key or the pinned server key could not be loaded; the message names the file.
+    #[error("{0}")]
+    Key(#[from] KeyFileError),
+
+    /// A draft breaks a limit; found before anything was sent.
+    #[error("{0}; nothing was sent")]
+    Limit(#[from] LimitError),
+
+    #[error("cannot resolve the server address {addr:?}: {source}; check server_addr in the profile or pass --server HOST:PORT")]
+    Resolve { addr: String, source: io::Error },
+
+    #[error("cannot connect to {addr}: {source}; is forkmail-server running there? Check server_addr in the profile or pass --server HOST:PORT")]
+    Connect { addr: String, source: io::Error },
+
+    /// The server's hello is not signed by the key pinned in the profile.
+    #[error("the server's key does not match the pinned key in {} ({fingerprint}): this is not the server you configured, or its key was replaced; if the new key is genuine, copy its server.pub over the pinned file", .path.display())]
+    ServerKeyMismatch { path: PathBuf, fingerprint: String },
+
+    #[error("server busy: every session slot stayed taken for {waited_secs} s; try again shortly")]
+    Busy { waited_secs: u32 },
+
+    #[error("the server refused the connection: {0}")]
+    Refused(Refusal),
+
+    /// Any other handshake failure (clock skew, version, corrupt hello, crypto).
+    #[error("the handshake with the server failed: {0}")]
+    Handshake(HandshakeError),
+
+    /// One answer for unknown user, wrong key and wrong password, as the server gives.
+    #[error("login failed: unknown user, wrong key or wrong password")]
+    LoginFailed,
+
+    #[error("timed out after {secs} s {during}; the server may be overloaded or unreachable, try again later{hint}")]
+    Timeout {
+        during: &'static str,
+        secs: u64,
+        /// Extra advice, e.g. which flag raises this timeout; empty or starting with "; ".
+        hint: &'static str,
+    },
+
+    /// The server ended the session with a sealed, authentic `Closing` message.
+    #[error("the server closed the session: {0}; run forkmail again to log in")]
+    ServerClosed(CloseReason),
+
+    /// The connection ended without a `Closing` message.
+    #[error("the server closed the connection {during} without saying why; run forkmail again to log in")]
+    Disconnected { during: &'static str },
+
+    /// Reading or writing a frame failed (reset, truncated or oversized frame, ...).
+    #[error("the connection to the server failed {during}: {source}; run forkmail again")]
+    Connection {
+        during: &'static str,
+        source: FrameError,
+    },
+
+    /// A sealed frame from the server failed authentication, freshness or decoding.
+    #[error("a message from the server was refused ({0}); the session is over, run forkmail again (if this repeats, something may be tampering with the connection or a clock is wrong)")]
+    Protocol(#[from] ProtocolError),
+
+    /// The server refused one request; the session goes on.
+    #[error("the server refused the request ({}): {}", code_name(*.code), escape_line(.message))]
+    Server { code: ErrorCode, message: String },
+
+    /// The server answered with a message that does not fit the request.
+    #[error("the server sent {got} where {expected} was expected; the session is over, run forkmail again")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+
+    /// A request after the session already ended (closed, broken or quit).
+    #[error("the session has already ended; run forkmail again to log in")]
+    SessionEnded,
+}
+
+impl ClientError {
+    /// Whether the session is unusable after this error. Only a refused request ([`Self::Server`])
+    /// and a draft refused before sending ([`Self::Limit`]) leave it open.
+    pub fn ends_session(&self) -> bool {
+        !matches!(self, ClientError::Server { .. } | ClientError::Limit(_))
+    }
+
+    /// Whether this error is the server ending the session (idle timeout, shutdown, EOF), which
+    /// the REPL reports plainly instead of as a failure of the command being typed.
+    pub fn is_server_closed(&self) -> bool {
+        matches!(
+            self,
+            ClientError::ServerClosed(_) | ClientError::Disconnected { .. }
+        )
+    }
+}
+
+/// A short, stable name for an error code, for people and scripts.
+pub fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::UnknownRecipient => "unknown recipient",
+        ErrorCode::InvalidRequest => "invalid request",
+        ErrorCode::NotFound => "not found",
+        ErrorCode::Internal => "server error",
+    }
+}
+
+/// Exit code for a failed operation.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage error (bad arguments, a draft over a limit).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why the `forkmail` program failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+
+    /// The command line asks for something impossible (found before connecting).
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("cannot read the password from the terminal ({0}); set FORKMAIL_PASSWORD to pass it without a prompt")]
+    Password(io::Error),
+
+    #[error("cannot read the body from {what}: {source}; nothing was sent")]
+    Body { what: String, source: io::Error },
+
+    #[error("cannot read commands: {0}")]
+    Input(String),
+
+    /// Writing results failed. A closed pipe (`| head`) is not reported at all.
+    #[error("cannot write to standard output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl AppError {
+    /// 2 for usage errors (including limits broken on the command line), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) | AppError::Client(ClientError::Limit(_)) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// Whether this is standard output closing under us, which ends the program quietly.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, AppError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_mismatch_names_the_file_and_fingerprint() {
+        let err = ClientError::ServerKeyMismatch {
+            path: PathBuf::from("/d/clients/bob/server.pub"),
+            fingerprint: "SHA256:abcd".into(),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("the server's key does not match the pinned key in /d/clients/bob/server.pub (SHA256:abcd): "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn server_messages_are_escaped_and_one_line() {
+        let err = ClientError::Server {
+            code: ErrorCode::UnknownRecipient,
+            message: "no user \x1b[31mzed\n".into(),
+        };
+        let msg = err.to_string();
+        assert!(!msg.contains('\x1b') && !msg.contains('\n'), "{msg:?}");
+        assert!(msg.contains("unknown recipient"), "{msg}");
+        assert!(!err.ends_session());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let limit = AppError::Client(ClientError::Limit(LimitError::EmptyTitle));
+        assert_eq!(limit.exit_code(), EXIT_USAGE);
+        assert_eq!(AppError::Usage("x".into()).exit_code(), EXIT_USAGE);
+        assert_eq!(
+            AppError::Client(ClientError::LoginFailed).exit_code(),
+            EXIT_FAILURE
+        );
+        let closed = ClientError::ServerClosed(CloseReason::IdleTimeout).to_string();
+        assert_eq!(
+            closed,
+            "the server closed the session: the session was idle for too long; run forkmail again to log in"
+        );
+        assert!(AppError::Output(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
+    }
+}

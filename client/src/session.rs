@@ -1,0 +1,402 @@
+//! One logged-in session with a forkmail server, from handshake to `Quit` (PROTOCOL.md §5-§6).
+//!
+//! [`Session::connect`] runs the whole login (TCP, signed hello against the pinned server key,
+//! sealed password and signature) and only returns once the server accepted it, so a `Session`
+//! value always holds an authenticated channel; the request methods then never need to ask "am I
+//! logged in yet?". It is synchronous and owns its socket: a benchmark runs one per thread.
+//!
+//! Keys are loaded once into [`ConnectOptions`] (shared behind an `Arc`), so a tool that opens
+//! many sessions does not re-read and re-parse them each time, and a missing or world-readable
+//! key is reported before anything touches the network.
+//!
+//! The server may end a session at any moment with a sealed `Closing` frame (idle timeout,
+//! shutdown). That frame is authentic and in sequence but may be minutes old by the time we read
+//! it, so it is accepted without the freshness check that every other response gets.
+
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use forkmail_keygen::keyfile::{load_private_key, load_public_key};
+use forkmail_keygen::layout::ProfileDir;
+use forkmail_keygen::{Profile, PublicKey};
+use forkmail_protocol::handshake::{client_auth, ClientHandshake};
+use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
+use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
+use forkmail_protocol::{
+    now_millis, read_frame, write_frame, AuthResult, Draft, FrameError, HandshakeError, Mail,
+    MailSummary, Request, Response, SecureChannel, MAX_FRAME_LEN, MAX_HELLO_LEN,
+};
+use ring::rand::SystemRandom;
+use ring::signature::RsaKeyPair;
+
+use crate::error::ClientError;
+
+/// How long to wait for the server's hello by default. The server may hold a new connection in
+/// its queue for up to its queue timeout (30 s by default) while all session slots are busy, so
+/// this is generous.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to wait for any single response, and for a write to drain, once logged in.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait, after a write failed, for the `Closing` frame that may explain why.
+const CLOSING_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything needed to open a session: where, who, with which keys and how patiently.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// `HOST:PORT` of the server (the profile's `server_addr` unless overridden).
+    pub server_addr: String,
+    /// The user to log in as (from `profile.toml`).
+    pub user: String,
+    /// The password, second factor beside the user key. Empty until the caller sets it.
+    pub password: String,
+    /// The profile directory the keys came from; named in error messages.
+    pub profile_dir: ProfileDir,
+    /// The user's private key, loaded once and shared by every session opened with these options.
+    pub user_key: Arc<RsaKeyPair>,
+    /// The pinned server public key; a server that cannot sign with it is refused.
+    pub pinned_server_key: PublicKey,
+    /// Limit for the TCP connect and for the server's hello (which may wait in the server queue).
+    pub connect_timeout: Duration,
+    /// Limit for every later read and write.
+    pub io_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("server_addr", &self.server_addr)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("profile_dir", &self.profile_dir)
+            .field("pinned_server_key", &self.pinned_server_key.fingerprint())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectOptions {
+    /// Loads `profile.toml`, the user key and the pinned server key from a profile directory
+    /// (`DIR/clients/NAME`). The password starts empty; set it with [`Self::with_password`].
+    pub fn from_profile(dir: &Path) -> Result<Self, ClientError> {
+        let profile_dir = ProfileDir(dir.to_owned());
+        let profile = Profile::load(&profile_dir.profile()).map_err(ClientError::Profile)?;
+        let user_key = Arc::new(load_private_key(&profile_dir.private_key())?);
+        let pinned_server_key = load_public_key(&profile_dir.pinned_server_key())?;
+        Ok(Self {
+            server_addr: profile.server_addr,
+            user: profile.user,
+            password: String::new(),
+            profile_dir,
+            user_key,
+            pinned_server_key,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+        })
+    }
+
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = password.into();
+        self
+    }
+
+    pub fn with_server_addr(mut self, addr: impl Into<String>) -> Self {
+        self.server_addr = addr.into();
+        self
+    }
+
+    /// The pinned server key's file, named when the server's signature does not match it.
+    pub fn pinned_server_key_path(&self) -> PathBuf {
+        self.profile_dir.pinned_server_key()
+    }
+}
+
+/// An authenticated session. Every method but [`Session::quit`] may be called repeatedly; after
+/// an error that [ends the session](ClientError::ends_session) they all return
+/// [`ClientError::SessionEnded`].
+#[derive(Debug)]
+pub struct Session {
+    stream: TcpStream,
+    channel: SecureChannel,
+    io_timeout: Duration,
+    /// Set once the session can no longer be used (closed by the server, broken, quit).
+    ended: bool,
+}
+
+impl Session {
+    /// Connects, checks the server against the pinned key and logs in.
+    pub fn connect(options: &ConnectOptions) -> Result<Session, ClientError> {
+        let stream = tcp_connect(&options.server_addr, options.connect_timeout)?;
+        let io = |source: io::Error| ClientError::Connection {
+            during: "while setting up the connection",
+            source: FrameError::Io(source),
+        };
+        stream.set_nodelay(true).map_err(io)?;
+        stream
+            .set_write_timeout(Some(options.io_timeout))
+            .map_err(io)?;
+        stream
+            .set_read_timeout(Some(options.connect_timeout))
+            .map_err(io)?;
+        let mut stream = stream;
+        let rng = SystemRandom::new();
+
+        let (handshake, hello) = ClientHandshake::start(&options.user, now_millis(), &rng)
+            .map_err(ClientError::Handshake)?;
+        let io_secs = options.io_timeout.as_secs();
+        write_frame(&mut stream, &hello).map_err(|e| frame_error(e, HELLO, io_secs))?;
+        let reply = read_frame(&mut stream, MAX_HELLO_LEN)
+            .map_err(|e| frame_error(e, AWAITING_HELLO, options.connect_timeout.as_secs()))?;
+        let established = handshake
+            .finish(
+                &reply,
+                &options.pinned_server_key.der,
+                now_millis(),
+                DEFAULT_WINDOW_MS,
+            )
+            .map_err(|e| handshake_error(e, options))?;
+
+        stream
+            .set_read_timeout(Some(options.io_timeout))
+            .map_err(io)?;
+        let auth = client_auth(&established, &options.user_key, &options.password, &rng)
+            .map_err(ClientError::Handshake)?;
+        let mut channel = established.channel;
+        let sealed = channel.seal(&auth, now_millis())?;
+        write_frame(&mut stream, &sealed).map_err(|e| frame_error(e, LOGIN, io_secs))?;
+        let frame =
+            read_frame(&mut stream, MAX_FRAME_LEN).map_err(|e| frame_error(e, LOGIN, io_secs))?;
+        match channel.open_fresh::<AuthResult>(frame, now_millis(), DEFAULT_WINDOW_MS)? {
+            AuthResult::Accepted => Ok(Session {
+                stream,
+                channel,
+                io_timeout: options.io_timeout,
+                ended: false,
+            }),
+            AuthResult::Denied => Err(ClientError::LoginFailed),
+        }
+    }
+
+    /// Sends a mail; returns its id. The draft is checked against the limits first, and nothing
+    /// is sent if it breaks one.
+    pub fn send(&mut self, draft: &Draft) -> Result<u64, ClientError> {
+        validate_recipients(&draft.to)?;
+        validate_title(&draft.title)?;
+        validate_body(&draft.body)?;
+        self.guard(
+            |s| match s.request(Request::Send(draft.clone()), "while sending the mail")? {
+                Response::Sent { id } => Ok(id),
+                other => Err(unexpected("Sent", &other)),
+            },
+        )
+    }
+
+    /// Lists the inbox, newest page last as the server sends them, reading every page.
+    pub fn inbox(&mut self) -> Result<Vec<MailSummary>, ClientError> {
+        self.guard(|s| {
+            let mut all = Vec::new();
+            let mut response = s.request(Request::Inbox, "while listing the inbox")?;
+            loop {
+                match response {
+                    Response::InboxPage { entries, more } => {
+                        all.extend(entries);
+                        if !more {
+                            return Ok(all);
+                        }
+                    }
+                    other => return Err(unexpected("InboxPage", &other)),
+                }
+                response = s.receive("while listing the inbox")?;
+            }
+        })
+    }
+
+    /// Reads one mail (the server marks it read).
+    pub fn read(&mut self, id: u64) -> Result<Mail, ClientError> {
+        self.guard(
+            |s| match s.request(Request::Read { id }, "while reading the mail")? {
+                Response::Mail(mail) => Ok(mail),
+                other => Err(unexpected("Mail", &other)),
+            },
+        )
+    }
+
+    /// Deletes one mail from this user's mailbox.
+    pub fn delete(&mut self, id: u64) -> Result<(), ClientError> {
+        self.guard(
+            |s| match s.request(Request::Delete { id }, "while deleting the mail")? {
+                Response::Deleted { .. } => Ok(()),
+                other => Err(unexpected("Deleted", &other)),
+            },
+        )
+    }
+
+    /// Ends the session politely: `Quit`, then waits for `Goodbye`.
+    pub fn quit(mut self) -> Result<(), ClientError> {
+        self.guard(|s| match s.request(Request::Quit, "while logging out")? {
+            Response::Goodbye => Ok(()),
+            other => Err(unexpected("Goodbye", &other)),
+        })?;
+        self.ended = true;
+        Ok(())
+    }
+
+    /// Checks, without waiting, whether the server has ended the session while we were idle.
+    /// Returns [`ClientError::ServerClosed`] or [`ClientError::Disconnected`] if so. An
+    /// interactive client calls this before asking the user for a long draft.
+    pub fn check_alive(&mut self) -> Result<(), ClientError> {
+        self.guard(|s| {
+            s.stream
+                .set_nonblocking(true)
+                .map_err(|e| io_error(e, IDLE))?;
+            let mut byte = [0u8; 1];
+            let peeked = s.stream.peek(&mut byte);
+            s.stream
+                .set_nonblocking(false)
+                .map_err(|e| io_error(e, IDLE))?;
+            match peeked {
+                Ok(0) => Err(ClientError::Disconnected { during: IDLE }),
+                // Something arrived unprompted: only `Closing` may (receive turns it into an error).
+                Ok(_) => Err(unexpected("nothing", &s.receive(IDLE)?)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(io_error(e, IDLE)),
+            }
+        })
+    }
+
+    /// Runs `op` unless the session has ended, and marks it ended if `op` fails in a way that
+    /// leaves the channel unusable.
+    fn guard<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        if self.ended {
+            return Err(ClientError::SessionEnded);
+        }
+        let result = op(self);
+        if matches!(&result, Err(e) if e.ends_session()) {
+            self.ended = true;
+        }
+        result
+    }
+
+    /// Seals and sends one request and reads the first response. If the write fails (the
+    /// server may already have closed), tries briefly to read the `Closing` frame that explains
+    /// why.
+    fn request(&mut self, request: Request, during: &'static str) -> Result<Response, ClientError> {
+        let sealed = self.channel.seal(&request, now_millis())?;
+        if let Err(write_err) = write_frame(&mut self.stream, &sealed) {
+            let _ = self.stream.set_read_timeout(Some(CLOSING_GRACE));
+            return Err(match self.receive(during) {
+                Err(closed @ ClientError::ServerClosed(_)) => closed,
+                _ => match write_err {
+                    FrameError::Io(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+                        ) =>
+                    {
+                        ClientError::Disconnected { during }
+                    }
+                    other => frame_error(other, during, self.io_timeout.as_secs()),
+                },
+            });
+        }
+        self.receive(during)
+    }
+
+    /// Reads and opens one response. `Closing` and `Error` become errors.
+    fn receive(&mut self, during: &'static str) -> Result<Response, ClientError> {
+        let secs = self.io_timeout.as_secs();
+        let frame = read_frame(&mut self.stream, MAX_FRAME_LEN)
+            .map_err(|e| frame_error(e, during, secs))?;
+        let opened = self.channel.open::<Response>(frame)?;
+        if let Response::Closing(reason) = opened.message {
+            return Err(ClientError::ServerClosed(reason));
+        }
+        opened.check_fresh(now_millis(), DEFAULT_WINDOW_MS)?;
+        match opened.message {
+            Response::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+const HELLO: &str = "while sending the hello";
+const AWAITING_HELLO: &str = "while waiting for the server's hello";
+const LOGIN: &str = "while logging in";
+const IDLE: &str = "while the session was idle";
+
+/// Resolves `addr` and connects to the first address that answers.
+fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let resolved: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|source| ClientError::Resolve {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .collect();
+    let mut last_error = io::Error::new(ErrorKind::NotFound, "the name has no addresses");
+    for candidate in resolved {
+        match TcpStream::connect_timeout(&candidate, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(ClientError::Connect {
+        addr: addr.to_owned(),
+        source: last_error,
+    })
+}
+
+/// Turns a frame error into what the user should hear; `secs` is the timeout that applied.
+fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
+    match err {
+        FrameError::Closed => ClientError::Disconnected { during },
+        FrameError::TimedOut => ClientError::Timeout {
+            during,
+            secs,
+            hint: if during == AWAITING_HELLO {
+                "; --connect-timeout SECS waits longer"
+            } else {
+                ""
+            },
+        },
+        source => ClientError::Connection { during, source },
+    }
+}
+
+fn io_error(err: io::Error, during: &'static str) -> ClientError {
+    ClientError::Connection {
+        during,
+        source: FrameError::Io(err),
+    }
+}
+
+fn handshake_error(err: HandshakeError, options: &ConnectOptions) -> ClientError {
+    match err {
+        HandshakeError::BadServerSignature => ClientError::ServerKeyMismatch {
+            path: options.pinned_server_key_path(),
+            fingerprint: options.pinned_server_key.fingerprint(),
+        },
+        HandshakeError::Busy { waited_secs } => ClientError::Busy { waited_secs },
+        HandshakeError::Refused(refusal) => ClientError::Refused(refusal),
+        other => ClientError::Handshake(other),
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Response) -> ClientError {
+    let got = match got {
+        Response::Sent { .. } => "Sent",
+        Response::InboxPage { .. } => "InboxPage",
+        Response::Mail(_) => "Mail",
+        Response::Deleted { .. } => "Deleted",
+        Response::Goodbye => "Goodbye",
+        Response::Error { .. } => "Error",
+        Response::Closing(_) => "Closing",
+    };
+    ClientError::Unexpected { expected, got }
+}

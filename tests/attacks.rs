@@ -1,0 +1,694 @@
+//! Every security claim, demonstrated by performing the attack against the real forked server.
+//! After each attack the server must still serve and the stored mail must be intact.
+//! The catalogue and its defences are mapped in docs/SECURITY.md.
+
+mod util;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::time::Duration;
+
+use forkmail_protocol::frame::encode_frame;
+use forkmail_protocol::messages::{
+    AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
+};
+use forkmail_protocol::{decode, encode, now_millis};
+use serde::Serialize;
+use util::wire::{self, Wire};
+use util::{count_rows, wait_until, Deployment, Server};
+
+const CLOSE: Duration = Duration::from_secs(15);
+
+fn draft(to: &[&str], title: &str, body: &str) -> Draft {
+    Draft {
+        to: to.iter().map(|s| s.to_string()).collect(),
+        title: title.into(),
+        body: body.into(),
+    }
+}
+
+/// The server still serves a normal session, and no child is left behind once it ends.
+fn assert_healthy(dep: &Deployment, server: &Server) {
+    let mut s = wire::login(dep, server.addr, "alice");
+    assert!(matches!(
+        s.request(&Request::Inbox),
+        Response::InboxPage { more: false, .. }
+    ));
+    assert_eq!(s.request(&Request::Quit), Response::Goodbye);
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(20), || server.children().is_empty()),
+        "children left: {:?}",
+        server.children()
+    );
+}
+
+fn setup() -> (Deployment, Server) {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    (dep, server)
+}
+
+// 1. Replay ---------------------------------------------------------------------------------
+
+#[test]
+fn replay_whole_recorded_session_on_new_connection_is_refused() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    assert!(matches!(
+        s.request(&Request::Send(draft(&["bob"], "once", "x"))),
+        Response::Sent { .. }
+    ));
+    assert_eq!(s.request(&Request::Quit), Response::Goodbye);
+    let recorded = s.wire.sent.clone();
+
+    let mut replay = Wire::connect(server.addr);
+    for frame in &recorded {
+        let _ = replay.send_frame(frame);
+    }
+    let reply = wire::server_reply(&replay.recv_frame().expect("refusal"));
+    assert_eq!(reply, ServerReply::Refused(Refusal::Replayed));
+    assert!(replay.closed_by_server(CLOSE));
+    assert_eq!(count_rows(&dep.database(), "messages"), 1);
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn replay_sealed_frame_inside_its_session_does_not_store_twice() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let frame = s.seal(&Request::Send(draft(&["bob"], "pay once", "10 EUR")));
+    s.wire.send_frame(&frame).unwrap();
+    assert!(matches!(s.response(), Response::Sent { .. }));
+    s.wire.send_frame(&frame).unwrap();
+    assert!(s.wire.closed_by_server(CLOSE));
+    assert_eq!(count_rows(&dep.database(), "messages"), 1);
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn replay_recorded_hello_to_a_different_child_is_refused() {
+    let (dep, server) = setup();
+    let first = wire::hello(server.addr, "alice");
+    let recorded = first.hello.clone();
+    // The first session stays open, so its child is alive and the replay gets another child.
+    let _first = first.finish(&dep, "alice");
+    assert!(wait_until(Duration::from_secs(5), || server
+        .children()
+        .len()
+        == 1));
+    let mut replay = Wire::connect(server.addr);
+    replay.send_frame(&recorded).unwrap();
+    let reply = wire::server_reply(&replay.recv_frame().expect("refusal"));
+    assert_eq!(reply, ServerReply::Refused(Refusal::Replayed));
+}
+
+#[test]
+fn reordered_frames_end_the_session() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let first = s.seal(&Request::Send(draft(&["bob"], "first", "1")));
+    let second = s.seal(&Request::Send(draft(&["bob"], "second", "2")));
+    s.wire.send_frame(&second).unwrap();
+    s.wire.send_frame(&first).unwrap();
+    assert!(s.wire.closed_by_server(CLOSE));
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn dropped_frame_ends_the_session() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let _dropped = s.seal(&Request::Inbox);
+    let next = s.seal(&Request::Send(draft(&["bob"], "after a gap", "x")));
+    s.wire.send_frame(&next).unwrap();
+    assert!(s.wire.closed_by_server(CLOSE));
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+}
+
+#[test]
+fn duplicated_frame_ends_the_session() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let frame = s.seal(&Request::Send(draft(&["bob"], "dup", "x")));
+    s.wire
+        .send_raw(&[encode_frame(&frame), encode_frame(&frame)].concat())
+        .unwrap();
+    assert!(matches!(s.response(), Response::Sent { .. }));
+    assert!(s.wire.closed_by_server(CLOSE));
+    assert_eq!(count_rows(&dep.database(), "messages"), 1);
+}
+
+#[test]
+fn server_frame_reflected_back_ends_the_session() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    s.request(&Request::Inbox);
+    let reflected = s.wire.received.last().unwrap().clone();
+    s.wire.send_frame(&reflected).unwrap();
+    assert!(s.wire.closed_by_server(CLOSE));
+    assert_healthy(&dep, &server);
+}
+
+// 2. Tampering ------------------------------------------------------------------------------
+
+/// Sends a Send request whose framed bytes were altered by `tamper`, then closes our write side
+/// so a frame made longer by the tampering ends in EOF rather than a wait.
+fn send_tampered(dep: &Deployment, server: &Server, tamper: impl FnOnce(&mut Vec<u8>)) {
+    let mut s = wire::login(dep, server.addr, "alice");
+    let body = s.seal(&Request::Send(draft(
+        &["bob"],
+        "tampered",
+        "transfer 10 EUR",
+    )));
+    let mut framed = encode_frame(&body);
+    tamper(&mut framed);
+    s.wire.send_raw(&framed).unwrap();
+    let _ = s.wire.stream.shutdown(Shutdown::Write);
+    assert!(s.wire.closed_by_server(CLOSE), "session survived tampering");
+    assert_eq!(
+        count_rows(&dep.database(), "messages"),
+        0,
+        "tampered mail was stored"
+    );
+}
+
+#[test]
+fn bit_flip_in_length_prefix_ends_the_session() {
+    let (dep, server) = setup();
+    for bit in [0, 1, 7, 15, 31] {
+        send_tampered(&dep, &server, |f| f[3 - bit / 8] ^= 1 << (bit % 8));
+    }
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn bit_flip_in_ciphertext_and_tag_ends_the_session() {
+    let (dep, server) = setup();
+    // Header is bytes 0-3; the last 16 bytes are the GCM tag.
+    for offset in [4usize, 5, 12, 20, usize::MAX - 15, usize::MAX] {
+        send_tampered(&dep, &server, |f| {
+            let i = if offset > f.len() {
+                f.len() - (usize::MAX - offset) - 1
+            } else {
+                offset
+            };
+            f[i] ^= 0x80;
+        });
+    }
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn truncated_frame_ends_the_session() {
+    let (dep, server) = setup();
+    send_tampered(&dep, &server, |f| f.truncate(f.len() - 5));
+    send_tampered(&dep, &server, |f| f.truncate(2));
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn oversized_length_prefixes_are_refused_before_allocation() {
+    let (dep, server) = setup();
+    // After the handshake: 0xFFFFFFFF and one past the maximum.
+    for len in [u32::MAX, forkmail_protocol::MAX_FRAME_LEN as u32 + 1] {
+        let mut s = wire::login(&dep, server.addr, "alice");
+        s.wire.send_raw(&len.to_be_bytes()).unwrap();
+        assert!(s.wire.closed_by_server(CLOSE));
+    }
+    // Before the handshake, in the parent: anything over the hello limit.
+    for len in [u32::MAX, forkmail_protocol::MAX_HELLO_LEN as u32 + 1] {
+        let mut w = Wire::connect(server.addr);
+        w.send_raw(&len.to_be_bytes()).unwrap();
+        assert!(w.closed_by_server(CLOSE));
+    }
+    assert!(server.wait_for_log("hello longer than allowed", Duration::from_secs(5)));
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn garbage_hello_is_refused_as_malformed() {
+    let (dep, server) = setup();
+    let mut w = Wire::connect(server.addr);
+    w.send_frame(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
+    let reply = wire::server_reply(&w.recv_frame().expect("refusal"));
+    assert_eq!(reply, ServerReply::Refused(Refusal::Malformed));
+    assert_healthy(&dep, &server);
+}
+
+// 3. Freshness ------------------------------------------------------------------------------
+
+fn hello_with(user: &str, edit: impl FnOnce(&mut ClientHello)) -> Vec<u8> {
+    let (_, bytes) = forkmail_protocol::handshake::ClientHandshake::start(
+        user,
+        now_millis(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let mut hello: ClientHello = decode(&bytes).unwrap();
+    edit(&mut hello);
+    encode(&hello)
+}
+
+#[test]
+fn stale_and_future_hellos_are_refused() {
+    let (dep, server) = setup();
+    for offset in [-31_000i64, 31_000, -3_600_000, 3_600_000] {
+        let mut w = Wire::connect(server.addr);
+        w.send_frame(&hello_with("alice", |h| {
+            h.timestamp_ms = (h.timestamp_ms as i64 + offset) as u64
+        }))
+        .unwrap();
+        match wire::server_reply(&w.recv_frame().expect("refusal")) {
+            ServerReply::Refused(Refusal::StaleTimestamp {
+                skew_secs,
+                window_secs,
+            }) => {
+                assert_eq!(window_secs, 30);
+                assert!(
+                    (skew_secs - offset / 1000).abs() <= 2,
+                    "{skew_secs} vs {offset}"
+                );
+            }
+            other => panic!("offset {offset}: {other:?}"),
+        }
+    }
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn stale_and_future_frames_end_the_session() {
+    let (dep, server) = setup();
+    for offset in [-31_000i64, 31_000] {
+        let mut s = wire::login(&dep, server.addr, "alice");
+        let ts = (now_millis() as i64 + offset) as u64;
+        let frame = s
+            .channel
+            .seal(&Request::Send(draft(&["bob"], "late", "x")), ts)
+            .unwrap();
+        s.wire.send_frame(&frame).unwrap();
+        assert!(s.wire.closed_by_server(CLOSE));
+    }
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+    assert_healthy(&dep, &server);
+}
+
+// 4. Impersonation --------------------------------------------------------------------------
+
+#[test]
+fn protocol_version_downgrade_is_refused() {
+    let (dep, server) = setup();
+    for version in [0u16, 2, u16::MAX] {
+        let mut w = Wire::connect(server.addr);
+        w.send_frame(&hello_with("alice", |h| h.version = version))
+            .unwrap();
+        let reply = wire::server_reply(&w.recv_frame().expect("refusal"));
+        assert_eq!(
+            reply,
+            ServerReply::Refused(Refusal::UnsupportedVersion { supported: 1 })
+        );
+    }
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn hello_naming_one_user_signed_with_another_users_key_is_denied() {
+    let (dep, server) = setup();
+    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let (_, result) = keyed.login_as(&dep, "bob", &dep.password("alice"));
+    assert_eq!(result, AuthResult::Denied);
+    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let (_, result) = keyed.login_as(&dep, "bob", &dep.password("bob"));
+    assert_eq!(result, AuthResult::Denied);
+}
+
+#[test]
+fn client_signature_from_another_session_is_denied() {
+    let (dep, server) = setup();
+    let key =
+        forkmail_keygen::keyfile::load_private_key(&dep.profile("alice").join("user.key")).unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    // Session A: alice's genuine signature, never sent.
+    let a = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let stolen =
+        forkmail_protocol::handshake::client_auth(&a.established, &key, "alice-pw", &rng).unwrap();
+    // Session B: the attacker, who knows the password but not the key, presents it.
+    let mut b = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let frame = b.established.channel.seal(&stolen, now_millis()).unwrap();
+    b.wire.send_frame(&frame).unwrap();
+    let reply = b.wire.recv_frame().unwrap();
+    let result: AuthResult = b
+        .established
+        .channel
+        .open_fresh(reply, now_millis(), 30_000)
+        .unwrap();
+    assert_eq!(result, AuthResult::Denied);
+}
+
+// 5. Credentials ----------------------------------------------------------------------------
+
+#[test]
+fn wrong_password_wrong_key_and_unknown_user_get_one_identical_answer() {
+    let (dep, server) = setup();
+    let mut answers = Vec::new();
+    for (hello_user, key_user, password) in [
+        ("alice", "alice", "wrong"),
+        ("alice", "bob", "alice-pw"),
+        ("mallory", "alice", "alice-pw"),
+        ("../etc", "alice", "alice-pw"),
+    ] {
+        let keyed = wire::hello(server.addr, hello_user).finish(&dep, "alice");
+        let (s, result) = keyed.login_as(&dep, key_user, password);
+        assert_eq!(
+            result,
+            AuthResult::Denied,
+            "{hello_user}/{key_user}/{password}"
+        );
+        answers.push(s.wire.received.last().unwrap().len());
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "answer sizes differ: {answers:?}"
+    );
+}
+
+#[test]
+fn repeated_wrong_passwords_lock_the_account_across_children_until_it_expires() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--lockout-after", "3", "--lockout-secs", "3"]);
+    let attempt = |password: &str| {
+        let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+        keyed.login_as(&dep, "alice", password).1
+    };
+    // Each attempt is a new connection, so a new child process.
+    for _ in 0..3 {
+        assert_eq!(attempt("guess"), AuthResult::Denied);
+    }
+    // Locked: even the right password is refused, with the same answer.
+    assert_eq!(attempt("alice-pw"), AuthResult::Denied);
+    assert!(
+        server.wait_for_log("Locked", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    // Another user is unaffected.
+    let keyed = wire::hello(server.addr, "bob").finish(&dep, "bob");
+    assert_eq!(
+        keyed.login_as(&dep, "bob", "bob-pw").1,
+        AuthResult::Accepted
+    );
+    // After the lock-out the right password works and clears the count.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(attempt("alice-pw"), AuthResult::Accepted);
+    assert_eq!(count_rows(&dep.database(), "login_failures"), 0);
+}
+
+#[test]
+fn attempts_without_the_users_key_cannot_lock_the_user_out() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--lockout-after", "2", "--lockout-secs", "600"]);
+    for _ in 0..4 {
+        let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+        assert_eq!(keyed.login_as(&dep, "bob", "guess").1, AuthResult::Denied);
+    }
+    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    assert_eq!(
+        keyed.login_as(&dep, "alice", "alice-pw").1,
+        AuthResult::Accepted
+    );
+}
+
+// 6. Exhaustion -----------------------------------------------------------------------------
+
+#[test]
+fn hundred_silent_connections_do_not_keep_a_real_user_out() {
+    let (dep, server) = setup();
+    let idle: Vec<Wire> = (0..100).map(|_| Wire::connect(server.addr)).collect();
+    // A real user is served while all hundred are still connected.
+    let mut s = wire::login(&dep, server.addr, "alice");
+    assert_eq!(s.request(&Request::Quit), Response::Goodbye);
+    drop(s);
+    drop(idle);
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn one_byte_a_second_cannot_hold_a_slot() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--handshake-timeout", "2"]);
+    let hello = wire::hello(server.addr, "alice").hello;
+    let mut trickles: Vec<Wire> = (0..20).map(|_| Wire::connect(server.addr)).collect();
+    let framed = encode_frame(&hello);
+    for byte in framed.iter().take(3) {
+        for t in &mut trickles {
+            let _ = t.send_raw(&[*byte]);
+        }
+        // Real users get in between the trickles.
+        let mut s = wire::login(&dep, server.addr, "alice");
+        assert_eq!(s.request(&Request::Quit), Response::Goodbye);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    // The handshake deadline has passed for every trickle: the parent dropped them.
+    for t in &mut trickles {
+        assert!(t.closed_by_server(CLOSE));
+    }
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn client_that_never_reads_cannot_block_its_child_forever() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--write-timeout", "2"]);
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let body = "𝄞".repeat(1_000_000);
+    let id = match s.request(&Request::Send(draft(&["alice"], "big", &body))) {
+        Response::Sent { id } => id,
+        other => panic!("{other:?}"),
+    };
+    // Ask for the 4 MB mail again and again and never read: the child's writes block.
+    s.wire
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for _ in 0..20 {
+        let frame = s.seal(&Request::Read { id });
+        if s.wire.send_frame(&frame).is_err() {
+            break;
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || server.children().is_empty()),
+        "the child is still blocked: {:?}",
+        server.children()
+    );
+    drop(s);
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn flood_of_garbage_bytes_is_dropped() {
+    let (dep, server) = setup();
+    for seed in 0..5u8 {
+        let mut w = Wire::connect(server.addr);
+        let garbage: Vec<u8> = (0..1_000_000u32)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        let _ = w.stream.write_all(&garbage);
+        assert!(w.closed_by_server(CLOSE));
+    }
+    assert_healthy(&dep, &server);
+}
+
+#[test]
+fn client_closing_mid_frame_leaves_nothing_behind() {
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let body = s.seal(&Request::Send(draft(
+        &["bob"],
+        "half",
+        &"x".repeat(100_000),
+    )));
+    let framed = encode_frame(&body);
+    s.wire.send_raw(&framed[..framed.len() / 2]).unwrap();
+    drop(s);
+    assert_healthy(&dep, &server);
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+}
+
+// 7. Hostile content ------------------------------------------------------------------------
+
+#[test]
+fn hostile_recipient_lists_are_refused_and_store_nothing() {
+    let (dep, server) = setup();
+    let long = "a".repeat(10_000);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["../etc/passwd"],
+        vec!["bob/../../x"],
+        vec!["/bob"],
+        vec!["bo\0b"],
+        vec!["bob\n"],
+        vec!["\x1b[31mbob"],
+        vec![&long],
+        vec!["bob", "bob"],
+        vec![],
+    ];
+    let mut s = wire::login(&dep, server.addr, "alice");
+    for to in cases {
+        let response = s.request(&Request::Send(draft(&to, "t", "b")));
+        assert!(
+            matches!(
+                response,
+                Response::Error {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{to:?}: {response:?}"
+        );
+    }
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+    let dir_entries = std::fs::read_dir(dep.root()).unwrap().count();
+    assert_eq!(
+        dir_entries, 2,
+        "only server/ and clients/ in the deployment"
+    );
+}
+
+#[test]
+fn titles_with_slashes_newlines_and_escapes_are_stored_verbatim_and_shown_safely() {
+    let (dep, server) = setup();
+    let title = "a/b\\c\n\r\t\x1b[2J\x1b]0;pwned\x07 ../";
+    let body = "line\n\x1b[31mred\x1b[0m\x00end";
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let id = match s.request(&Request::Send(draft(&["bob"], title, body))) {
+        Response::Sent { id } => id,
+        other => panic!("{other:?}"),
+    };
+    let mut b = wire::login(&dep, server.addr, "bob");
+    match b.request(&Request::Read { id }) {
+        Response::Mail(mail) => {
+            assert_eq!(mail.title, title);
+            assert_eq!(mail.body, body);
+        }
+        other => panic!("{other:?}"),
+    }
+    for args in [
+        vec!["inbox".to_string()],
+        vec!["read".to_string(), id.to_string()],
+    ] {
+        let out = dep.client(&server, "bob").args(&args).ok(b"");
+        assert!(!out.contains('\x1b'), "{args:?} printed a raw ESC: {out:?}");
+        assert!(
+            !out.contains('\x07') && !out.contains('\x00') && !out.contains('\r'),
+            "{args:?}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn invalid_utf8_is_refused_at_decode() {
+    #[derive(Serialize)]
+    enum RawRequest {
+        Send(RawDraft),
+    }
+    #[derive(Serialize)]
+    struct RawDraft {
+        to: Vec<String>,
+        title: Vec<u8>,
+        body: String,
+    }
+    let (dep, server) = setup();
+    let mut s = wire::login(&dep, server.addr, "alice");
+    let raw = RawRequest::Send(RawDraft {
+        to: vec!["bob".into()],
+        title: vec![0xff, 0xfe, b'x'],
+        body: "b".into(),
+    });
+    let frame = s.channel.seal(&raw, now_millis()).unwrap();
+    s.wire.send_frame(&frame).unwrap();
+    assert!(s.wire.closed_by_server(CLOSE));
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+    assert_healthy(&dep, &server);
+}
+
+// 8. Local files ----------------------------------------------------------------------------
+
+#[test]
+fn client_refuses_a_private_key_others_can_read_and_says_how_to_fix_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dep, server) = setup();
+    let key = dep.profile("alice").join("user.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = dep.client(&server, "alice").args(["inbox"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", key.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_reports_corrupt_missing_and_wrong_type_files_in_one_line() {
+    let (dep, server) = setup();
+    let profile = dep.profile("alice");
+    type BreakFile<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, BreakFile)> = vec![
+        (
+            "user.key",
+            Box::new(|| std::fs::write(profile.join("user.key"), "garbage").unwrap()),
+        ),
+        (
+            "server.pub",
+            Box::new(|| {
+                std::fs::copy(profile.join("user.key"), profile.join("server.pub"))
+                    .map(drop)
+                    .unwrap()
+            }),
+        ),
+        (
+            "server.pub",
+            Box::new(|| std::fs::remove_file(profile.join("server.pub")).unwrap()),
+        ),
+        (
+            "profile.toml",
+            Box::new(|| std::fs::write(profile.join("profile.toml"), "user = 3").unwrap()),
+        ),
+    ];
+    for (file, break_it) in cases {
+        let backup = dep.scratch("backup");
+        let _ = std::fs::remove_dir_all(&backup);
+        copy_dir(&profile, &backup);
+        break_it();
+        let out = dep.client(&server, "alice").args(["inbox"]).run(b"");
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(file), "{file}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        std::fs::remove_dir_all(&profile).unwrap();
+        copy_dir(&backup, &profile);
+    }
+    let out = std::process::Command::new(util::bin("forkmail"))
+        .args(["--profile", "/nonexistent/profile", "inbox"])
+        .env("FORKMAIL_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/profile"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &dest).unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}

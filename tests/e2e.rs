@@ -1,0 +1,396 @@
+//! End to end: the real `forkmail-keygen`, the real forked `forkmail-server` and the real
+//! `forkmail` client, as a person or a script would use them.
+
+mod util;
+
+use std::time::Duration;
+
+use forkmail_protocol::messages::{Draft, ErrorCode, Refusal, Request, Response, ServerReply};
+use serde_json::Value;
+use util::{count_rows, wait_until, wire, Deployment};
+
+fn inbox_json(dep: &Deployment, server: &util::Server, user: &str) -> Vec<Value> {
+    let out = dep.client(server, user).args(["inbox", "--json"]).ok(b"");
+    let v: Value = serde_json::from_str(&out).expect("inbox --json is JSON");
+    v.as_array().expect("an array").clone()
+}
+
+fn send(
+    dep: &Deployment,
+    server: &util::Server,
+    from: &str,
+    to: &str,
+    title: &str,
+    body: &str,
+) -> std::process::Output {
+    dep.client(server, from)
+        .args(["send", "--to", to, "--title", title])
+        .run(body.as_bytes())
+}
+
+#[test]
+fn full_flow_send_to_two_recipients_list_read_delete() {
+    let dep = Deployment::new(&["alice", "bob", "carol"]);
+    let server = dep.start_server(&[]);
+
+    let out = send(
+        &dep,
+        &server,
+        "alice",
+        "bob;carol",
+        "Plans / ideas",
+        "line one\nline two\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        server.wait_for_log(
+            "an email from alice is sent to bob;carol with content length 18",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+
+    for user in ["bob", "carol"] {
+        let inbox = inbox_json(&dep, &server, user);
+        assert_eq!(inbox.len(), 1, "{user}: {inbox:?}");
+        let entry = &inbox[0];
+        assert_eq!(entry["from"], "alice");
+        assert_eq!(entry["title"], "Plans / ideas");
+        assert_eq!(entry["read"], false);
+        let id = entry["id"].as_u64().unwrap();
+        chrono::DateTime::parse_from_rfc3339(entry["date"].as_str().unwrap())
+            .expect("RFC 3339 date");
+
+        let mail: Value = serde_json::from_str(
+            &dep.client(&server, user)
+                .args(["read", &id.to_string(), "--json"])
+                .ok(b""),
+        )
+        .unwrap();
+        assert_eq!(mail["id"].as_u64(), Some(id));
+        assert_eq!(mail["from"], "alice");
+        assert_eq!(mail["to"], serde_json::json!(["bob", "carol"]));
+        assert_eq!(mail["title"], "Plans / ideas");
+        assert_eq!(mail["body"], "line one\nline two\n");
+        assert_eq!(inbox_json(&dep, &server, user)[0]["read"], true);
+    }
+    assert!(inbox_json(&dep, &server, "alice").is_empty());
+
+    // bob deletes his copy; carol's is untouched.
+    let id = inbox_json(&dep, &server, "bob")[0]["id"].as_u64().unwrap();
+    dep.client(&server, "bob")
+        .args(["delete", &id.to_string()])
+        .ok(b"");
+    assert!(inbox_json(&dep, &server, "bob").is_empty());
+    assert_eq!(inbox_json(&dep, &server, "carol").len(), 1);
+    let again = dep
+        .client(&server, "bob")
+        .args(["delete", &id.to_string()])
+        .run(b"");
+    assert_eq!(again.status.code(), Some(1), "deleting twice must fail");
+    assert!(server.wait_for_log("connection accepted for user bob", Duration::from_secs(5)));
+    assert!(server.wait_for_log("terminating connection with bob", Duration::from_secs(5)));
+}
+
+#[test]
+fn ids_are_stable_when_others_are_deleted() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    for t in ["one", "two", "three"] {
+        assert!(send(&dep, &server, "alice", "bob", t, t).status.success());
+    }
+    let before = inbox_json(&dep, &server, "bob");
+    let ids: Vec<u64> = before.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    dep.client(&server, "bob")
+        .args(["delete", &ids[0].to_string()])
+        .ok(b"");
+    let after = inbox_json(&dep, &server, "bob");
+    let titles: Vec<(u64, String)> = after
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["title"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        vec![(ids[1], "two".into()), (ids[2], "three".into())]
+    );
+}
+
+#[test]
+fn million_character_multibyte_body_round_trips_exactly() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    // 1,000,000 characters of 1 to 4 bytes each, from a file as the original allowed.
+    let pattern = ['a', 'é', '€', '𝄞'];
+    let body: String = (0..1_000_000).map(|i| pattern[i % 4]).collect();
+    assert_eq!(body.chars().count(), 1_000_000);
+    let file = dep.scratch("body.txt");
+    std::fs::write(&file, &body).unwrap();
+    dep.client(&server, "alice")
+        .args(["send", "--to", "bob", "--title", "big", "--file"])
+        .args([&file])
+        .ok(b"");
+    let id = inbox_json(&dep, &server, "bob")[0]["id"].as_u64().unwrap();
+    let mail: Value = serde_json::from_str(
+        &dep.client(&server, "bob")
+            .args(["read", &id.to_string(), "--json"])
+            .ok(b""),
+    )
+    .unwrap();
+    assert!(
+        mail["body"].as_str().unwrap() == body,
+        "body changed in transit"
+    );
+}
+
+#[test]
+fn body_of_1_000_001_characters_is_refused_by_client_and_server() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let body = "é".repeat(1_000_001);
+    let out = send(&dep, &server, "alice", "bob", "too big", &body);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1000000"));
+
+    // A client that skips the check is refused by the server, and nothing is stored.
+    let mut session = wire::login(&dep, server.addr, "alice");
+    let response = session.request(&Request::Send(Draft {
+        to: vec!["bob".into()],
+        title: "too big".into(),
+        body,
+    }));
+    assert!(
+        matches!(
+            response,
+            Response::Error {
+                code: ErrorCode::InvalidRequest,
+                ..
+            }
+        ),
+        "{response:?}"
+    );
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+}
+
+#[test]
+fn title_of_101_characters_is_refused() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let out = send(&dep, &server, "alice", "bob", &"t".repeat(101), "body");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        send(&dep, &server, "alice", "bob", &"ü".repeat(100), "body")
+            .status
+            .success()
+    );
+
+    let mut session = wire::login(&dep, server.addr, "alice");
+    let response = session.request(&Request::Send(Draft {
+        to: vec!["bob".into()],
+        title: "t".repeat(101),
+        body: "b".into(),
+    }));
+    assert!(
+        matches!(
+            response,
+            Response::Error {
+                code: ErrorCode::InvalidRequest,
+                ..
+            }
+        ),
+        "{response:?}"
+    );
+    assert_eq!(count_rows(&dep.database(), "messages"), 1);
+}
+
+#[test]
+fn unknown_recipient_fails_the_whole_send() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let out = send(&dep, &server, "alice", "bob;zed", "hi", "body");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zed"));
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+    assert!(inbox_json(&dep, &server, "bob").is_empty());
+}
+
+#[test]
+fn wrong_password_is_refused() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let out = dep
+        .client(&server, "alice")
+        .password("not-it")
+        .args(["inbox"])
+        .run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("login failed"), "{stderr}");
+    assert!(
+        server.wait_for_log("invalid credentials", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    // The right password still works afterwards.
+    dep.client(&server, "alice").args(["inbox"]).ok(b"");
+}
+
+#[test]
+fn wrong_pinned_server_key_is_refused() {
+    let dep = Deployment::new(&["alice"]);
+    let other = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let pinned = dep.profile("alice").join("server.pub");
+    std::fs::copy(other.server_dir().join("server.pub"), &pinned).unwrap();
+    let out = dep.client(&server, "alice").args(["inbox"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&pinned.display().to_string()),
+        "names the pinned key file: {stderr}"
+    );
+}
+
+#[test]
+fn replayed_client_hello_on_a_new_connection_is_refused() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let first = wire::hello(server.addr, "alice");
+    let recorded = first.hello.clone();
+    let _session = first.finish(&dep, "alice");
+
+    let mut replay = wire::Wire::connect(server.addr);
+    replay.send_frame(&recorded).unwrap();
+    let reply = wire::server_reply(&replay.recv_frame().expect("a refusal"));
+    assert_eq!(reply, ServerReply::Refused(Refusal::Replayed));
+}
+
+#[test]
+fn tampered_frame_ends_the_session_without_storing_anything() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let mut session = wire::login(&dep, server.addr, "alice");
+    let mut frame = session.seal(&Request::Send(Draft {
+        to: vec!["bob".into()],
+        title: "tampered".into(),
+        body: "pay mallory".into(),
+    }));
+    let middle = frame.len() / 2;
+    frame[middle] ^= 0x01;
+    session.wire.send_frame(&frame).unwrap();
+    assert!(session.wire.closed_by_server(Duration::from_secs(10)));
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
+    assert!(inbox_json(&dep, &server, "bob").is_empty());
+}
+
+#[test]
+fn six_clients_at_once_five_served_and_the_sixth_once_a_slot_frees() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let mut held: Vec<wire::Session> = (0..5)
+        .map(|_| wire::login(&dep, server.addr, "alice"))
+        .collect();
+    assert_eq!(server.children().len(), 5);
+
+    // The sixth is queued: its hello gets no answer while every slot is taken.
+    let mut sixth = wire::hello(server.addr, "bob");
+    sixth
+        .wire
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    assert!(
+        sixth.wire.recv_frame().is_err(),
+        "the sixth client was served while five sessions held every slot"
+    );
+
+    // One session quits; the sixth is served.
+    let mut first = held.remove(0);
+    assert_eq!(first.request(&Request::Quit), Response::Goodbye);
+    sixth
+        .wire
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (mut session, result) =
+        sixth
+            .finish(&dep, "bob")
+            .login_as(&dep, "bob", &dep.password("bob"));
+    assert_eq!(result, forkmail_protocol::messages::AuthResult::Accepted);
+    assert_eq!(session.request(&Request::Quit), Response::Goodbye);
+}
+
+#[test]
+fn no_zombie_children_after_many_connections() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    for i in 0..30 {
+        match i % 3 {
+            0 => {
+                let mut s = wire::login(&dep, server.addr, "alice");
+                assert_eq!(s.request(&Request::Quit), Response::Goodbye);
+            }
+            1 => {
+                // Hello, then vanish.
+                drop(wire::hello(server.addr, "alice"));
+            }
+            _ => {
+                // Logged in, then vanish without quitting.
+                drop(wire::login(&dep, server.addr, "alice"));
+            }
+        }
+    }
+    let settled = wait_until(Duration::from_secs(20), || server.children().is_empty());
+    assert!(settled, "children left behind: {:?}", server.children());
+}
+
+#[test]
+fn messages_survive_a_server_restart() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    assert!(send(&dep, &server, "alice", "bob", "persist", "still here")
+        .status
+        .success());
+    let status = server.stop();
+    assert!(status.success(), "server exit status {status}");
+
+    let server = dep.start_server(&[]);
+    let inbox = inbox_json(&dep, &server, "bob");
+    assert_eq!(inbox.len(), 1);
+    let id = inbox[0]["id"].as_u64().unwrap();
+    let mail: Value = serde_json::from_str(
+        &dep.client(&server, "bob")
+            .args(["read", &id.to_string(), "--json"])
+            .ok(b""),
+    )
+    .unwrap();
+    assert_eq!(mail["body"], "still here");
+}
+
+#[test]
+fn server_exits_zero_on_sigint_and_sigterm() {
+    let dep = Deployment::new(&["alice"]);
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let server = dep.start_server(&[]);
+        server.signal(signal);
+        let status = server.wait(Duration::from_secs(20)).expect("server exits");
+        assert!(status.success(), "{signal}: {status}");
+    }
+}

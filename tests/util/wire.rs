@@ -1,0 +1,185 @@
+//! A frame-level client for attacking the real server: it runs the handshake one step at a
+//! time, records every frame in both directions, and lets a test alter bytes before they leave.
+//! With it each attack in the suites is a few lines.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use forkmail_keygen::keyfile;
+use forkmail_protocol::frame::{encode_frame, read_frame, FrameError, MAX_FRAME_LEN};
+use forkmail_protocol::handshake::{client_auth, ClientHandshake, Established};
+use forkmail_protocol::messages::{AuthResult, Request, Response, ServerReply};
+use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
+use forkmail_protocol::{decode, now_millis, SecureChannel};
+use ring::rand::SystemRandom;
+
+use super::Deployment;
+
+/// A raw connection that keeps a record of the frames it moved.
+pub struct Wire {
+    pub stream: TcpStream,
+    /// Frame bodies sent, in order.
+    pub sent: Vec<Vec<u8>>,
+    /// Frame bodies received, in order.
+    pub received: Vec<Vec<u8>>,
+}
+
+impl Wire {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect to server");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self {
+            stream,
+            sent: Vec::new(),
+            received: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes, framed or not.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
+        self.sent.push(body.to_vec());
+        self.stream.write_all(&encode_frame(body))
+    }
+
+    pub fn recv_frame(&mut self) -> Result<Vec<u8>, FrameError> {
+        let body = read_frame(&mut self.stream, MAX_FRAME_LEN)?;
+        self.received.push(body.clone());
+        Ok(body)
+    }
+
+    /// Whether the server closes the connection (EOF or reset) within `timeout`, reading and
+    /// discarding anything it still sends.
+    pub fn closed_by_server(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// The client's half of a handshake in progress.
+pub struct Hello {
+    pub wire: Wire,
+    pub state: ClientHandshake,
+    pub hello: Vec<u8>,
+}
+
+/// Connects and sends a fresh hello for `user`.
+pub fn hello(addr: SocketAddr, user: &str) -> Hello {
+    let mut wire = Wire::connect(addr);
+    let (state, hello) = ClientHandshake::start(user, now_millis(), &SystemRandom::new()).unwrap();
+    wire.send_frame(&hello).unwrap();
+    Hello { wire, state, hello }
+}
+
+/// Decodes a server reply that is expected to be a refusal or busy notice.
+pub fn server_reply(body: &[u8]) -> ServerReply {
+    decode(body).expect("a ServerReply")
+}
+
+/// An established, not yet authenticated session.
+pub struct Keyed {
+    pub wire: Wire,
+    pub established: Established,
+}
+
+impl Hello {
+    /// Reads the server's hello and checks it against the deployment's pinned key.
+    pub fn finish(mut self, dep: &Deployment, user: &str) -> Keyed {
+        let reply = self.wire.recv_frame().expect("server reply");
+        let pinned = keyfile::load_public_key(&dep.profile(user).join("server.pub")).unwrap();
+        let established = self
+            .state
+            .finish(&reply, &pinned.der, now_millis(), DEFAULT_WINDOW_MS)
+            .expect("handshake");
+        Keyed {
+            wire: self.wire,
+            established,
+        }
+    }
+}
+
+impl Keyed {
+    /// Authenticates with `user`'s key (from the deployment) and `password`.
+    pub fn login_as(
+        mut self,
+        dep: &Deployment,
+        key_user: &str,
+        password: &str,
+    ) -> (Session, AuthResult) {
+        let key = keyfile::load_private_key(&dep.profile(key_user).join("user.key")).unwrap();
+        let auth = client_auth(&self.established, &key, password, &SystemRandom::new()).unwrap();
+        let mut channel = self.established.channel;
+        let frame = channel.seal(&auth, now_millis()).unwrap();
+        self.wire.send_frame(&frame).unwrap();
+        let reply = self.wire.recv_frame().expect("auth result");
+        let result: AuthResult = channel
+            .open_fresh(reply, now_millis(), DEFAULT_WINDOW_MS)
+            .unwrap();
+        (
+            Session {
+                wire: self.wire,
+                channel,
+            },
+            result,
+        )
+    }
+}
+
+/// An authenticated session driven frame by frame.
+pub struct Session {
+    pub wire: Wire,
+    pub channel: SecureChannel,
+}
+
+/// Logs `user` in with the right key and password.
+pub fn login(dep: &Deployment, addr: SocketAddr, user: &str) -> Session {
+    let (session, result) =
+        hello(addr, user)
+            .finish(dep, user)
+            .login_as(dep, user, &dep.password(user));
+    assert_eq!(result, AuthResult::Accepted);
+    session
+}
+
+impl Session {
+    /// Seals a request without sending it, so a test can alter it first.
+    pub fn seal(&mut self, request: &Request) -> Vec<u8> {
+        self.channel.seal(request, now_millis()).unwrap()
+    }
+
+    /// Sends a request and reads one response.
+    pub fn request(&mut self, request: &Request) -> Response {
+        let frame = self.seal(request);
+        self.wire.send_frame(&frame).unwrap();
+        self.response()
+    }
+
+    pub fn response(&mut self) -> Response {
+        let frame = self.wire.recv_frame().expect("response frame");
+        self.channel
+            .open_fresh(frame, now_millis(), DEFAULT_WINDOW_MS)
+            .expect("authentic response")
+    }
+}

@@ -6,8 +6,9 @@
 //!
 //! Deadlines: the child gets the slot with a complete hello in hand; the client then has the
 //! rest of the handshake deadline to authenticate. An authenticated session idle for
-//! `idle_timeout` is closed with a `Closing` frame, as is one whose server is shutting down
-//! (checked between requests, so a request in progress always completes).
+//! `idle_timeout` is closed with a `Closing` frame. When the server shuts down, a session keeps
+//! being served while requests keep coming and is closed (`Closing(ShuttingDown)`) once it has
+//! been idle for [`SHUTDOWN_DRAIN`]; a request in progress always completes.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -324,19 +325,26 @@ enum Wake {
     Close(CloseReason),
 }
 
+/// Once the server is shutting down, a session that sends no request for this long is closed;
+/// one that keeps sending (a script mid-way through its commands) is served to its end, within
+/// the parent's shutdown grace period.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
 /// Waits for the first byte of the next request, the idle deadline or shutdown.
 fn wait_for_request(ctx: &ChildContext, stream: &TcpStream) -> Result<Wake, SessionError> {
-    let idle_deadline = Instant::now() + ctx.config.idle_timeout;
+    let mut deadline = Instant::now() + ctx.config.idle_timeout;
+    let mut reason = CloseReason::IdleTimeout;
     let mut probe = [0u8; 1];
     loop {
-        if ctx.shutdown.load(Ordering::Relaxed) {
-            return Ok(Wake::Close(CloseReason::ShuttingDown));
+        if reason == CloseReason::IdleTimeout && ctx.shutdown.load(Ordering::Relaxed) {
+            reason = CloseReason::ShuttingDown;
+            deadline = deadline.min(Instant::now() + SHUTDOWN_DRAIN);
         }
         let now = Instant::now();
-        if now >= idle_deadline {
-            return Ok(Wake::Close(CloseReason::IdleTimeout));
+        if now >= deadline {
+            return Ok(Wake::Close(reason));
         }
-        stream.set_read_timeout(Some(IDLE_TICK.min(idle_deadline - now)))?;
+        stream.set_read_timeout(Some(IDLE_TICK.min(deadline - now)))?;
         match stream.peek(&mut probe) {
             Ok(0) => return Ok(Wake::PeerClosed),
             Ok(_) => return Ok(Wake::Data),

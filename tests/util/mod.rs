@@ -177,10 +177,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(server_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(server_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts the server on a given address (to test re-binding a port).
+    pub fn start_on(server_dir: &Path, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("forkmail-server"))
             .arg("--dir")
             .arg(server_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")

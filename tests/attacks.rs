@@ -217,6 +217,13 @@ fn oversized_length_prefixes_are_refused_before_allocation() {
         s.wire.send_raw(&len.to_be_bytes()).unwrap();
         assert!(s.wire.closed_by_server(CLOSE));
     }
+    // Keyed but not yet authenticated: anything over the ClientAuth limit.
+    let mut keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    keyed
+        .wire
+        .send_raw(&(forkmail_protocol::MAX_AUTH_LEN as u32 + 1).to_be_bytes())
+        .unwrap();
+    assert!(keyed.wire.closed_by_server(CLOSE));
     // Before the handshake, in the parent: anything over the hello limit.
     for len in [u32::MAX, forkmail_protocol::MAX_HELLO_LEN as u32 + 1] {
         let mut w = Wire::connect(server.addr);
@@ -228,12 +235,14 @@ fn oversized_length_prefixes_are_refused_before_allocation() {
 }
 
 #[test]
-fn garbage_hello_is_refused_as_malformed() {
+fn garbage_and_empty_hellos_are_refused_as_malformed() {
     let (dep, server) = setup();
-    let mut w = Wire::connect(server.addr);
-    w.send_frame(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
-    let reply = wire::server_reply(&w.recv_frame().expect("refusal"));
-    assert_eq!(reply, ServerReply::Refused(Refusal::Malformed));
+    for hello in [&[0xde, 0xad, 0xbe, 0xef][..], &[]] {
+        let mut w = Wire::connect(server.addr);
+        w.send_frame(hello).unwrap();
+        let reply = wire::server_reply(&w.recv_frame().expect("refusal"));
+        assert_eq!(reply, ServerReply::Refused(Refusal::Malformed));
+    }
     assert_healthy(&dep, &server);
 }
 

@@ -394,3 +394,75 @@ fn server_exits_zero_on_sigint_and_sigterm() {
         assert!(status.success(), "{signal}: {status}");
     }
 }
+
+#[test]
+fn repl_sends_lists_reads_and_deletes_from_piped_input() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let body_file = dep.scratch("attached.txt");
+    std::fs::write(&body_file, "from a file\n").unwrap();
+    let script = format!(
+        "send\nbob\nTyped\nfirst line\nsecond line\n.\nsend\nbob\nFiled\n:file {}\nbogus\ninbox\nquit\n",
+        body_file.display()
+    );
+    let out = dep.client(&server, "alice").run(script.as_bytes());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("unknown command"), "{stderr}");
+
+    let inbox = inbox_json(&dep, &server, "bob");
+    let titles: Vec<&str> = inbox.iter().map(|m| m["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, vec!["Typed", "Filed"]);
+    let ids: Vec<String> = inbox.iter().map(|m| m["id"].to_string()).collect();
+    let read = |id: &str| -> Value {
+        serde_json::from_str(
+            &dep.client(&server, "bob")
+                .args(["read", id, "--json"])
+                .ok(b""),
+        )
+        .unwrap()
+    };
+    assert_eq!(read(&ids[0])["body"], "first line\nsecond line\n");
+    assert_eq!(read(&ids[1])["body"], "from a file\n");
+
+    let out = dep
+        .client(&server, "bob")
+        .ok(format!("read {}\ndelete {}\ninbox\n", ids[0], ids[0]).as_bytes());
+    assert!(out.contains("first line"), "{out}");
+    assert_eq!(inbox_json(&dep, &server, "bob").len(), 1);
+}
+
+#[test]
+fn idle_session_is_closed_and_the_client_says_so() {
+    use std::io::Write;
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&["--idle-timeout", "1"]);
+
+    // On the wire: the server ends an idle session with an authenticated Closing frame.
+    let mut session = wire::login(&dep, server.addr, "alice");
+    let frame = session.wire.recv_frame().expect("a Closing frame");
+    let closing: forkmail_protocol::Opened<Response> = session.channel.open(frame).unwrap();
+    assert_eq!(
+        closing.message,
+        Response::Closing(forkmail_protocol::messages::CloseReason::IdleTimeout)
+    );
+    assert!(session.wire.closed_by_server(Duration::from_secs(10)));
+
+    // In the REPL: the next command after the timeout says plainly what happened.
+    let mut cmd = dep.client(&server, "alice").cmd;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"inbox\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    stdin.write_all(b"inbox\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("idle"), "{stderr}");
+}

@@ -1,4 +1,4 @@
-//! Length-prefixed frames on a byte stream (PROTOCOL.md §3).
+//! Length-prefixed frames on a byte stream (PROTOCOL.md §2).
 //!
 //! A frame is a big-endian `u32` length followed by that many bytes. The length is checked
 //! against the caller's maximum *before* anything is allocated, so a peer announcing 4 GiB costs
@@ -14,6 +14,11 @@ pub const MAX_FRAME_LEN: usize = 4_000_000 + 64 * 1024;
 /// The largest frame accepted before the handshake completes. Hellos are a few hundred bytes
 /// (an RSA-4096 signature is 512); an unauthenticated peer gets no more than this.
 pub const MAX_HELLO_LEN: usize = 2048;
+
+/// The largest sealed frame accepted before the client has authenticated: a `ClientAuth` holds a
+/// signature (512 bytes for RSA-4096) and a password of at most
+/// [`MAX_PASSWORD_LEN`](crate::limits::MAX_PASSWORD_LEN) bytes, plus envelope and tag.
+pub const MAX_AUTH_LEN: usize = 4096;
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;

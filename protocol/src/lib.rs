@@ -19,11 +19,11 @@ pub mod replay;
 pub use channel::{Opened, SecureChannel};
 pub use codec::{decode, encode, DecodeError};
 pub use error::{HandshakeError, ProtocolError};
-pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME_LEN, MAX_HELLO_LEN};
+pub use frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN};
 pub use messages::*;
 
 /// The protocol version this build speaks. A peer offering any other version is refused: there
-/// is no negotiation, so there is nothing to downgrade to (PROTOCOL.md §2).
+/// is no negotiation, so there is nothing to downgrade to (PROTOCOL.md §1).
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp on the wire.

@@ -12,8 +12,8 @@ pub const MAX_BODY_CHARS: usize = 1_000_000;
 pub const MAX_USER_NAME_LEN: usize = 32;
 /// Most recipients of one mail.
 pub const MAX_RECIPIENTS: usize = 64;
-/// Longest password accepted on the wire (bytes). PBKDF2 takes any length; this only bounds
-/// what an unauthenticated peer can make the server hash.
+/// Longest password (bytes): refused by keygen, and by the server, which also bounds the whole
+/// `ClientAuth` frame by [`MAX_AUTH_LEN`](crate::frame::MAX_AUTH_LEN) before decrypting it.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Why some text was refused. Each variant's message says what the limit is.

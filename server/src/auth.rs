@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use forkmail_keygen::password::PasswordHash;
 use forkmail_protocol::handshake::{verify_client_signature, TranscriptHash};
-use forkmail_protocol::limits::validate_user_name;
+use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
 use forkmail_protocol::messages::ClientAuth;
 
 use crate::store::{Store, StoreError};
@@ -59,6 +59,7 @@ impl ThrottlePolicy {
 pub enum Verdict {
     Accepted,
     UnknownUser,
+    PasswordTooLong,
     BadSignature,
     BadPassword { failures: u32, locked_for: Duration },
     Locked { remaining: Duration },
@@ -79,6 +80,10 @@ pub fn authenticate(
     } else {
         None
     };
+    if auth.password.len() > MAX_PASSWORD_LEN {
+        decoy.password.verify("");
+        return Ok(Verdict::PasswordTooLong);
+    }
     let Some(record) = record else {
         verify_client_signature(&decoy.public_key, th, &auth.signature);
         decoy.password.verify(&auth.password);

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::auth::ThrottlePolicy;
 
+/// Slack between the latest moment a hello is checked and the moment its nonce may be purged.
+const NONCE_MARGIN_MS: u64 = 60_000;
+
 /// Everything the daemon and its children need to know, fixed at start-up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -41,10 +44,17 @@ impl ServerConfig {
     pub const DEFAULT_LOCKOUT_AFTER: u32 = 10;
     pub const DEFAULT_LOCKOUT_SECS: u64 = 900;
 
-    /// How long a handshake nonce must be remembered: a replayed hello can arrive up to one
-    /// window after the original's timestamp and then wait up to the queue timeout before a
-    /// child checks it.
+    /// How long after its arrival a hello may still be checked by a child; older ones are
+    /// refused. Bounds the time between a replay's arrival and its nonce check, which is what
+    /// makes [`Self::nonce_retention_ms`] a hard bound.
+    pub fn hello_check_deadline_ms(&self) -> u64 {
+        self.queue_timeout.as_millis() as u64 + NONCE_MARGIN_MS / 2
+    }
+
+    /// How long a handshake nonce is remembered after its timestamp. A replay is accepted for
+    /// freshness only if it arrives within one window of that timestamp, and is checked at most
+    /// [`Self::hello_check_deadline_ms`] after it arrives, so its original's row still exists.
     pub fn nonce_retention_ms(&self) -> u64 {
-        self.freshness_window_ms + self.queue_timeout.as_millis() as u64 + 1000
+        self.freshness_window_ms + self.queue_timeout.as_millis() as u64 + NONCE_MARGIN_MS
     }
 }

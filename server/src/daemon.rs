@@ -10,8 +10,9 @@
 //!
 //! The parent is single-threaded and holds no database connection: it polls the listener, the
 //! pending sockets and a self-pipe woken by SIGCHLD/SIGTERM/SIGINT. A forked child inherits a
-//! copy of everything, so the first thing it does is close every descriptor that is not its own
-//! connection (above all the listener, so a restarted server can bind the port at once).
+//! copy of everything, so the first thing it does is close the listener (so a restarted server can
+//! bind the port at once) and every other client's connection (so a connection the parent drops
+//! is really closed). Only the read end of the parent's self-pipe stays open in the child, unused.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -60,17 +61,17 @@ impl Pending {
     /// Returns `Err` when the connection should be dropped.
     fn read_hello(&mut self) -> Result<(), &'static str> {
         loop {
-            let wanted = if self.buf.len() < HEADER_LEN {
-                HEADER_LEN
-            } else {
-                let header: [u8; HEADER_LEN] = self.buf[..HEADER_LEN]
-                    .try_into()
-                    .expect("slice of HEADER_LEN bytes");
-                HEADER_LEN
-                    + parse_header(header, MAX_HELLO_LEN)
-                        .map_err(|_| "hello longer than allowed")?
+            let wanted = match self.buf.get(..HEADER_LEN) {
+                Some(header) => {
+                    let header: [u8; HEADER_LEN] = header.try_into().expect("HEADER_LEN bytes");
+                    HEADER_LEN
+                        + parse_header(header, MAX_HELLO_LEN)
+                            .map_err(|_| "hello longer than allowed")?
+                }
+                None => HEADER_LEN,
             };
-            if self.buf.len() == wanted && self.buf.len() > HEADER_LEN {
+            // A whole frame, an empty one included (the child refuses that as malformed).
+            if self.buf.len() >= HEADER_LEN && self.buf.len() == wanted {
                 self.received_at_ms = Some(now_millis());
                 return Ok(());
             }

@@ -36,7 +36,7 @@ struct Cli {
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_SESSIONS, value_parser = parse_max_sessions)]
     max_sessions: usize,
     /// Seconds a connection may wait for a free session before it is told the server is busy.
-    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_QUEUE_TIMEOUT_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_QUEUE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     queue_timeout: u64,
     /// Seconds a connection has to send its hello, and then (holding a slot) to log in.
     #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_HANDSHAKE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_FRAME_LEN};
+use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN};
 use forkmail_protocol::handshake::{CheckedHello, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
@@ -132,6 +132,18 @@ impl ExpectAuth {
             Err(refusal) => return Err(refuse(stream, refusal)),
         };
         let now = now_millis();
+        if now.saturating_sub(received_at_ms) > ctx.config.hello_check_deadline_ms() {
+            // Waited longer than any queue allows (a stalled database): too late to be sure a
+            // replay of it would still be caught, so refuse it like a stale one.
+            let waited = (now - received_at_ms) / 1000;
+            return Err(refuse(
+                stream,
+                Refusal::StaleTimestamp {
+                    skew_secs: -(waited as i64),
+                    window_secs: (window / 1000) as u32,
+                },
+            ));
+        }
         // Purging here keeps the table small without a separate janitor process.
         store.purge_nonces(now)?;
         let expires = checked
@@ -162,7 +174,7 @@ impl ExpectAuth {
                     transcript_hash,
                 },
         } = self;
-        let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_FRAME_LEN)?;
+        let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_AUTH_LEN)?;
         let auth: ClientAuth =
             channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
         let verdict = auth::authenticate(

@@ -466,6 +466,20 @@ fn one_byte_a_second_cannot_hold_a_slot() {
 }
 
 #[test]
+fn keyed_connection_that_never_authenticates_loses_its_slot_at_the_deadline() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--handshake-timeout", "2", "--max-sessions", "1"]);
+    // Takes the only slot: a complete hello, then silence instead of ClientAuth.
+    let mut keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    assert!(
+        keyed.wire.closed_by_server(CLOSE),
+        "the child waited past the deadline"
+    );
+    // The slot is free again.
+    assert_healthy(&dep, &server);
+}
+
+#[test]
 fn client_that_never_reads_cannot_block_its_child_forever() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&["--write-timeout", "2"]);

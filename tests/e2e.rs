@@ -466,3 +466,21 @@ fn idle_session_is_closed_and_the_client_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("idle"), "{stderr}");
 }
+
+#[test]
+fn queued_client_is_not_refused_as_stale_after_waiting_longer_than_the_window() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    // A 1 s freshness window, and every slot held for longer than that.
+    let server = dep.start_server(&["--freshness-window", "1", "--max-sessions", "1"]);
+    let mut holder = wire::login(&dep, server.addr, "alice");
+    let queued = wire::hello(server.addr, "bob");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(holder.request(&Request::Quit), Response::Goodbye);
+    // The hello was judged against its arrival, so it is still fresh.
+    let (mut session, result) =
+        queued
+            .finish(&dep, "bob")
+            .login_as(&dep, "bob", &dep.password("bob"));
+    assert_eq!(result, forkmail_protocol::messages::AuthResult::Accepted);
+    assert_eq!(session.request(&Request::Quit), Response::Goodbye);
+}

@@ -28,6 +28,19 @@ fn send(
         .run(body.as_bytes())
 }
 
+fn assert_invalid_request(response: &Response) {
+    assert!(
+        matches!(
+            response,
+            Response::Error {
+                code: ErrorCode::InvalidRequest,
+                ..
+            }
+        ),
+        "expected InvalidRequest, got {response:?}"
+    );
+}
+
 #[test]
 fn full_flow_send_to_two_recipients_list_read_delete() {
     let dep = Deployment::new(&["alice", "bob", "carol"]);
@@ -173,16 +186,7 @@ fn body_of_1_000_001_characters_is_refused_by_client_and_server() {
         title: "too big".into(),
         body,
     }));
-    assert!(
-        matches!(
-            response,
-            Response::Error {
-                code: ErrorCode::InvalidRequest,
-                ..
-            }
-        ),
-        "{response:?}"
-    );
+    assert_invalid_request(&response);
     assert_eq!(count_rows(&dep.database(), "messages"), 0);
 }
 
@@ -204,16 +208,7 @@ fn title_of_101_characters_is_refused() {
         title: "t".repeat(101),
         body: "b".into(),
     }));
-    assert!(
-        matches!(
-            response,
-            Response::Error {
-                code: ErrorCode::InvalidRequest,
-                ..
-            }
-        ),
-        "{response:?}"
-    );
+    assert_invalid_request(&response);
     assert_eq!(count_rows(&dep.database(), "messages"), 1);
 }
 

@@ -38,6 +38,14 @@ fn public(key: &RsaKeyPair) -> Vec<u8> {
     key.public_key().as_ref().to_vec()
 }
 
+/// The server's answer to `hello` at `NOW`, with the server key.
+fn respond(hello: Vec<u8>, rng: &SystemRandom) -> (Vec<u8>, Established) {
+    CheckedHello::check(hello, NOW, WINDOW)
+        .unwrap()
+        .respond(server_key(), NOW, rng)
+        .unwrap()
+}
+
 /// Runs a handshake to completion, returning (client, server) sessions.
 fn handshake() -> (Established, Established) {
     let rng = SystemRandom::new();
@@ -76,10 +84,7 @@ fn ciphertext_does_not_contain_the_plaintext() {
 fn wrong_pinned_server_key_is_refused() {
     let rng = SystemRandom::new();
     let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
-    let (reply, _) = CheckedHello::check(hello, NOW, WINDOW)
-        .unwrap()
-        .respond(server_key(), NOW, &rng)
-        .unwrap();
+    let (reply, _) = respond(hello, &rng);
     let err = client
         .finish(&reply, &public(other_key()), NOW, WINDOW)
         .unwrap_err();
@@ -90,10 +95,7 @@ fn wrong_pinned_server_key_is_refused() {
 fn server_hello_with_substituted_ephemeral_key_is_refused() {
     let rng = SystemRandom::new();
     let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
-    let (reply, _) = CheckedHello::check(hello, NOW, WINDOW)
-        .unwrap()
-        .respond(server_key(), NOW, &rng)
-        .unwrap();
+    let (reply, _) = respond(hello, &rng);
     let ServerReply::Hello(mut sh) = decode::<ServerReply>(&reply).unwrap() else {
         panic!("expected a hello");
     };
@@ -109,10 +111,7 @@ fn server_hello_with_substituted_ephemeral_key_is_refused() {
 fn server_hello_signed_for_another_session_is_refused() {
     let rng = SystemRandom::new();
     let (_, hello_a) = ClientHandshake::start("alice", NOW, &rng).unwrap();
-    let (reply_a, _) = CheckedHello::check(hello_a, NOW, WINDOW)
-        .unwrap()
-        .respond(server_key(), NOW, &rng)
-        .unwrap();
+    let (reply_a, _) = respond(hello_a, &rng);
     let (client_b, _) = ClientHandshake::start("alice", NOW, &rng).unwrap();
     let err = client_b
         .finish(&reply_a, &public(server_key()), NOW, WINDOW)
@@ -196,10 +195,7 @@ fn server_signature_is_not_accepted_as_a_client_signature() {
     // transcript is useless to an attacker posing as a user whose key is the server's.
     let rng = SystemRandom::new();
     let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
-    let (reply, server) = CheckedHello::check(hello, NOW, WINDOW)
-        .unwrap()
-        .respond(server_key(), NOW, &rng)
-        .unwrap();
+    let (reply, server) = respond(hello, &rng);
     let _ = client
         .finish(&reply, &public(server_key()), NOW, WINDOW)
         .unwrap();

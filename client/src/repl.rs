@@ -11,7 +11,7 @@
 //! whether the server has already closed the session, so nobody types a long mail into a dead
 //! session.
 
-use std::io::{self, IsTerminal};
+use std::io::{self, BufRead, IsTerminal};
 
 use forkmail_protocol::limits::validate_title;
 use rustyline::error::ReadlineError;
@@ -200,12 +200,12 @@ fn compose(editor: &mut DefaultEditor) -> Result<Option<forkmail_protocol::Draft
     };
     validate_title(&title).map_err(ClientError::from)?;
     if io::stdin().is_terminal() {
-        tell("body: end with a line holding only '.', or answer :file PATH to send a file");
+        tell("body: end with a line holding only '.', or answer :file PATH to send a file (Ctrl-D cancels)");
     }
     let mut body = String::new();
     let mut first = true;
     loop {
-        let Some(line) = ask(editor, "")? else {
+        let Some(line) = read_body_line()? else {
             return Ok(None);
         };
         if first {
@@ -222,6 +222,27 @@ fn compose(editor: &mut DefaultEditor) -> Result<Option<forkmail_protocol::Draft
         body.push('\n');
     }
     Ok(Some(build_draft(to, title, body)?))
+}
+
+/// One line of a body, read straight from standard input rather than through rustyline.
+/// Rustyline's raw-mode reader drops input that arrives faster than it consumes it (a pasted
+/// body loses lines: rustyline#690), and in pipe mode it applies backspace characters; the
+/// terminal's own line discipline keeps every line, byte for byte. `None` at end of input.
+fn read_body_line() -> Result<Option<String>, AppError> {
+    let mut line = String::new();
+    match io::stdin().lock().read_line(&mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) => {
+            if line.ends_with('\n') {
+                line.pop();
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+            }
+            Ok(Some(line))
+        }
+        Err(err) => Err(AppError::Input(err.to_string())),
+    }
 }
 
 /// One line of input; `None` on Ctrl-C or end of input.

@@ -7,6 +7,7 @@
 //! [`repl`] (interactive use) and [`display`] (terminal-safe and JSON rendering).
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod display;

@@ -1,0 +1,362 @@
+//! The whole benchmark run: which deployments, which server, which measurement in which order,
+//! and the targets each figure is held to.
+//!
+//! Order matters only for isolation: every deployment a later step needs is made (and its
+//! mailbox preloaded) before any server runs, and each server runs alone, so no step competes
+//! with another for the machine's cores or its disk.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use forkmail_keygen::password::DEFAULT_SHA512_ITERATIONS;
+
+use super::costs::{self, Rounds};
+use super::deployment::{Deployment, BITS, PEER, USER};
+use super::report::{Report, Section};
+use super::scenarios;
+use super::sections::{
+    inbox_section, memory_section, read_section, send_section, session_section, thousands,
+    throughput_section, Mailbox, Sends,
+};
+use super::server::{log_path, ServerProcess};
+use super::stats::Samples;
+use super::BenchError;
+use crate::session::Session;
+
+/// PBKDF2-HMAC-SHA512 iterations of the production deployment: the default.
+pub const PRODUCTION_ITERATIONS: u32 = DEFAULT_SHA512_ITERATIONS;
+/// Iterations of the low-cost deployment, whose sessions show the protocol's own cost.
+pub const LOW_ITERATIONS: u32 = 1000;
+/// Body length of every preloaded mail: a short mail, stored inline in its row.
+pub const PRELOAD_BODY_CHARS: usize = 1000;
+/// Mails in the inbox that each timed session lists.
+pub const SESSION_INBOX: usize = 10;
+/// Pause before each paced session: far longer than a session process takes to exit.
+pub const PACE: Duration = Duration::from_millis(100);
+/// Threads running sessions in a loop, each level in turn.
+pub const CONCURRENCY: [usize; 3] = [1, 5, 20];
+
+/// What the caller chooses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server_bin: PathBuf,
+    /// Parent of the temporary directory holding the deployments.
+    pub work_dir: PathBuf,
+    pub quick: bool,
+}
+
+/// Repetitions of each measurement.
+struct Plan {
+    warmup: usize,
+    production_sessions: usize,
+    low_sessions: usize,
+    paced_sessions: usize,
+    throughput_for: Duration,
+    /// (body characters, timed sends)
+    sends: [(usize, usize); 3],
+    /// (mails in the inbox, timed listings)
+    inboxes: [(usize, usize); 3],
+    reads: usize,
+    /// Reads of the largest mail sent.
+    large_reads: usize,
+    rounds: Rounds,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                warmup: 2,
+                production_sessions: 5,
+                low_sessions: 30,
+                paced_sessions: 10,
+                throughput_for: Duration::from_secs(1),
+                sends: [(1_000, 30), (100_000, 10), (1_000_000, 5)],
+                inboxes: [(100, 20), (10_000, 5), (100_000, 2)],
+                reads: 20,
+                large_reads: 3,
+                rounds: Rounds { fast: 20, slow: 3 },
+            }
+        } else {
+            Self {
+                warmup: 3,
+                production_sessions: 30,
+                low_sessions: 200,
+                paced_sessions: 50,
+                throughput_for: Duration::from_secs(5),
+                sends: [(1_000, 300), (100_000, 100), (1_000_000, 40)],
+                inboxes: [(100, 200), (10_000, 50), (100_000, 10)],
+                reads: 100,
+                large_reads: 20,
+                rounds: Rounds {
+                    fast: 100,
+                    slow: 10,
+                },
+            }
+        }
+    }
+}
+
+/// Runs everything and returns the figures. `progress` hears one line per step.
+pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
+    let plan = Plan::new(settings.quick);
+    let scratch = tempfile::Builder::new()
+        .prefix("forkmail-bench-")
+        .tempdir_in(&settings.work_dir)
+        .map_err(BenchError::io(&settings.work_dir))?;
+    let dir = scratch.path();
+
+    progress(&format!(
+        "making two deployments with {BITS}-bit keys (PBKDF2 at {LOW_ITERATIONS} and \
+         {PRODUCTION_ITERATIONS} iterations)"
+    ));
+    let low = Deployment::create(&dir.join("low"), LOW_ITERATIONS)?;
+    let production = Deployment::create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
+    let mut inbox_deployments = Vec::new();
+    for (size, _) in plan.inboxes {
+        progress(&format!("preloading an inbox of {} mails", thousands(size)));
+        let copy = low.copy_to(&dir.join(format!("inbox-{size}")))?;
+        copy.preload(USER, size, PRELOAD_BODY_CHARS)?;
+        inbox_deployments.push(copy);
+    }
+    low.preload(USER, SESSION_INBOX, PRELOAD_BODY_CHARS)?;
+
+    progress("timing the building blocks in-process");
+    let user_key = low.connect_options(USER, "unused:0")?.user_key;
+    let cost_rows = costs::measure(
+        &user_key,
+        dir,
+        PRODUCTION_ITERATIONS,
+        LOW_ITERATIONS,
+        plan.rounds,
+    )?;
+
+    let bin = &settings.server_bin;
+    let (low_sessions, rates, sends, parent_memory) = {
+        let server = ServerProcess::start(bin, &low.server_dir(), &log_path(low.root()))?;
+        let options = low.connect_options(USER, &server.addr())?;
+        let listed = scenarios::one_session(&options)?;
+        if listed != SESSION_INBOX {
+            return Err(BenchError::Check(format!(
+                "the session inbox holds {listed} mails, {SESSION_INBOX} were preloaded"
+            )));
+        }
+        progress(&format!("{} low-cost sessions", plan.low_sessions));
+        let sessions =
+            scenarios::session_latency(&options, plan.warmup, plan.low_sessions, Duration::ZERO)?;
+        progress(&format!(
+            "{} low-cost sessions {} ms apart",
+            plan.paced_sessions,
+            PACE.as_millis()
+        ));
+        let paced = scenarios::session_latency(&options, 0, plan.paced_sessions, PACE)?;
+        let mut rates = Vec::new();
+        for concurrency in CONCURRENCY {
+            progress(&format!(
+                "sessions in a loop for {} s at concurrency {concurrency}",
+                plan.throughput_for.as_secs()
+            ));
+            rates.push(scenarios::throughput(
+                &options,
+                concurrency,
+                plan.throughput_for,
+            )?);
+        }
+        let mut session = Session::connect(&options).map_err(BenchError::client("logging in"))?;
+        let mut sends = Vec::new();
+        let mut largest_ids = Vec::new();
+        for (chars, count) in plan.sends {
+            progress(&format!("{count} sends of {} characters", thousands(chars)));
+            let (samples, ids) =
+                scenarios::send_latency(&mut session, PEER, chars, plan.warmup, count)?;
+            sends.push((chars, samples));
+            largest_ids = ids;
+        }
+        session.quit().map_err(BenchError::client("logging out"))?;
+        let (largest_chars, _) = plan.sends[plan.sends.len() - 1];
+        let fetch_ids = scenarios::pick_ids(&largest_ids, plan.large_reads);
+        progress(&format!(
+            "{} reads of a {}-character mail",
+            fetch_ids.len(),
+            thousands(largest_chars)
+        ));
+        let peer = low.connect_options(PEER, &server.addr())?;
+        let mut session = Session::connect(&peer).map_err(BenchError::client("logging in"))?;
+        let fetches = scenarios::read_latency(&mut session, &fetch_ids, largest_chars)?;
+        session.quit().map_err(BenchError::client("logging out"))?;
+        let sends = Sends {
+            sends,
+            largest_chars,
+            fetches,
+        };
+        let parent = server.parent_memory()?;
+        server.stop();
+        ((sessions, paced), rates, sends, parent)
+    };
+
+    let production_sessions = {
+        progress(&format!(
+            "{} production-cost sessions",
+            plan.production_sessions
+        ));
+        let server =
+            ServerProcess::start(bin, &production.server_dir(), &log_path(production.root()))?;
+        let options = production.connect_options(USER, &server.addr())?;
+        let samples = scenarios::session_latency(
+            &options,
+            plan.warmup,
+            plan.production_sessions,
+            Duration::ZERO,
+        )?;
+        server.stop();
+        samples
+    };
+
+    let mut mailboxes = Vec::new();
+    for (deployment, (size, listings)) in inbox_deployments.iter().zip(plan.inboxes) {
+        progress(&format!(
+            "inbox of {}: {listings} listings",
+            thousands(size)
+        ));
+        mailboxes.push(measure_mailbox(
+            bin,
+            deployment,
+            size,
+            listings,
+            plan.warmup,
+        )?);
+    }
+    progress(&format!(
+        "reading {} mails from each mailbox in turn, twice",
+        plan.reads.min(plan.inboxes[0].0)
+    ));
+    measure_reads(bin, &inbox_deployments, &mut mailboxes, plan.reads)?;
+
+    let sections = vec![
+        session_section(&production_sessions, &low_sessions),
+        throughput_section(&rates),
+        send_section(&sends),
+        inbox_section(&mailboxes),
+        read_section(&mailboxes),
+        memory_section(parent_memory, plan.low_sessions, &mailboxes),
+        Section {
+            title: "Building blocks (in-process, this machine)".into(),
+            rows: cost_rows,
+        },
+    ];
+    Ok(Report {
+        context: context(settings, dir),
+        sections,
+    })
+}
+
+/// Listing latency and the session child's memory for one mailbox, on a server of its own.
+fn measure_mailbox(
+    bin: &Path,
+    deployment: &Deployment,
+    size: usize,
+    listings: usize,
+    warmup: usize,
+) -> Result<Mailbox, BenchError> {
+    let server = ServerProcess::start(bin, &deployment.server_dir(), &log_path(deployment.root()))?;
+    let options = deployment.connect_options(USER, &server.addr())?;
+    let mut session = Session::connect(&options).map_err(BenchError::client("logging in"))?;
+    let (listing, ids) = scenarios::inbox_latency(&mut session, size, warmup, listings)?;
+    // Let the child return to its idle wait before looking at it.
+    std::thread::sleep(Duration::from_millis(200));
+    let child = server.session_memory()?;
+    session.quit().map_err(BenchError::client("logging out"))?;
+    server.stop();
+    Ok(Mailbox {
+        size,
+        listing,
+        child,
+        ids,
+        reads: Samples::default(),
+        rereads: Samples::default(),
+    })
+}
+
+/// Reads `reads` mails (at most as many as the smallest mailbox holds) from every mailbox, one
+/// mailbox after the other in each round, so that any drift in disk or CPU speed during the run
+/// hits all sizes alike and the ratio between them stays fair. Then reads the same mails again:
+/// they are read by now, so the server writes nothing and only the lookup is timed.
+fn measure_reads(
+    bin: &Path,
+    deployments: &[Deployment],
+    mailboxes: &mut [Mailbox],
+    reads: usize,
+) -> Result<(), BenchError> {
+    let rounds = mailboxes
+        .iter()
+        .map(|m| m.ids.len())
+        .min()
+        .unwrap_or(0)
+        .min(reads);
+    let mut servers = Vec::new();
+    let mut sessions = Vec::new();
+    for deployment in deployments {
+        let server =
+            ServerProcess::start(bin, &deployment.server_dir(), &log_path(deployment.root()))?;
+        let options = deployment.connect_options(USER, &server.addr())?;
+        sessions.push(Session::connect(&options).map_err(BenchError::client("logging in"))?);
+        servers.push(server);
+    }
+    let picked: Vec<Vec<u64>> = mailboxes
+        .iter()
+        .map(|m| scenarios::pick_ids(&m.ids, rounds))
+        .collect();
+    // Each round starts with a different mailbox, so no size always goes first.
+    let count = sessions.len();
+    let schedule: Vec<(usize, u64)> = (0..rounds)
+        .flat_map(|round| {
+            (0..count)
+                .map(move |j| (j + round) % count)
+                .map(move |k| (k, round))
+        })
+        .map(|(k, round)| (k, picked[k][round]))
+        .collect();
+    for again in [false, true] {
+        for &(k, id) in &schedule {
+            let elapsed = scenarios::timed_read(&mut sessions[k], id, PRELOAD_BODY_CHARS)?;
+            let mailbox = &mut mailboxes[k];
+            if again {
+                mailbox.rereads.push(elapsed);
+            } else {
+                mailbox.reads.push(elapsed);
+            }
+        }
+    }
+    for session in sessions {
+        session.quit().map_err(BenchError::client("logging out"))?;
+    }
+    for server in servers {
+        server.stop();
+    }
+    for deployment in deployments {
+        // Up to ~130 MB each; nothing later needs them.
+        std::fs::remove_dir_all(deployment.root()).map_err(BenchError::io(deployment.root()))?;
+    }
+    Ok(())
+}
+
+fn context(settings: &Settings, dir: &Path) -> Vec<String> {
+    vec![
+        format!(
+            "forkmail-bench ({} run)",
+            if settings.quick { "quick" } else { "full" }
+        ),
+        format!("server binary: {}", settings.server_bin.display()),
+        format!(
+            "deployments in {} (its file system decides what a durable commit costs)",
+            dir.display()
+        ),
+        format!(
+            "RSA-{BITS} keys; PBKDF2-SHA512 at {} (production) or {} (low cost) iterations; \
+             preloaded mail bodies of {} ASCII characters",
+            thousands(PRODUCTION_ITERATIONS as usize),
+            thousands(LOW_ITERATIONS as usize),
+            thousands(PRELOAD_BODY_CHARS)
+        ),
+    ]
+}

@@ -1,0 +1,93 @@
+//! `forkmail-bench`: measures the real forked server on throw-away deployments and prints each
+//! figure beside its target (docs/BENCHMARKS.md).
+//!
+//! Progress goes to stderr, the table (or `--json`) to stdout. Exit 0 when the run completed,
+//! whatever the figures; 1 when it could not run; 2 for a usage error.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use forkmail_client::bench::suite::{self, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "forkmail-bench",
+    version,
+    about = "Benchmark forkmail-server on throw-away deployments and compare with the targets",
+    after_help = "Build the server first: cargo build --release --bin forkmail-server"
+)]
+struct Cli {
+    /// A short run (about 15 s): fewer repetitions, noisier figures.
+    #[arg(long)]
+    quick: bool,
+    /// The forkmail-server to measure [default: forkmail-server next to this program].
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// Where to make the deployments (a temporary directory inside it, removed at the end).
+    /// Its file system decides what a durable commit costs. [default: the system temp dir]
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("forkmail-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let server_bin = match cli.server_bin {
+        Some(path) => path,
+        None => default_server_bin()?,
+    };
+    anyhow::ensure!(
+        server_bin.is_file(),
+        "{} not found; build it with `cargo build --release --bin forkmail-server` or pass \
+         --server-bin PATH",
+        server_bin.display()
+    );
+    let settings = Settings {
+        server_bin,
+        work_dir: cli.work_dir.unwrap_or_else(std::env::temp_dir),
+        quick: cli.quick,
+    };
+    let started = Instant::now();
+    let mut progress = |step: &str| {
+        eprintln!(
+            "forkmail-bench: [{:5.1} s] {step}",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    let report = suite::run(&settings, &mut progress)?;
+    progress("done");
+    let text = if cli.json {
+        serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
+    } else {
+        report.to_table()
+    };
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `forkmail-server` in the directory of this executable (`target/release/` under cargo).
+fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let dir = exe
+        .parent()
+        .context("this program's path has no parent directory")?;
+    Ok(dir.join("forkmail-server"))
+}

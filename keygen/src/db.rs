@@ -57,6 +57,9 @@ CREATE TABLE login_failures (
 ) WITHOUT ROWID;
 ";
 
+/// Bytes of the database file SQLite may memory-map.
+const MMAP_SIZE: i64 = 256 * 1024 * 1024;
+
 /// How long a connection waits for another process's write lock before giving up. Writes are
 /// short transactions, so five writers never come near this.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,13 +113,16 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
 }
 
 /// WAL so readers never block the writer, FULL sync so an acknowledged send survives a power
-/// cut, a busy timeout so concurrent children wait for each other instead of failing, and
-/// foreign keys enforced.
+/// cut, a busy timeout so concurrent children wait for each other instead of failing, foreign
+/// keys enforced, and memory-mapped reads.
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Map the file instead of copying pages through read(): a child's page cache starts empty,
+    // and listing 10,000 headers reads ~14 MB of pages (docs/BENCHMARKS.md: p50 halves).
+    conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
     Ok(())
 }
 

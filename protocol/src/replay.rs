@@ -29,9 +29,15 @@ pub fn check_fresh(timestamp_ms: u64, now_ms: u64, window_ms: u64) -> Result<(),
 /// Remembers handshake nonces across every process that serves connections.
 pub trait NonceStore {
     type Error;
-    /// Records `nonce` until `expires_at_ms`. Returns `Ok(true)` if it was new and `Ok(false)` if
-    /// it was already recorded (a replay). Must be atomic across processes.
-    fn record(&mut self, nonce: &[u8], expires_at_ms: u64) -> Result<bool, Self::Error>;
+    /// Records `nonce` until `expires_at_ms`, forgetting nonces that expired before `now_ms`.
+    /// Returns `Ok(true)` if it was new and `Ok(false)` if it was already recorded (a replay).
+    /// Must be atomic across processes.
+    fn record(
+        &mut self,
+        nonce: &[u8],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, Self::Error>;
 }
 
 #[cfg(test)]

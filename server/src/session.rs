@@ -144,13 +144,12 @@ impl ExpectAuth {
                 },
             ));
         }
-        // Purging here keeps the table small without a separate janitor process.
-        store.purge_nonces(now)?;
+        // Recording also purges expired nonces: no janitor process needed.
         let expires = checked
             .hello
             .timestamp_ms
             .saturating_add(ctx.config.nonce_retention_ms());
-        if !store.record(&checked.hello.nonce, expires)? {
+        if !store.record(&checked.hello.nonce, now, expires)? {
             return Err(refuse(stream, Refusal::Replayed));
         }
         let user = checked.hello.user.clone();

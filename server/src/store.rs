@@ -210,29 +210,45 @@ impl Store {
             .execute([user])?;
         Ok(())
     }
-
-    /// Deletes nonces whose replay window has passed.
-    pub fn purge_nonces(&self, now_ms: u64) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("DELETE FROM seen_nonces WHERE expires_ms < ?1")?
-            .execute([now_ms as i64])?)
-    }
 }
 
 impl NonceStore for Store {
     type Error = StoreError;
 
-    /// One atomic `INSERT OR IGNORE` on the primary key: of two children racing with the same
-    /// nonce, exactly one inserts it.
-    fn record(&mut self, nonce: &[u8], expires_at_ms: u64) -> Result<bool, StoreError> {
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO seen_nonces (nonce, expires_ms) VALUES (?1, ?2)",
-            )?
-            .execute(params![nonce, expires_at_ms as i64])?;
-        Ok(inserted == 1)
+    /// Purges expired nonces and records this one in a single transaction; the `INSERT OR IGNORE`
+    /// on the primary key is atomic, so of two children racing with the same nonce exactly one
+    /// inserts it.
+    ///
+    /// The commit is not fsynced (`synchronous=NORMAL` for this transaction only; WAL keeps it
+    /// atomic and visible to every other process at once). It survives the crash of any process,
+    /// not a power cut. What a power cut could reopen is the replay of a hello recorded in its
+    /// last moments, if the server is back within the freshness window; such a hello still cannot
+    /// complete a handshake without the client's X25519 secret. The fsync saved is ~1 ms of every
+    /// login (docs/BENCHMARKS.md).
+    fn record(
+        &mut self,
+        nonce: &[u8],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached("DELETE FROM seen_nonces WHERE expires_ms < ?1")?
+                .execute([now_ms as i64])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO seen_nonces (nonce, expires_ms) VALUES (?1, ?2)",
+                )?
+                .execute(params![nonce, expires_at_ms as i64])?;
+            tx.commit()?;
+            Ok(inserted == 1)
+        })();
+        // Mail is always committed with FULL, whatever happened above.
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        result
     }
 }
 

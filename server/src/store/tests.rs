@@ -130,8 +130,21 @@ fn inbox_pages_end_with_more_false() {
 #[test]
 fn nonces_are_recorded_once_and_purged_after_expiry() {
     let (_dir, mut store) = store_with_users(&[]);
-    assert!(store.record(b"n1", 100).unwrap());
-    assert!(!store.record(b"n1", 100).unwrap());
-    assert_eq!(store.purge_nonces(101).unwrap(), 1);
-    assert!(store.record(b"n1", 200).unwrap());
+    assert!(store.record(b"n1", 0, 100).unwrap());
+    assert!(!store.record(b"n1", 50, 100).unwrap());
+    assert!(store.record(b"n2", 50, 300).unwrap());
+    // At 101 the first has expired and is purged; the second is still remembered.
+    assert!(store.record(b"n1", 101, 200).unwrap());
+    assert!(!store.record(b"n2", 101, 300).unwrap());
+}
+
+#[test]
+fn mail_is_still_committed_with_full_sync_after_recording_a_nonce() {
+    let (_dir, mut store) = store_with_users(&[]);
+    store.record(b"n", 0, 100).unwrap();
+    let sync: i64 = store
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous must be FULL (2) for mail");
 }

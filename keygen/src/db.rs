@@ -1,7 +1,8 @@
 //! The deployment database: schema and connection set-up, shared by keygen (which creates it
 //! and adds users) and the server (which serves mail from it).
 //!
-//! One stored message per send and one delivery row per recipient, so a recipient deleting a
+//! One stored message per send (headers in `messages`, the body in `bodies`) and one delivery row
+//! per recipient, so a recipient deleting a
 //! message removes only their delivery. Message ids come from `AUTOINCREMENT`, so they are never
 //! reused and deleting one never renumbers another. Nonces of accepted handshakes live here too,
 //! because every forked child must see every other child's nonces.
@@ -26,13 +27,17 @@ CREATE TABLE users (
     public_key  BLOB NOT NULL,
     created_ms  INTEGER NOT NULL
 );
--- body last: listing reads sender, date and title without touching the body's overflow pages.
 CREATE TABLE messages (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     sender      TEXT NOT NULL,
     recipients  TEXT NOT NULL,
     sent_ms     INTEGER NOT NULL,
-    title       TEXT NOT NULL,
+    title       TEXT NOT NULL
+);
+-- Bodies apart from the headers: listing an inbox reads only small header rows (inline
+-- bodies made a listing of 10,000 read ~14 MB of pages; docs/BENCHMARKS.md).
+CREATE TABLE bodies (
+    message_id  INTEGER PRIMARY KEY NOT NULL REFERENCES messages(id),
     body        TEXT NOT NULL
 );
 -- The primary key serves the inbox listing (one recipient, in id order) and reads by id.
@@ -56,9 +61,6 @@ CREATE TABLE login_failures (
     locked_until_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
-
-/// Bytes of the database file SQLite may memory-map.
-const MMAP_SIZE: i64 = 256 * 1024 * 1024;
 
 /// How long a connection waits for another process's write lock before giving up. Writes are
 /// short transactions, so five writers never come near this.
@@ -113,16 +115,13 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
 }
 
 /// WAL so readers never block the writer, FULL sync so an acknowledged send survives a power
-/// cut, a busy timeout so concurrent children wait for each other instead of failing, foreign
-/// keys enforced, and memory-mapped reads.
+/// cut, a busy timeout so concurrent children wait for each other instead of failing, and
+/// foreign keys enforced.
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Map the file instead of copying pages through read(): a child's page cache starts empty,
-    // and listing 10,000 headers reads ~14 MB of pages (docs/BENCHMARKS.md: p50 halves).
-    conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
     Ok(())
 }
 

@@ -56,17 +56,17 @@ impl Store {
             }
         }
         tx.prepare_cached(
-            "INSERT INTO messages (sender, recipients, sent_ms, title, body)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO messages (sender, recipients, sent_ms, title) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![
             from,
             draft.to.join(";"),
             now_ms as i64,
-            draft.title,
-            draft.body
+            draft.title
         ])?;
         let id = tx.last_insert_rowid();
+        tx.prepare_cached("INSERT INTO bodies (message_id, body) VALUES (?1, ?2)")?
+            .execute(params![id, draft.body])?;
         {
             let mut deliver = tx
                 .prepare_cached("INSERT INTO deliveries (recipient, message_id) VALUES (?1, ?2)")?;
@@ -117,8 +117,10 @@ impl Store {
         let mail = self
             .conn
             .prepare_cached(
-                "SELECT m.sender, m.recipients, m.sent_ms, m.title, m.body
-                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                "SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body
+                 FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 JOIN bodies b ON b.message_id = d.message_id
                  WHERE d.recipient = ?1 AND d.message_id = ?2",
             )?
             .query_row(params![user, id_sql], |r| {
@@ -158,11 +160,15 @@ impl Store {
         if removed == 0 {
             return Err(StoreError::NotFound(id));
         }
-        tx.prepare_cached(
-            "DELETE FROM messages WHERE id = ?1
-             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)",
-        )?
-        .execute([id_sql])?;
+        let orphaned = tx
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")?
+            .query_row([id_sql], |r| r.get::<_, bool>(0))?;
+        if orphaned {
+            tx.prepare_cached("DELETE FROM bodies WHERE message_id = ?1")?
+                .execute([id_sql])?;
+            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                .execute([id_sql])?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -90,7 +90,7 @@ impl Deployment {
     /// Puts `count` mails from [`PEER`] into `recipient`'s inbox, each with a body of
     /// `body_chars` ASCII characters, by writing the database directly in one transaction.
     /// Only while no server runs on this deployment. Rows are exactly what the server's own
-    /// send stores (one `messages` row, one unread `deliveries` row), and the WAL is
+    /// send stores (one `messages` row, its `bodies` row, one unread `deliveries` row), and the WAL is
     /// checkpointed afterwards so the server starts from a settled file, as a long-running one
     /// would be.
     pub fn preload(
@@ -110,9 +110,12 @@ impl Deployment {
         {
             let mut message = tx
                 .prepare(
-                    "INSERT INTO messages (sender, recipients, sent_ms, title, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO messages (sender, recipients, sent_ms, title)
+                     VALUES (?1, ?2, ?3, ?4)",
                 )
+                .map_err(sqlite)?;
+            let mut body = tx
+                .prepare("INSERT INTO bodies (message_id, body) VALUES (?1, ?2)")
                 .map_err(sqlite)?;
             let mut delivery = tx
                 .prepare("INSERT INTO deliveries (recipient, message_id) VALUES (?1, ?2)")
@@ -123,17 +126,12 @@ impl Deployment {
                 let sent_ms = first_ms + 60_000 * i as u64;
                 let title = format!("Preloaded mail number {i} for the benchmark");
                 message
-                    .execute(params![
-                        PEER,
-                        recipient,
-                        sent_ms as i64,
-                        title,
-                        ascii_body(body_chars, i)
-                    ])
+                    .execute(params![PEER, recipient, sent_ms as i64, title])
                     .map_err(sqlite)?;
-                delivery
-                    .execute(params![recipient, tx.last_insert_rowid()])
+                let id = tx.last_insert_rowid();
+                body.execute(params![id, ascii_body(body_chars, i)])
                     .map_err(sqlite)?;
+                delivery.execute(params![recipient, id]).map_err(sqlite)?;
             }
         }
         tx.commit().map_err(sqlite)?;

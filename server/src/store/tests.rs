@@ -87,6 +87,14 @@ fn delete_touches_only_one_mailbox_and_ids_stay_stable() {
         store.delete("bob", a),
         Err(StoreError::NotFound(_))
     ));
+    // `c` had one recipient and is gone with its body; `a` still has carol.
+    let count = |table: &str| -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((count("messages"), count("bodies")), (2, 2));
     // A new message never reuses a deleted id, even the highest one.
     let d = store.send("alice", &draft(&["bob"], "d"), 4).unwrap();
     assert!(d > c);

@@ -306,23 +306,10 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), DeployError> {
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), DeployError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| DeployError::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| DeployError::Io {
-            path: path.to_owned(),
-            source: e,
-        })
+    keyfile::write_new_file(path, contents, mode).map_err(|source| DeployError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -93,15 +93,7 @@ impl GeneratedKey {
 pub fn write_private_key(path: &Path, pkcs8_der: &[u8]) -> Result<(), KeyFileError> {
     let pem = pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, pkcs8_der)
         .map_err(|e| KeyFileError::BadKey(path.to_owned(), e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| KeyFileError::Write(path.to_owned(), e))?;
-    file.write_all(pem.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| KeyFileError::Write(path.to_owned(), e))
+    write_new_file(path, pem.as_bytes(), 0o600).map_err(|e| KeyFileError::Write(path.to_owned(), e))
 }
 
 /// Writes a public key as PKCS#1 PEM (`RSA PUBLIC KEY`), mode 0644.
@@ -109,15 +101,19 @@ pub fn write_public_key(path: &Path, key: &PublicKey) -> Result<(), KeyFileError
     let pem = rsa::RsaPublicKey::from_pkcs1_der(&key.der)
         .and_then(|k| k.to_pkcs1_pem(LineEnding::LF))
         .map_err(|e| KeyFileError::BadKey(path.to_owned(), e.to_string()))?;
+    write_new_file(path, pem.as_bytes(), 0o644).map_err(|e| KeyFileError::Write(path.to_owned(), e))
+}
+
+/// Creates `path` with `mode` (never replacing an existing file: the mode is set at creation, so
+/// a private key is never readable by others even for a moment), writes it and syncs it.
+pub fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
-        .open(path)
-        .map_err(|e| KeyFileError::Write(path.to_owned(), e))?;
-    file.write_all(pem.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| KeyFileError::Write(path.to_owned(), e))
+        .mode(mode)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 /// Loads a private key for signing with ring, refusing a file others can read.

@@ -1,0 +1,70 @@
+//! What can go wrong in the store, said without naming the backend.
+//!
+//! The server maps these to what a client may be told (PROTOCOL.md §8): the first three are the
+//! user's own mistakes, [`StoreError::Unavailable`] and [`StoreError::Full`] are conditions that
+//! pass, and the rest are faults for the operator. Backend errors are turned into text here, so
+//! no `rusqlite::Error` or `postgres::Error` reaches another crate.
+
+/// Why a store operation failed. Every variant that changes nothing says so in its caller's
+/// contract: a failed operation never leaves a half-done change behind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A recipient of a send does not exist; nothing was stored.
+    #[error("no such user: {0}")]
+    UnknownRecipient(String),
+    /// No message with this id in this user's mailbox.
+    #[error("no message {0} in this mailbox")]
+    NotFound(u64),
+    /// `add_user` for a name that is taken.
+    #[error("user {0} already exists in this store")]
+    UserExists(String),
+    /// The store cannot be reached or stayed locked: try again shortly. Nothing was changed.
+    #[error("the mail store is unavailable: {0}")]
+    Unavailable(String),
+    /// The disk (or the database's quota) is full. Nothing was changed.
+    #[error("the mail store is full: {0}")]
+    Full(String),
+    /// The database file or directory cannot be written (permissions, read-only mount).
+    #[error("the mail store is read-only: {0}")]
+    ReadOnly(String),
+    /// No database where one should be.
+    #[error("{0}: no forkmail store here; create the deployment with forkmail-keygen init")]
+    Missing(String),
+    /// Something is there, but it is not a forkmail store (an empty file, another program's
+    /// database, not a database at all).
+    #[error("{location}: not a forkmail database ({why})")]
+    NotForkmail { location: String, why: String },
+    /// Made or migrated by a newer forkmail: this build would misread it.
+    #[error("{location}: the store has schema version {found}, newer than this build supports ({supported}); run a newer forkmail")]
+    TooNew {
+        location: String,
+        found: u32,
+        supported: u32,
+    },
+    /// Older than this build and not migrated (the server migrates at start-up).
+    #[error("{location}: the store has schema version {found}, this build needs {needed}; start forkmail-server once (it migrates at start-up) or run forkmail-keygen add-user")]
+    NeedsMigration {
+        location: String,
+        found: u32,
+        needed: u32,
+    },
+    /// `create` found a store already there.
+    #[error("{0}: a forkmail store already exists here; refusing to overwrite it")]
+    Exists(String),
+    /// The stored data breaks an invariant (a bad row, a failed integrity check).
+    #[error("the mail store is damaged: {0}")]
+    Corrupt(String),
+    /// A store URL that cannot be used.
+    #[error("invalid store URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    /// Any other backend failure, as text.
+    #[error("mail store error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed without anyone fixing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
+    }
+}

@@ -1,0 +1,196 @@
+//! forkmail-store: the one owner of a deployment's database.
+//!
+//! Every program that needs the database goes through the [`Store`] trait: the server's session
+//! and authentication code, keygen's user creation, the benchmark's preload and the tests'
+//! inspection. Schema, migrations and every query live here and nowhere else, so a table change
+//! is one change in one crate, and a backend's error type never leaks past [`StoreError`].
+//!
+//! Two backends implement the trait with the same contract (`tests/contract.rs` runs one suite
+//! against both):
+//! - [`sqlite`]: the embedded default, one file in the deployment's server directory. WAL,
+//!   `synchronous=FULL`, `BEGIN IMMEDIATE`; each forked child opens its own connection.
+//! - [`postgres`]: for more than one host on one store. Connected only in the process that uses
+//!   it, after `fork` (its client runs a runtime that does not survive a fork).
+//!
+//! The contract every implementation keeps:
+//! - a send stores the message and one delivery per recipient in one transaction, or nothing;
+//!   it is acknowledged only once committed durably;
+//! - message ids are never reused, and deleting one never renumbers another;
+//! - a recipient's delete removes only their delivery; the message goes with its last delivery;
+//! - recording a handshake nonce is atomic across processes and hosts: of two sessions racing
+//!   with one nonce, exactly one records it;
+//! - login failures count atomically across processes and hosts;
+//! - a failed operation changes nothing.
+
+#![forbid(unsafe_code)]
+
+use std::ops::ControlFlow;
+
+use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+
+mod error;
+pub mod location;
+mod migrations;
+pub mod postgres;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use location::StoreLocation;
+pub use migrations::{Migration, CURRENT_VERSION, MIGRATIONS};
+
+/// A user's password hash as stored: which KDF, its cost, salt and hash. The store keeps the
+/// bytes; `forkmail-keygen` makes and checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPassword {
+    /// KDF name, e.g. `pbkdf2-sha512`.
+    pub kdf: String,
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// A user's stored credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub password: StoredPassword,
+    /// DER `RSAPublicKey`.
+    pub public_key: Vec<u8>,
+}
+
+/// A user's consecutive password failures and the lock they earned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub failures: u32,
+    /// Until when (ms since the epoch) logins are refused; in the past when not locked.
+    pub locked_until_ms: u64,
+}
+
+/// Row counts, for tests, the benchmark and operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub users: u64,
+    pub messages: u64,
+    pub bodies: u64,
+    pub deliveries: u64,
+    pub seen_nonces: u64,
+    pub login_failures: u64,
+}
+
+/// One mail for [`Store::import`]: who sent it, when, and the draft.
+#[derive(Debug, Clone)]
+pub struct ImportedMail {
+    pub from: String,
+    pub sent_ms: u64,
+    pub draft: Draft,
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Everything the programs ask of the database. Object-safe: callers hold a `Box<dyn Store>`.
+pub trait Store {
+    /// Where this store is, for messages (passwords redacted).
+    fn location(&self) -> String;
+
+    /// Creates a user. Fails with [`StoreError::UserExists`] if the name is taken.
+    fn add_user(&mut self, user: &UserRecord, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Looks a user up.
+    fn find_user(&mut self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Stores one message and one delivery per recipient in a single transaction, committed
+    /// durably before it returns. Fails, storing nothing, if any recipient does not exist.
+    /// Returns the new message id.
+    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError>;
+
+    /// Calls `page` with the user's inbox in id order, `page_len` entries at a time; the last
+    /// call has `more == false` (and is made even for an empty inbox). `page` returning
+    /// `Break` stops the listing early, successfully.
+    fn inbox(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<MailSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
+
+    /// Reads one message from the user's mailbox and marks it read.
+    fn read(&mut self, user: &str, id: u64) -> Result<Mail, StoreError>;
+
+    /// Deletes the user's delivery of a message; the message itself goes once no recipient
+    /// holds it any more. Other recipients' copies are untouched.
+    fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError>;
+
+    /// Purges nonces that expired before `now_ms` and records `nonce` until `expires_at_ms`.
+    /// `Ok(true)` if it was new, `Ok(false)` if already recorded (a replay). Atomic across
+    /// every process and host on this store. May skip the fsync (see the backends): it must
+    /// survive any process crash, not necessarily a power cut.
+    fn record_nonce(
+        &mut self,
+        nonce: &[u8],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The user's current failure count and lock, if any failure is recorded.
+    fn login_failures(&mut self, user: &str) -> Result<Option<LoginFailures>, StoreError>;
+
+    /// Counts one more consecutive failure for `user` and sets the lock `lock_for` gives for
+    /// the new count (in ms from `now_ms`), atomically across processes and hosts.
+    fn record_login_failure(
+        &mut self,
+        user: &str,
+        now_ms: u64,
+        lock_for: &dyn Fn(u32) -> u64,
+    ) -> Result<LoginFailures, StoreError>;
+
+    /// A successful login forgets earlier failures.
+    fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError>;
+
+    /// Stores many mails in one transaction (the benchmark's preload): all or nothing, with
+    /// the same checks and ids as [`Store::send`]. Returns how many were stored.
+    fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError>;
+
+    /// Row counts.
+    fn counts(&mut self) -> Result<Counts, StoreError>;
+
+    /// Checks the backend's own integrity and forkmail's invariants (every message has a body
+    /// and at least one delivery, every delivery a message and a user). `Err(Corrupt)` says
+    /// what is wrong.
+    fn check_integrity(&mut self) -> Result<(), StoreError>;
+
+    /// The schema version of the store as it is now.
+    fn schema_version(&mut self) -> Result<u32, StoreError>;
+}
+
+/// Opens an existing store at the current schema version. Refuses a missing store, a foreign
+/// database, one newer than this build and one that needs migrating (see [`migrate`]).
+pub fn open(location: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+        StoreLocation::Postgres(url) => postgres::open(url),
+    }
+}
+
+/// Creates a new store with the current schema: an SQLite file that must not exist yet, or the
+/// schema in a PostgreSQL database that holds no forkmail store (`Exists` otherwise).
+pub fn create(location: &StoreLocation) -> Result<Box<dyn Store>, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::create(path)?)),
+        StoreLocation::Postgres(url) => postgres::create(url),
+    }
+}
+
+/// Brings an existing store to [`CURRENT_VERSION`], one migration per transaction, under a lock
+/// so that two processes (two servers starting together) never both apply one. Refuses what
+/// [`open`] refuses, except an older version.
+pub fn migrate(location: &StoreLocation) -> Result<Migrated, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => sqlite::migrate(path),
+        StoreLocation::Postgres(url) => postgres::migrate(url),
+    }
+}

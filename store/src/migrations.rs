@@ -1,0 +1,180 @@
+//! The schema's history: numbered, forward-only migrations, the SQL of both backends side by
+//! side so that a version number means the same tables on each.
+//!
+//! Rules for adding one: append, never edit a released entry; one migration is applied in one
+//! transaction with its version record, so a crash leaves the store at the previous version or
+//! the next, never between; the migrator holds the backend's lock for the whole transaction and
+//! re-reads the version under it, so two processes starting together apply each migration once.
+//!
+//! Version 1 is the schema of release 0.1.0 (`fixtures/v0.1.0`), which recorded its version in
+//! SQLite's `user_version` only. Version 2 adds `schema_migrations`, the record of what was
+//! applied when, and marks SQLite files with forkmail's `application_id`, so that a foreign
+//! database is told apart from an old forkmail one.
+
+/// One step of the schema's history.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    /// What it changes, recorded in `schema_migrations`.
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// `PRAGMA application_id` of a forkmail SQLite store: "fkml".
+pub const SQLITE_APPLICATION_ID: i32 = 0x666B_6D6C;
+
+/// The tables of version 1, by which a store made by 0.1.0 is recognised.
+pub const V1_TABLES: [&str; 6] = [
+    "users",
+    "messages",
+    "bodies",
+    "deliveries",
+    "seen_nonces",
+    "login_failures",
+];
+
+/// Every migration, in order; `MIGRATIONS[i].version == i + 1`.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema (release 0.1.0)",
+        sqlite: "
+CREATE TABLE users (
+    name        TEXT PRIMARY KEY NOT NULL,
+    kdf         TEXT NOT NULL,
+    iterations  INTEGER NOT NULL,
+    salt        BLOB NOT NULL,
+    hash        BLOB NOT NULL,
+    public_key  BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,
+    sent_ms     INTEGER NOT NULL,
+    title       TEXT NOT NULL
+);
+CREATE TABLE bodies (
+    message_id  INTEGER PRIMARY KEY NOT NULL REFERENCES messages(id),
+    body        TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+    recipient   TEXT NOT NULL,
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    read        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (recipient, message_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_by_message ON deliveries(message_id);
+CREATE TABLE seen_nonces (
+    nonce       BLOB PRIMARY KEY NOT NULL,
+    expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX seen_nonces_by_expiry ON seen_nonces(expires_ms);
+CREATE TABLE login_failures (
+    user            TEXT PRIMARY KEY NOT NULL,
+    failures        INTEGER NOT NULL,
+    last_ms         INTEGER NOT NULL,
+    locked_until_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+",
+        // Identity columns never hand out an id twice (a sequence is not rolled back), as
+        // AUTOINCREMENT guarantees on SQLite. The nonce table is an ordinary logged table: it
+        // must survive a crash and a failover.
+        postgres: "
+CREATE TABLE users (
+    name        TEXT PRIMARY KEY,
+    kdf         TEXT NOT NULL,
+    iterations  BIGINT NOT NULL,
+    salt        BYTEA NOT NULL,
+    hash        BYTEA NOT NULL,
+    public_key  BYTEA NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
+CREATE TABLE messages (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sender      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,
+    sent_ms     BIGINT NOT NULL,
+    title       TEXT NOT NULL
+);
+CREATE TABLE bodies (
+    message_id  BIGINT PRIMARY KEY REFERENCES messages(id),
+    body        TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+    recipient   TEXT NOT NULL,
+    message_id  BIGINT NOT NULL REFERENCES messages(id),
+    read        BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (recipient, message_id)
+);
+CREATE INDEX deliveries_by_message ON deliveries(message_id);
+CREATE TABLE seen_nonces (
+    nonce       BYTEA PRIMARY KEY,
+    expires_ms  BIGINT NOT NULL
+);
+CREATE INDEX seen_nonces_by_expiry ON seen_nonces(expires_ms);
+CREATE TABLE login_failures (
+    username        TEXT PRIMARY KEY,
+    failures        INTEGER NOT NULL,
+    last_ms         BIGINT NOT NULL,
+    locked_until_ms BIGINT NOT NULL
+);
+",
+    },
+    Migration {
+        version: 2,
+        name: "record applied migrations; mark SQLite stores with forkmail's application_id",
+        // applied_ms 0: version 1 was applied before anything recorded when.
+        sqlite: "
+CREATE TABLE schema_migrations (
+    version     INTEGER PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL,
+    applied_ms  INTEGER NOT NULL
+);
+INSERT INTO schema_migrations (version, name, applied_ms)
+    VALUES (1, 'initial schema (release 0.1.0)', 0);
+PRAGMA application_id = 1718316396;
+",
+        postgres: "
+CREATE TABLE schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_ms  BIGINT NOT NULL
+);
+INSERT INTO schema_migrations (version, name, applied_ms)
+    VALUES (1, 'initial schema (release 0.1.0)', 0);
+",
+    },
+];
+
+/// The version this build reads and writes.
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The migrations that take a store from `version` to [`CURRENT_VERSION`].
+pub fn pending(version: u32) -> &'static [Migration] {
+    MIGRATIONS.get(version as usize..).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_numbered_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+        }
+        assert_eq!(pending(0).len(), MIGRATIONS.len());
+        assert!(pending(CURRENT_VERSION).is_empty());
+        assert!(pending(CURRENT_VERSION + 5).is_empty());
+    }
+
+    #[test]
+    fn the_application_id_in_the_sql_is_the_constant() {
+        assert!(MIGRATIONS[1]
+            .sqlite
+            .contains(&format!("application_id = {SQLITE_APPLICATION_ID}")));
+    }
+}

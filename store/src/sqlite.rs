@@ -1,0 +1,747 @@
+//! The embedded backend: one SQLite file, `DIR/server/mail.db`.
+//!
+//! Each forked child opens its own connection (the parent never holds one across a fork).
+//! WAL so readers never block the writer, `synchronous=FULL` so an acknowledged send survives a
+//! power cut, short `BEGIN IMMEDIATE` write transactions so concurrent children queue on the
+//! write lock under the busy timeout instead of failing with "database is locked", and foreign
+//! keys enforced. The only writes not fsynced are handshake nonces ([`SqliteStore::record_nonce`]).
+//!
+//! A store is recognised by its `application_id` (from version 2) or, for a file made by
+//! release 0.1.0, by `user_version = 1` and its six tables; anything else is "not a forkmail
+//! database", never "schema version 0".
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::migrations::{self, CURRENT_VERSION, SQLITE_APPLICATION_ID, V1_TABLES};
+use crate::{
+    Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword, UserRecord,
+};
+
+/// How long a connection waits for another process's write lock before the store is reported
+/// unavailable. Writes are short transactions, so five writers never come near this.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one SQLite store, at the current schema version.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What a file holds, read before anything is written to it.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// No tables, no version: a new (or 0-byte) file.
+    Empty,
+    Version(u32),
+    Foreign(String),
+}
+
+impl SqliteStore {
+    /// Creates a new store at `path`, which must not exist, with the current schema.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::Exists(path.display().to_string()));
+        }
+        let conn = connect(path, OpenFlags::SQLITE_OPEN_CREATE)?;
+        conn.pragma_update(None, "journal_mode", "WAL").sql()?;
+        match migrate_conn(&conn, path, true)? {
+            Migrated { from: 0, .. } => {}
+            _ => return Err(StoreError::Exists(path.display().to_string())),
+        }
+        Self::open(path)
+    }
+
+    /// Opens an existing store, which must be at [`CURRENT_VERSION`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = connect(path, OpenFlags::empty())?;
+        match probe(&conn).map_err(|e| probe_error(path, e))? {
+            Probe::Version(CURRENT_VERSION) => {}
+            probe => return Err(refusal(path, probe)),
+        }
+        configure(&conn).sql()?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// Applies every pending migration to the store at `path` (see [`crate::migrate`]).
+pub fn migrate(path: &Path) -> Result<Migrated, StoreError> {
+    let conn = connect(path, OpenFlags::empty())?;
+    // Refuse what is not ours before writing anything, even the journal mode.
+    match probe(&conn).map_err(|e| probe_error(path, e))? {
+        Probe::Version(v) if v <= CURRENT_VERSION => {}
+        probe => return Err(refusal(path, probe)),
+    }
+    conn.pragma_update(None, "journal_mode", "WAL").sql()?;
+    migrate_conn(&conn, path, false)
+}
+
+/// Opens the file without creating it (unless `extra` says so), with the busy timeout set, and
+/// refuses a file this process could only read.
+fn connect(path: &Path, extra: OpenFlags) -> Result<Connection, StoreError> {
+    if !extra.contains(OpenFlags::SQLITE_OPEN_CREATE) && !path.exists() {
+        return Err(StoreError::Missing(path.display().to_string()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
+    )
+    .map_err(|e| at(path, classify(e)))?;
+    conn.busy_timeout(BUSY_TIMEOUT).sql()?;
+    if conn.is_readonly(rusqlite::DatabaseName::Main).sql()? {
+        return Err(StoreError::ReadOnly(format!(
+            "{}: this process cannot write the file; check its owner and mode",
+            path.display()
+        )));
+    }
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// One migration per `BEGIN IMMEDIATE` transaction, the version re-read under the write lock,
+/// until the store is current. `allow_empty` only for `create`.
+fn migrate_conn(conn: &Connection, path: &Path, allow_empty: bool) -> Result<Migrated, StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL").sql()?;
+    let mut from = None;
+    loop {
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).sql()?;
+        let version = match probe(&tx).map_err(|e| probe_error(path, e))? {
+            Probe::Empty if allow_empty => 0,
+            Probe::Version(v) if v <= CURRENT_VERSION => v,
+            probe => return Err(refusal(path, probe)),
+        };
+        let from = *from.get_or_insert(version);
+        let Some(next) = migrations::pending(version).first() else {
+            tx.commit().sql()?;
+            return Ok(Migrated {
+                from,
+                to: CURRENT_VERSION,
+            });
+        };
+        tx.execute_batch(next.sqlite).sql()?;
+        tx.pragma_update(None, "user_version", next.version).sql()?;
+        if next.version >= 2 {
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (?1, ?2, ?3)",
+                params![
+                    next.version,
+                    next.name,
+                    forkmail_protocol::now_millis() as i64
+                ],
+            )
+            .sql()?;
+        }
+        tx.commit().sql()?;
+        tracing::info!(
+            "{}: migrated the store to schema version {} ({})",
+            path.display(),
+            next.version,
+            next.name
+        );
+    }
+}
+
+fn probe(conn: &Connection) -> Result<Probe, rusqlite::Error> {
+    let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let user_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let has = |t: &str| tables.iter().any(|name| name == t);
+    Ok(if app_id == SQLITE_APPLICATION_ID {
+        match u32::try_from(user_version) {
+            Ok(v) => Probe::Version(v),
+            Err(_) => Probe::Foreign(format!("impossible schema version {user_version}")),
+        }
+    } else if app_id != 0 {
+        Probe::Foreign(format!(
+            "another program's database (application_id {app_id:#x})"
+        ))
+    } else if tables.is_empty() && user_version == 0 {
+        Probe::Empty
+    } else if user_version == 1 && V1_TABLES.iter().all(|t| has(t)) {
+        Probe::Version(1)
+    } else if user_version == 1 && has("messages") && !has("bodies") {
+        Probe::Foreign(
+            "made by a pre-release forkmail build that kept bodies in `messages`; \
+             no migration exists for it"
+                .into(),
+        )
+    } else {
+        let mut names = tables.join(", ");
+        if names.is_empty() {
+            names = "none".into();
+        }
+        Probe::Foreign(format!(
+            "user_version {user_version}, tables: {names}; another program's database"
+        ))
+    })
+}
+
+fn refusal(path: &Path, probe: Probe) -> StoreError {
+    let location = path.display().to_string();
+    match probe {
+        Probe::Empty => StoreError::NotForkmail {
+            location,
+            why: "an empty file; create the deployment with forkmail-keygen init".into(),
+        },
+        Probe::Foreign(why) => StoreError::NotForkmail { location, why },
+        Probe::Version(found) if found > CURRENT_VERSION => StoreError::TooNew {
+            location,
+            found,
+            supported: CURRENT_VERSION,
+        },
+        Probe::Version(found) => StoreError::NeedsMigration {
+            location,
+            found,
+            needed: CURRENT_VERSION,
+        },
+    }
+}
+
+/// An error while reading what a file is: "not a database" means someone else's file.
+fn probe_error(path: &Path, err: rusqlite::Error) -> StoreError {
+    if err.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+        return StoreError::NotForkmail {
+            location: path.display().to_string(),
+            why: "not an SQLite database".into(),
+        };
+    }
+    at(path, classify(err))
+}
+
+/// Prefixes an error's text with the file it concerns.
+fn at(path: &Path, err: StoreError) -> StoreError {
+    let p = path.display();
+    match err {
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("{p}: {m}")),
+        StoreError::Full(m) => StoreError::Full(format!("{p}: {m}")),
+        StoreError::ReadOnly(m) => StoreError::ReadOnly(format!("{p}: {m}")),
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!("{p}: {m}")),
+        StoreError::Backend(m) => StoreError::Backend(format!("{p}: {m}")),
+        other => other,
+    }
+}
+
+/// Says what a backend error means without naming the backend's type.
+fn classify(err: rusqlite::Error) -> StoreError {
+    let text = err.to_string();
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!(
+                "another process held the database's lock for over {} s",
+                BUSY_TIMEOUT.as_secs()
+            ))
+        }
+        Some(ErrorCode::DiskFull) => StoreError::Full(text),
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(text),
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::PermissionDenied,
+        ) => StoreError::Unavailable(text),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(text),
+        _ => StoreError::Backend(text),
+    }
+}
+
+/// `.sql()?` turns a rusqlite result into a store result.
+trait Sql<T> {
+    fn sql(self) -> Result<T, StoreError>;
+}
+
+impl<T> Sql<T> for Result<T, rusqlite::Error> {
+    fn sql(self) -> Result<T, StoreError> {
+        self.map_err(classify)
+    }
+}
+
+fn to_sql_id(id: u64) -> Result<i64, StoreError> {
+    i64::try_from(id).map_err(|_| StoreError::NotFound(id))
+}
+
+fn user_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
+        .sql()?
+        .query_row([name], |_| Ok(()))
+        .optional()
+        .sql()?
+        .is_some())
+}
+
+/// Inserts one message, its body and its deliveries (recipients already checked).
+fn insert_mail(
+    conn: &Connection,
+    from: &str,
+    draft: &Draft,
+    sent_ms: u64,
+) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO messages (sender, recipients, sent_ms, title) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .sql()?
+    .execute(params![
+        from,
+        draft.to.join(";"),
+        sent_ms as i64,
+        draft.title
+    ])
+    .sql()?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("INSERT INTO bodies (message_id, body) VALUES (?1, ?2)")
+        .sql()?
+        .execute(params![id, draft.body])
+        .sql()?;
+    let mut deliver = conn
+        .prepare_cached("INSERT INTO deliveries (recipient, message_id) VALUES (?1, ?2)")
+        .sql()?;
+    for name in &draft.to {
+        deliver.execute(params![name, id]).sql()?;
+    }
+    Ok(id as u64)
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn add_user(&mut self, user: &UserRecord, now_ms: u64) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        if user_exists(&tx, &user.name)? {
+            return Err(StoreError::UserExists(user.name.clone()));
+        }
+        tx.execute(
+            "INSERT INTO users (name, kdf, iterations, salt, hash, public_key, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                user.name,
+                user.password.kdf,
+                user.password.iterations,
+                user.password.salt,
+                user.password.hash,
+                user.public_key,
+                now_ms as i64
+            ],
+        )
+        .sql()?;
+        tx.commit().sql()
+    }
+
+    fn find_user(&mut self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT kdf, iterations, salt, hash, public_key FROM users WHERE name = ?1",
+            )
+            .sql()?
+            .query_row([name], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .optional()
+            .sql()?;
+        let Some((kdf, iterations, salt, hash, public_key)) = row else {
+            return Ok(None);
+        };
+        let iterations = u32::try_from(iterations).map_err(|_| {
+            StoreError::Corrupt(format!("user {name}: iteration count {iterations}"))
+        })?;
+        Ok(Some(UserRecord {
+            name: name.to_owned(),
+            password: StoredPassword {
+                kdf,
+                iterations,
+                salt,
+                hash,
+            },
+            public_key,
+        }))
+    }
+
+    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        for name in &draft.to {
+            if !user_exists(&tx, name)? {
+                return Err(StoreError::UnknownRecipient(name.clone()));
+            }
+        }
+        let id = insert_mail(&tx, from, draft, now_ms)?;
+        tx.commit().sql()?;
+        Ok(id)
+    }
+
+    fn inbox(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<MailSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let page_len = page_len.max(1);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.message_id, m.sender, m.sent_ms, m.title, d.read
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.recipient = ?1 ORDER BY d.message_id",
+            )
+            .sql()?;
+        let mut rows = stmt.query([user]).sql()?;
+        let mut entries = Vec::with_capacity(page_len.min(64));
+        while let Some(row) = rows.next().sql()? {
+            entries.push(MailSummary {
+                id: row.get::<_, i64>(0).sql()? as u64,
+                from: row.get(1).sql()?,
+                date_ms: row.get::<_, i64>(2).sql()? as u64,
+                title: row.get(3).sql()?,
+                read: row.get(4).sql()?,
+            });
+            if entries.len() == page_len && page(std::mem::take(&mut entries), true).is_break() {
+                return Ok(());
+            }
+        }
+        let _ = page(entries, false);
+        Ok(())
+    }
+
+    fn read(&mut self, user: &str, id: u64) -> Result<Mail, StoreError> {
+        let id_sql = to_sql_id(id)?;
+        let mail = self
+            .conn
+            .prepare_cached(
+                "SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body
+                 FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 JOIN bodies b ON b.message_id = d.message_id
+                 WHERE d.recipient = ?1 AND d.message_id = ?2",
+            )
+            .sql()?
+            .query_row(params![user, id_sql], |r| {
+                Ok(Mail {
+                    id,
+                    from: r.get(0)?,
+                    to: r
+                        .get::<_, String>(1)?
+                        .split(';')
+                        .map(str::to_owned)
+                        .collect(),
+                    date_ms: r.get::<_, i64>(2)? as u64,
+                    title: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            })
+            .optional()
+            .sql()?
+            .ok_or(StoreError::NotFound(id))?;
+        self.conn
+            .prepare_cached(
+                "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
+            )
+            .sql()?
+            .execute(params![user, id_sql])
+            .sql()?;
+        Ok(mail)
+    }
+
+    fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
+        let id_sql = to_sql_id(id)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        let removed = tx
+            .prepare_cached("DELETE FROM deliveries WHERE recipient = ?1 AND message_id = ?2")
+            .sql()?
+            .execute(params![user, id_sql])
+            .sql()?;
+        if removed == 0 {
+            return Err(StoreError::NotFound(id));
+        }
+        let orphaned = tx
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")
+            .sql()?
+            .query_row([id_sql], |r| r.get::<_, bool>(0))
+            .sql()?;
+        if orphaned {
+            tx.prepare_cached("DELETE FROM bodies WHERE message_id = ?1")
+                .sql()?
+                .execute([id_sql])
+                .sql()?;
+            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
+                .sql()?
+                .execute([id_sql])
+                .sql()?;
+        }
+        tx.commit().sql()
+    }
+
+    /// Purges and records in one transaction; the `INSERT OR IGNORE` on the primary key is
+    /// atomic, so of two children racing with the same nonce exactly one inserts it.
+    ///
+    /// The commit is not fsynced (`synchronous=NORMAL` for this transaction only; WAL keeps it
+    /// atomic and visible to every other process at once). It survives the crash of any process,
+    /// not a power cut. What a power cut could reopen is the replay of a hello recorded in its
+    /// last moments, if the server is back within the freshness window; such a hello still
+    /// cannot complete a handshake without the client's X25519 secret. The fsync saved is ~1 ms
+    /// of every login (docs/BENCHMARKS.md).
+    fn record_nonce(
+        &mut self,
+        nonce: &[u8],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .sql()?;
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .sql()?;
+            tx.prepare_cached("DELETE FROM seen_nonces WHERE expires_ms < ?1")
+                .sql()?
+                .execute([now_ms as i64])
+                .sql()?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO seen_nonces (nonce, expires_ms) VALUES (?1, ?2)",
+                )
+                .sql()?
+                .execute(params![nonce, expires_at_ms as i64])
+                .sql()?;
+            tx.commit().sql()?;
+            Ok(inserted == 1)
+        })();
+        // Mail is always committed with FULL, whatever happened above.
+        self.conn.pragma_update(None, "synchronous", "FULL").sql()?;
+        result
+    }
+
+    fn login_failures(&mut self, user: &str) -> Result<Option<LoginFailures>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT failures, locked_until_ms FROM login_failures WHERE user = ?1")
+            .sql()?
+            .query_row([user], |r| {
+                Ok(LoginFailures {
+                    failures: r.get(0)?,
+                    locked_until_ms: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .optional()
+            .sql()
+    }
+
+    fn record_login_failure(
+        &mut self,
+        user: &str,
+        now_ms: u64,
+        lock_for: &dyn Fn(u32) -> u64,
+    ) -> Result<LoginFailures, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        let failures: u32 = tx
+            .prepare_cached(
+                "INSERT INTO login_failures (user, failures, last_ms, locked_until_ms)
+                 VALUES (?1, 1, ?2, 0)
+                 ON CONFLICT(user) DO UPDATE SET failures = failures + 1, last_ms = excluded.last_ms
+                 RETURNING failures",
+            )
+            .sql()?
+            .query_row(params![user, now_ms as i64], |r| r.get(0))
+            .sql()?;
+        let locked_until_ms = now_ms.saturating_add(lock_for(failures));
+        tx.prepare_cached("UPDATE login_failures SET locked_until_ms = ?2 WHERE user = ?1")
+            .sql()?
+            .execute(params![user, locked_until_ms as i64])
+            .sql()?;
+        tx.commit().sql()?;
+        Ok(LoginFailures {
+            failures,
+            locked_until_ms,
+        })
+    }
+
+    fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM login_failures WHERE user = ?1")
+            .sql()?
+            .execute([user])
+            .sql()?;
+        Ok(())
+    }
+
+    fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        let mut known: Vec<String> = Vec::new();
+        let mut stored = 0;
+        for mail in mails {
+            for name in &mail.draft.to {
+                if !known.contains(name) {
+                    if !user_exists(&tx, name)? {
+                        return Err(StoreError::UnknownRecipient(name.clone()));
+                    }
+                    known.push(name.clone());
+                }
+            }
+            insert_mail(&tx, &mail.from, &mail.draft, mail.sent_ms)?;
+            stored += 1;
+        }
+        tx.commit().sql()?;
+        // Leave the WAL empty, so what follows measures its own writes.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .sql()?;
+        Ok(stored)
+    }
+
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        let count = |table: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .sql()
+                .map(|n| n as u64)
+        };
+        Ok(Counts {
+            users: count("users")?,
+            messages: count("messages")?,
+            bodies: count("bodies")?,
+            deliveries: count("deliveries")?,
+            seen_nonces: count("seen_nonces")?,
+            login_failures: count("login_failures")?,
+        })
+    }
+
+    fn check_integrity(&mut self) -> Result<(), StoreError> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .sql()?;
+        if verdict != "ok" {
+            return Err(StoreError::Corrupt(format!(
+                "{}: integrity check: {verdict}",
+                self.path.display()
+            )));
+        }
+        let mut broken = Vec::new();
+        for (what, sql) in INVARIANTS {
+            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0)).sql()?;
+            if n != 0 {
+                broken.push(format!("{n} {what}"));
+            }
+        }
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(broken.join(", ")))
+        }
+    }
+
+    fn schema_version(&mut self) -> Result<u32, StoreError> {
+        match probe(&self.conn).map_err(|e| probe_error(&self.path, e))? {
+            Probe::Version(v) => Ok(v),
+            other => Err(refusal(&self.path, other)),
+        }
+    }
+}
+
+/// Counting queries that must all give 0 (the PostgreSQL backend runs the same ones).
+pub(crate) const INVARIANTS: [(&str, &str); 5] = [
+    (
+        "messages without a body",
+        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.message_id = m.id)",
+    ),
+    (
+        "messages without a delivery",
+        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
+    ),
+    (
+        "bodies without a message",
+        "SELECT count(*) FROM bodies b WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = b.message_id)",
+    ),
+    (
+        "deliveries without a message",
+        "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id)",
+    ),
+    (
+        "deliveries to unknown users",
+        "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = d.recipient)",
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_records_forkmails_application_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.db");
+        drop(SqliteStore::create(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(probe(&conn).unwrap(), Probe::Version(CURRENT_VERSION));
+        let id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, SQLITE_APPLICATION_ID);
+    }
+
+    #[test]
+    fn every_sqlite_setting_is_as_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::create(&dir.path().join("mail.db")).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        let fk: i64 = store
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            (mode.as_str(), sync, fk),
+            ("wal", 2, 1),
+            "WAL, FULL, foreign keys"
+        );
+    }
+}

@@ -52,6 +52,10 @@ pub enum ClientError {
     #[error("the handshake with the server failed: {0}")]
     Handshake(HandshakeError),
 
+    /// The server could not check the credentials: its mail store is unavailable.
+    #[error("the mail store is unavailable; try again shortly")]
+    StoreUnavailable,
+
     /// One answer for unknown user, wrong key and wrong password, as the server gives.
     #[error("login failed: unknown user, wrong key or wrong password")]
     LoginFailed,
@@ -123,6 +127,7 @@ pub fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::InvalidRequest => "invalid request",
         ErrorCode::NotFound => "not found",
         ErrorCode::Internal => "server error",
+        ErrorCode::Unavailable => "store unavailable",
     }
 }
 

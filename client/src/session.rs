@@ -177,6 +177,7 @@ impl Session {
                 ended: false,
             }),
             AuthResult::Denied => Err(ClientError::LoginFailed),
+            AuthResult::Unavailable => Err(ClientError::StoreUnavailable),
         }
     }
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, UserRecord};
+use forkmail_store::{Store, StoreError, StoreLocation, UserRecord};
+
 use crate::keyfile::{self, GeneratedKey, KeyFileError};
 use crate::layout::{self, ServerDir};
 use crate::password::{Kdf, PasswordHash, DEFAULT_SHA512_ITERATIONS};
@@ -26,6 +27,10 @@ pub struct Settings {
     pub bits: usize,
     pub kdf: Kdf,
     pub kdf_iterations: u32,
+    /// The store's URL, without any password, when it is not `mail.db` in this directory
+    /// (absent in deployments made by 0.1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Settings {
@@ -36,6 +41,16 @@ impl Settings {
             source: e,
         })?;
         toml::from_str(&text).map_err(|e| DeployError::BadSettings(path, e.message().to_owned()))
+    }
+
+    /// Where this deployment's store is: the URL recorded by `init --store`, else the SQLite
+    /// file in the server directory.
+    pub fn store_location(&self, server: &ServerDir) -> Result<StoreLocation, DeployError> {
+        match &self.store {
+            Some(url) => StoreLocation::parse(url)
+                .map_err(|e| DeployError::BadSettings(server.settings(), format!("store: {e}"))),
+            None => Ok(StoreLocation::Sqlite(server.database())),
+        }
     }
 
     pub fn iterations(&self) -> NonZeroU32 {
@@ -109,7 +124,7 @@ pub enum DeployError {
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
     #[error(transparent)]
-    Db(#[from] db::DbError),
+    Store(#[from] StoreError),
 }
 
 /// Options of `init`.
@@ -117,6 +132,8 @@ pub struct InitOptions {
     pub server_addr: String,
     pub bits: usize,
     pub kdf_iterations: u32,
+    /// A store other than `DIR/server/mail.db` (a PostgreSQL database), or `None` for SQLite.
+    pub store: Option<StoreLocation>,
 }
 
 impl Default for InitOptions {
@@ -125,6 +142,7 @@ impl Default for InitOptions {
             server_addr: DEFAULT_SERVER_ADDR.to_owned(),
             bits: DEFAULT_BITS,
             kdf_iterations: DEFAULT_SHA512_ITERATIONS,
+            store: None,
         }
     }
 }
@@ -201,6 +219,11 @@ fn init_inner(
         bits: opts.bits,
         kdf: Kdf::Pbkdf2Sha512,
         kdf_iterations: opts.kdf_iterations,
+        // Never a password in a file: the server gets it from PGPASSWORD or a passfile.
+        store: opts
+            .store
+            .as_ref()
+            .map(|loc| loc.without_password().redacted()),
     };
     write_new(
         &server.settings(),
@@ -210,10 +233,14 @@ fn init_inner(
         0o644,
     )?;
 
-    let conn = db::create(&server.database())?;
+    let location = opts
+        .store
+        .clone()
+        .unwrap_or_else(|| StoreLocation::Sqlite(server.database()));
+    let mut store = forkmail_store::create(&location)?;
     create_dir(&root.join(layout::CLIENTS_DIR), 0o755)?;
     for (user, key) in users.iter().zip(user_keys) {
-        add_user_with_key(root, &conn, &settings, &server_key.public, user, key)?;
+        add_user_with_key(root, &mut *store, &settings, &server_key.public, user, key)?;
     }
     Ok(())
 }
@@ -228,18 +255,22 @@ pub fn add_user(root: &Path, user: &NewUser) -> Result<(), DeployError> {
         return Err(DeployError::NoDeployment(root.to_owned()));
     }
     let settings = Settings::load(&server)?;
-    let conn = db::open(&server.database())?;
-    if db::user_exists(&conn, &user.name)? || layout::profile_dir(root, &user.name).0.exists() {
+    let location = settings.store_location(&server)?;
+    // keygen applies migrations too: a deployment made by an older release is upgraded here
+    // as it would be at the server's next start.
+    forkmail_store::migrate(&location)?;
+    let mut store = forkmail_store::open(&location)?;
+    if store.find_user(&user.name)?.is_some() || layout::profile_dir(root, &user.name).0.exists() {
         return Err(DeployError::UserExists(user.name.clone()));
     }
     let server_public = keyfile::load_public_key(&server.public_key())?;
     let key = GeneratedKey::generate(settings.bits).map_err(DeployError::KeyGen)?;
-    add_user_with_key(root, &conn, &settings, &server_public, user, &key)
+    add_user_with_key(root, &mut *store, &settings, &server_public, user, &key)
 }
 
 fn add_user_with_key(
     root: &Path,
-    conn: &rusqlite::Connection,
+    store: &mut dyn Store,
     settings: &Settings,
     server_public: &keyfile::PublicKey,
     user: &NewUser,
@@ -257,11 +288,16 @@ fn add_user_with_key(
         write_new(&profile_dir.profile(), profile.to_toml().as_bytes(), 0o644)?;
         let record = UserRecord {
             name: user.name.clone(),
-            password: PasswordHash::new(&user.password, settings.kdf, settings.iterations()),
+            password: PasswordHash::new(&user.password, settings.kdf, settings.iterations())
+                .to_stored(),
             public_key: key.public.der.clone(),
         };
-        db::insert_user(conn, &record, forkmail_protocol::now_millis())?;
-        Ok(())
+        store
+            .add_user(&record, forkmail_protocol::now_millis())
+            .map_err(|e| match e {
+                StoreError::UserExists(name) => DeployError::UserExists(name),
+                other => other.into(),
+            })
     })();
     if written.is_err() {
         let _ = fs::remove_dir_all(&profile_dir.0);
@@ -340,14 +376,15 @@ mod tests {
         init(dir.path(), &users(), &fast()).unwrap();
         let server = layout::server_dir(dir.path());
         keyfile::load_private_key(&server.private_key()).unwrap();
-        let conn = db::open(&server.database()).unwrap();
-        let alice = db::find_user(&conn, "alice").unwrap().unwrap();
-        assert!(alice.password.verify("alice-pw"));
-        assert!(!alice.password.verify("bob-pw"));
+        let mut store = forkmail_store::open(&StoreLocation::Sqlite(server.database())).unwrap();
+        let alice = store.find_user("alice").unwrap().unwrap();
+        let hash = PasswordHash::from_stored("alice", &alice.password).unwrap();
+        assert!(hash.verify("alice-pw"));
+        assert!(!hash.verify("bob-pw"));
         let profile = Profile::load(&layout::profile_dir(dir.path(), "bob").profile()).unwrap();
         assert_eq!(profile.user, "bob");
         keyfile::load_private_key(&layout::profile_dir(dir.path(), "bob").private_key()).unwrap();
-        drop(conn);
+        drop(store);
         for entry in walk(dir.path()) {
             let bytes = fs::read(&entry).unwrap();
             for pw in ["alice-pw", "bob-pw"] {

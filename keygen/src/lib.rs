@@ -7,14 +7,18 @@
 //! ```text
 //! DIR/server/server.key        server RSA private key, PKCS#8 PEM, mode 0600
 //! DIR/server/server.pub        server RSA public key, PKCS#1 PEM
-//! DIR/server/mail.db           SQLite: users, messages, deliveries, seen nonces
-//! DIR/server/deployment.toml   settings add-user must repeat (address, key size, KDF cost)
+//! DIR/server/mail.db           the SQLite store (absent when the store is PostgreSQL)
+//! DIR/server/deployment.toml   settings add-user must repeat (address, key size, KDF cost,
+//!                              the store's URL when it is not the SQLite file)
 //! DIR/clients/NAME/user.key    the user's RSA private key, mode 0600
 //! DIR/clients/NAME/server.pub  the server's public key, pinned
 //! DIR/clients/NAME/profile.toml  user name and server address
 //! ```
+//!
+//! The database itself belongs to `forkmail-store`; [`deploy`] (feature `deploy`, on by default)
+//! creates it and adds users through the store's API.
 
-pub mod db;
+#[cfg(feature = "deploy")]
 pub mod deploy;
 pub mod keyfile;
 pub mod layout;

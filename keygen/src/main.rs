@@ -10,6 +10,7 @@ use forkmail_keygen::deploy::{self, InitOptions, NewUser, UsersFile};
 use forkmail_keygen::password::{
     Kdf, PasswordHash, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS,
 };
+use forkmail_store::StoreLocation;
 
 /// Environment variable that supplies a password without a prompt (for scripts).
 const PASSWORD_ENV: &str = "FORKMAIL_PASSWORD";
@@ -43,6 +44,11 @@ enum Command {
         /// PBKDF2-HMAC-SHA512 iterations. Lower it for tests and benchmarks only.
         #[arg(long, default_value_t = DEFAULT_SHA512_ITERATIONS)]
         kdf_iterations: u32,
+        /// Keep mail in this PostgreSQL database instead of DIR/server/mail.db:
+        /// postgresql://user@host:port/dbname (password from PGPASSWORD or a passfile; a password
+        /// in the URL is used here but never written down). It must hold no forkmail store yet.
+        #[arg(long, value_name = "URL", value_parser = parse_store)]
+        store: Option<StoreLocation>,
     },
     /// Add one user to an existing deployment (password from FORKMAIL_PASSWORD or a prompt).
     AddUser {
@@ -53,6 +59,10 @@ enum Command {
     },
     /// Time one password hash with each PBKDF2 variant at OWASP's iteration counts.
     KdfBench,
+}
+
+fn parse_store(s: &str) -> Result<StoreLocation, String> {
+    StoreLocation::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -83,6 +93,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             server_addr,
             bits,
             kdf_iterations,
+            store,
         } => {
             let file = UsersFile::load(&users)?;
             let mut new_users = Vec::with_capacity(file.user.len());
@@ -102,10 +113,17 @@ fn run(command: Command) -> anyhow::Result<()> {
                      recommended {DEFAULT_SHA512_ITERATIONS}; use this for tests only"
                 );
             }
+            if store.as_ref().is_some_and(StoreLocation::has_password) {
+                eprintln!(
+                    "forkmail-keygen: note: the store URL's password is not written to \
+                     deployment.toml; give it to forkmail-server through PGPASSWORD or a passfile"
+                );
+            }
             let opts = InitOptions {
                 server_addr,
                 bits,
                 kdf_iterations,
+                store,
             };
             let started = Instant::now();
             deploy::init(&dir, &new_users, &opts)?;

@@ -97,6 +97,40 @@ impl PasswordHash {
         Self::new("forkmail decoy: unknown user", kdf, iterations)
     }
 
+    /// The stored form, for the store.
+    #[cfg(feature = "deploy")]
+    pub fn to_stored(&self) -> forkmail_store::StoredPassword {
+        forkmail_store::StoredPassword {
+            kdf: self.kdf.name().to_owned(),
+            iterations: self.iterations.get(),
+            salt: self.salt.clone(),
+            hash: self.hash.clone(),
+        }
+    }
+
+    /// Reads a stored hash back. An unknown KDF or a zero iteration count means a damaged row,
+    /// reported as such rather than as a missing user.
+    #[cfg(feature = "deploy")]
+    pub fn from_stored(
+        user: &str,
+        stored: &forkmail_store::StoredPassword,
+    ) -> Result<Self, String> {
+        let kdf = Kdf::from_name(&stored.kdf).ok_or_else(|| {
+            format!(
+                "user {user}: unknown password hash algorithm {:?}",
+                stored.kdf
+            )
+        })?;
+        let iterations = NonZeroU32::new(stored.iterations)
+            .ok_or_else(|| format!("user {user}: password hash with 0 iterations"))?;
+        Ok(Self {
+            kdf,
+            iterations,
+            salt: stored.salt.clone(),
+            hash: stored.hash.clone(),
+        })
+    }
+
     /// Constant-time check of `password` against this hash.
     pub fn verify(&self, password: &str) -> bool {
         pbkdf2::verify(

@@ -67,6 +67,9 @@ pub enum Refusal {
     Malformed,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The server cannot reach its mail store (added after 0.1.0).
+    #[error("the mail store is unavailable; try again shortly")]
+    StoreUnavailable,
 }
 
 /// First sealed frame, client to server: both authentication factors.
@@ -92,6 +95,9 @@ pub enum AuthResult {
     Accepted,
     /// Unknown user, wrong key or wrong password: one answer for all three.
     Denied,
+    /// The credentials could not be checked: the mail store is unavailable. Nothing was
+    /// counted against the account (added after 0.1.0).
+    Unavailable,
 }
 
 /// What an authenticated client may ask.
@@ -178,6 +184,9 @@ pub enum ErrorCode {
     NotFound,
     /// The server failed; nothing was changed.
     Internal,
+    /// The mail store is unavailable for now; nothing was changed, try again shortly (added
+    /// after 0.1.0).
+    Unavailable,
 }
 
 /// Why the server ended a session.

@@ -3,7 +3,7 @@
 //! Handshakes carry a nonce and a timestamp from each side. A hello whose timestamp is outside the
 //! window is refused outright; one inside it is refused if its nonce was seen before. The server
 //! therefore needs to remember a nonce only until its timestamp leaves the window, which is what
-//! [`NonceStore`] implementations rely on to purge old entries. After the handshake every sealed
+//! the store relies on to purge old entries (`forkmail_store::Store::record_nonce`). After the handshake every sealed
 //! frame carries a timestamp checked against the same window (see [`crate::channel`]).
 
 /// The default freshness window: timestamps within ±30 s of the receiver's clock are accepted.
@@ -24,20 +24,6 @@ pub fn check_fresh(timestamp_ms: u64, now_ms: u64, window_ms: u64) -> Result<(),
     } else {
         Err(skew)
     }
-}
-
-/// Remembers handshake nonces across every process that serves connections.
-pub trait NonceStore {
-    type Error;
-    /// Records `nonce` until `expires_at_ms`, forgetting nonces that expired before `now_ms`.
-    /// Returns `Ok(true)` if it was new and `Ok(false)` if it was already recorded (a replay).
-    /// Must be atomic across processes.
-    fn record(
-        &mut self,
-        nonce: &[u8],
-        now_ms: u64,
-        expires_at_ms: u64,
-    ) -> Result<bool, Self::Error>;
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! not counted, so nobody can lock a user out without holding that user's private key. After
 //! [`ThrottlePolicy::free_failures`] consecutive failures each further failure locks the account
 //! for a doubling delay, and at [`ThrottlePolicy::lockout_after`] for the full lock-out. The state
-//! lives in SQLite, so every forked child sees it; a success clears it.
+//! lives in the store, so every forked child (and every host on a shared store) sees it; a success
+//! clears it.
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use forkmail_protocol::handshake::{verify_client_signature, TranscriptHash};
 use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
 use forkmail_protocol::messages::ClientAuth;
 
-use crate::store::{Store, StoreError};
+use forkmail_store::{Store, StoreError};
 
 /// What an unknown user is checked against, so that every failure costs the same.
 pub struct Decoy {
@@ -67,7 +68,7 @@ pub enum Verdict {
 
 /// Decides whether `auth` proves that the client is `user`.
 pub fn authenticate(
-    store: &mut Store,
+    store: &mut dyn Store,
     decoy: &Decoy,
     policy: &ThrottlePolicy,
     user: &str,
@@ -89,25 +90,28 @@ pub fn authenticate(
         decoy.password.verify(&auth.password);
         return Ok(Verdict::UnknownUser);
     };
+    let password =
+        PasswordHash::from_stored(user, &record.password).map_err(StoreError::Corrupt)?;
     if !verify_client_signature(&record.public_key, th, &auth.signature) {
         decoy.password.verify(&auth.password);
         return Ok(Verdict::BadSignature);
     }
-    if let Some(until) = store.locked_until(user)?.filter(|&until| until > now_ms) {
+    let locked_until = store.login_failures(user)?.map(|f| f.locked_until_ms);
+    if let Some(until) = locked_until.filter(|&until| until > now_ms) {
         decoy.password.verify(&auth.password);
         return Ok(Verdict::Locked {
             remaining: Duration::from_millis(until - now_ms),
         });
     }
-    if record.password.verify(&auth.password) {
+    if password.verify(&auth.password) {
         store.clear_login_failures(user)?;
         return Ok(Verdict::Accepted);
     }
-    let (failures, until) =
-        store.record_login_failure(user, now_ms, |n| policy.lock_for(n).as_millis() as u64)?;
+    let recorded =
+        store.record_login_failure(user, now_ms, &|n| policy.lock_for(n).as_millis() as u64)?;
     Ok(Verdict::BadPassword {
-        failures,
-        locked_for: Duration::from_millis(until - now_ms),
+        failures: recorded.failures,
+        locked_for: Duration::from_millis(recorded.locked_until_ms.saturating_sub(now_ms)),
     })
 }
 

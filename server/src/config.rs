@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use forkmail_store::StoreLocation;
+
 use crate::auth::ThrottlePolicy;
 
 /// Slack between the latest moment a hello is checked and the moment its nonce may be purged.
@@ -13,6 +15,9 @@ const NONCE_MARGIN_MS: u64 = 60_000;
 pub struct ServerConfig {
     /// `DIR/server` of a deployment.
     pub dir: PathBuf,
+    /// The deployment's store: `DIR/server/mail.db`, the URL in `deployment.toml`, or
+    /// `--store`. Each child opens its own connection to it.
+    pub store: StoreLocation,
     pub listen: String,
     /// Children serving at once; further connections queue.
     pub max_sessions: usize,

@@ -8,7 +8,7 @@ use forkmail_keygen::layout;
 use forkmail_protocol::messages::Draft;
 use serde::Deserialize;
 
-use crate::store::Store;
+use forkmail_store::StoreLocation;
 
 const DEMO_USERS: &str = include_str!("../../fixtures/demo-users.toml");
 const SAMPLE_MAIL: &str = include_str!("../../fixtures/sample-mail.toml");
@@ -58,8 +58,9 @@ pub fn ensure(root: &Path, server_addr: &str) -> anyhow::Result<bool> {
     deploy::init(root, &new_users, &opts)?;
     let mail: SampleMail = toml::from_str(SAMPLE_MAIL)?;
     // Opened and closed here, before the daemon starts: the parent holds no connection when it
-    // forks.
-    let mut store = Store::open(&layout::server_dir(root).database())?;
+    // forks. (The demo's store is always the SQLite file, which has no runtime to survive.)
+    let mut store =
+        forkmail_store::open(&StoreLocation::Sqlite(layout::server_dir(root).database()))?;
     for m in mail.mail {
         let draft = Draft {
             to: m.to,

@@ -1,13 +1,14 @@
 //! forkmail-server: a classic Unix forking mail daemon.
 //!
 //! [`daemon`] is the parent (accept, queue, fork, reap, signals); [`session`] is what each forked
-//! child runs; [`store`] is the SQLite mail store; [`auth`] checks credentials; [`demo`] makes the
-//! quick-start deployment.
+//! child runs; [`auth`] checks credentials; [`preflight`] checks and migrates the store before the
+//! daemon starts; [`demo`] makes the quick-start deployment. The database itself is
+//! `forkmail-store`'s.
 
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod preflight;
 pub mod session;
 pub mod signals;
-pub mod store;

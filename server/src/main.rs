@@ -17,7 +17,8 @@ use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
-use forkmail_server::store::Store;
+use forkmail_server::preflight;
+use forkmail_store::StoreLocation;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,11 @@ struct Cli {
     /// Seconds an account stays locked after --lockout-after failures.
     #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_LOCKOUT_SECS)]
     lockout_secs: u64,
+    /// The mail store, overriding deployment.toml: postgresql://user@host:port/dbname (password
+    /// from PGPASSWORD or a passfile). Default: the deployment's store (DIR/server/mail.db
+    /// unless init was given --store).
+    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    store: Option<StoreLocation>,
     /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
     #[arg(long)]
     demo: bool,
@@ -132,12 +138,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server_dir.private_key().display()
         );
     }
-    // Checked at start-up so a missing or wrong database is reported now, not per session; the
-    // connection is closed before the daemon forks anything.
-    drop(Store::open(&server_dir.database())?);
+    // Checked (and migrated) at start-up so an unreachable, foreign or too new store is
+    // reported now, not per session; by a child process, so the parent never connects.
+    let store = match cli.store {
+        Some(store) => store,
+        None => settings.store_location(&server_dir)?,
+    };
+    let migrated = preflight::check_store(&store)
+        .map_err(|why| anyhow::anyhow!("cannot use the mail store {store}: {why}"))?;
+    if migrated.from != migrated.to {
+        tracing::info!(
+            "migrated the mail store {store} from schema version {} to {}",
+            migrated.from,
+            migrated.to
+        );
+    }
 
     let config = ServerConfig {
         dir,
+        store,
         listen: cli.listen.unwrap_or_else(|| settings.server_addr.clone()),
         max_sessions: cli.max_sessions,
         queue_timeout: Duration::from_secs(cli.queue_timeout),
@@ -177,6 +196,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     );
     daemon.run()?;
     Ok(())
+}
+
+fn parse_store(s: &str) -> Result<StoreLocation, String> {
+    StoreLocation::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_max_sessions(s: &str) -> Result<usize, String> {

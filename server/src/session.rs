@@ -12,6 +12,7 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,15 +23,14 @@ use forkmail_protocol::messages::{
     AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
     INBOX_PAGE_LEN,
 };
-use forkmail_protocol::replay::NonceStore;
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
+use forkmail_store::{Store, StoreError};
 use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Decoy, Verdict};
 use crate::config::ServerConfig;
-use crate::store::{InboxError, Store, StoreError};
 
 /// What the parent hands a child: a connection whose hello has fully arrived.
 pub struct Handoff {
@@ -90,12 +90,19 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(ctx.config.write_timeout))?;
-    let mut store =
-        Store::open(&forkmail_keygen::layout::ServerDir(ctx.config.dir.clone()).database())?;
+    // Each child opens its own connection, after the fork.
+    let mut store = match forkmail_store::open(&ctx.config.store) {
+        Ok(store) => store,
+        Err(err) => {
+            refuse(&stream, Refusal::StoreUnavailable);
+            return Err(err.into());
+        }
+    };
+    let store = &mut *store;
 
-    let expect_auth = ExpectAuth::answer_hello(ctx, &mut store, &stream, hello, received_at_ms)?;
+    let expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
     let user = expect_auth.user.clone();
-    let session = match expect_auth.authenticate(ctx, &mut store, &stream, handshake_deadline) {
+    let session = match expect_auth.authenticate(ctx, store, &stream, handshake_deadline) {
         Ok(session) => session,
         Err(err) => {
             warn!(%peer, "login failed: {err}");
@@ -103,7 +110,7 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
         }
     };
     info!(%peer, user = %session.user, "connection accepted for user {}", session.user);
-    let result = session.serve(ctx, &mut store, &stream);
+    let result = session.serve(ctx, store, &stream);
     info!(%peer, "terminating connection with {user}");
     result
 }
@@ -117,16 +124,12 @@ struct ExpectAuth {
 impl ExpectAuth {
     fn answer_hello(
         ctx: &ChildContext,
-        store: &mut Store,
+        store: &mut dyn Store,
         mut stream: &TcpStream,
         hello: Vec<u8>,
         received_at_ms: u64,
     ) -> Result<Self, SessionError> {
         let window = ctx.config.freshness_window_ms;
-        let refuse = |mut stream: &TcpStream, refusal: Refusal| {
-            let _ = write_frame(&mut stream, &encode(&ServerReply::Refused(refusal)));
-            SessionError::Refused(refusal)
-        };
         let checked = match CheckedHello::check(hello, received_at_ms, window) {
             Ok(checked) => checked,
             Err(refusal) => return Err(refuse(stream, refusal)),
@@ -149,8 +152,13 @@ impl ExpectAuth {
             .hello
             .timestamp_ms
             .saturating_add(ctx.config.nonce_retention_ms());
-        if !store.record(&checked.hello.nonce, now, expires)? {
-            return Err(refuse(stream, Refusal::Replayed));
+        match store.record_nonce(&checked.hello.nonce, now, expires) {
+            Ok(true) => {}
+            Ok(false) => return Err(refuse(stream, Refusal::Replayed)),
+            Err(err) => {
+                refuse(stream, Refusal::StoreUnavailable);
+                return Err(err.into());
+            }
         }
         let user = checked.hello.user.clone();
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
@@ -161,7 +169,7 @@ impl ExpectAuth {
     fn authenticate(
         self,
         ctx: &ChildContext,
-        store: &mut Store,
+        store: &mut dyn Store,
         mut stream: &TcpStream,
         deadline: Instant,
     ) -> Result<Authenticated, SessionError> {
@@ -176,7 +184,7 @@ impl ExpectAuth {
         let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_AUTH_LEN)?;
         let auth: ClientAuth =
             channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
-        let verdict = auth::authenticate(
+        let verdict = match auth::authenticate(
             store,
             ctx.decoy,
             &ctx.config.throttle,
@@ -184,7 +192,18 @@ impl ExpectAuth {
             &transcript_hash,
             &auth,
             now_millis(),
-        )?;
+        ) {
+            Ok(verdict) => verdict,
+            Err(err) => {
+                // Sealed, so the client can trust it: the credentials were not checked and
+                // nothing was counted against the account.
+                let _ = write_frame(
+                    &mut stream,
+                    &channel.seal(&AuthResult::Unavailable, now_millis())?,
+                );
+                return Err(err.into());
+            }
+        };
         let accepted = verdict == Verdict::Accepted;
         let result = if accepted {
             AuthResult::Accepted
@@ -217,7 +236,7 @@ impl Authenticated {
     fn serve(
         mut self,
         ctx: &ChildContext,
-        store: &mut Store,
+        store: &mut dyn Store,
         stream: &TcpStream,
     ) -> Result<(), SessionError> {
         loop {
@@ -243,7 +262,7 @@ impl Authenticated {
 
     fn handle(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn Store,
         stream: &TcpStream,
         request: Request,
     ) -> Result<Flow, SessionError> {
@@ -267,7 +286,7 @@ impl Authenticated {
         Ok(Flow::Continue)
     }
 
-    fn send(&self, store: &mut Store, draft: Draft) -> Response {
+    fn send(&self, store: &mut dyn Store, draft: Draft) -> Response {
         let valid = validate_recipients(&draft.to)
             .and_then(|()| validate_title(&draft.title))
             .and_then(|()| validate_body(&draft.body));
@@ -291,17 +310,23 @@ impl Authenticated {
         }
     }
 
-    fn inbox(&mut self, store: &Store, stream: &TcpStream) -> Result<(), SessionError> {
+    fn inbox(&mut self, store: &mut dyn Store, stream: &TcpStream) -> Result<(), SessionError> {
         let user = self.user.clone();
-        let result = store.inbox(&user, INBOX_PAGE_LEN, |entries, more| {
-            self.respond(stream, &Response::InboxPage { entries, more })
+        let mut sent = Ok(());
+        let listed = store.inbox(&user, INBOX_PAGE_LEN, &mut |entries, more| {
+            sent = self.respond(stream, &Response::InboxPage { entries, more });
+            if sent.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
         });
-        match result {
+        sent?;
+        match listed {
             Ok(()) => Ok(()),
-            Err(InboxError::Sink(err)) => Err(err),
             // Nothing was sent yet only if the failure came before the first page; either way
             // the client gets an error frame in place of the rest of the listing.
-            Err(InboxError::Store(err)) => self.respond(stream, &error_response(err)),
+            Err(err) => self.respond(stream, &error_response(err)),
         }
     }
 
@@ -319,8 +344,23 @@ fn error_response(err: StoreError) -> Response {
             format!("no such user: {}; nothing was sent", printable(name)),
         ),
         StoreError::NotFound(_) => (ErrorCode::NotFound, err.to_string()),
-        StoreError::Db(db) => {
-            tracing::error!("database error: {db}");
+        StoreError::Unavailable(_) => {
+            warn!("{err}");
+            (
+                ErrorCode::Unavailable,
+                "the mail store is unavailable; try again shortly; nothing was changed".to_owned(),
+            )
+        }
+        StoreError::Full(_) => {
+            tracing::error!("{err}");
+            (
+                ErrorCode::Internal,
+                "the mail store is full; nothing was changed; tell the server's operator"
+                    .to_owned(),
+            )
+        }
+        _ => {
+            tracing::error!("{err}");
             (
                 ErrorCode::Internal,
                 "the server could not complete the request; nothing was changed".to_owned(),
@@ -328,6 +368,12 @@ fn error_response(err: StoreError) -> Response {
         }
     };
     Response::Error { code, message }
+}
+
+/// Refuses a hello before any key is exchanged, and says why in the log.
+fn refuse(mut stream: &TcpStream, refusal: Refusal) -> SessionError {
+    let _ = write_frame(&mut stream, &encode(&ServerReply::Refused(refusal)));
+    SessionError::Refused(refusal)
 }
 
 enum Wake {

@@ -744,4 +744,16 @@ mod tests {
             "WAL, FULL, foreign keys"
         );
     }
+
+    #[test]
+    fn mail_is_still_committed_with_full_sync_after_recording_a_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::create(&dir.path().join("mail.db")).unwrap();
+        store.record_nonce(b"n", 0, 10).unwrap();
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+    }
 }

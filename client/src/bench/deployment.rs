@@ -8,11 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use forkmail_keygen::db;
 use forkmail_keygen::deploy::{self, InitOptions, NewUser};
 use forkmail_keygen::layout;
 use forkmail_protocol::now_millis;
-use rusqlite::params;
 
 use super::BenchError;
 use crate::session::ConnectOptions;
@@ -100,43 +98,24 @@ impl Deployment {
         body_chars: usize,
     ) -> Result<(), BenchError> {
         let path = layout::server_dir(&self.root).database();
-        let failed = |source: db::DbError| BenchError::Preload {
+        let failed = |source: forkmail_store::StoreError| BenchError::Preload {
             path: path.clone(),
             source,
         };
-        let sqlite = |e: rusqlite::Error| failed(db::DbError::Sqlite(e));
-        let mut conn = db::open(&path).map_err(failed)?;
-        let tx = conn.transaction().map_err(sqlite)?;
-        {
-            let mut message = tx
-                .prepare(
-                    "INSERT INTO messages (sender, recipients, sent_ms, title)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(sqlite)?;
-            let mut body = tx
-                .prepare("INSERT INTO bodies (message_id, body) VALUES (?1, ?2)")
-                .map_err(sqlite)?;
-            let mut delivery = tx
-                .prepare("INSERT INTO deliveries (recipient, message_id) VALUES (?1, ?2)")
-                .map_err(sqlite)?;
-            // One mail a minute, the newest a minute ago.
-            let first_ms = now_millis().saturating_sub(60_000 * (count as u64 + 1));
-            for i in 0..count {
-                let sent_ms = first_ms + 60_000 * i as u64;
-                let title = format!("Preloaded mail number {i} for the benchmark");
-                message
-                    .execute(params![PEER, recipient, sent_ms as i64, title])
-                    .map_err(sqlite)?;
-                let id = tx.last_insert_rowid();
-                body.execute(params![id, ascii_body(body_chars, i)])
-                    .map_err(sqlite)?;
-                delivery.execute(params![recipient, id]).map_err(sqlite)?;
-            }
-        }
-        tx.commit().map_err(sqlite)?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(sqlite)?;
+        let mut store = forkmail_store::open(&forkmail_store::StoreLocation::Sqlite(path.clone()))
+            .map_err(failed)?;
+        // One mail a minute, the newest a minute ago.
+        let first_ms = now_millis().saturating_sub(60_000 * (count as u64 + 1));
+        let mut mails = (0..count).map(|i| forkmail_store::ImportedMail {
+            from: PEER.to_owned(),
+            sent_ms: first_ms + 60_000 * i as u64,
+            draft: forkmail_protocol::messages::Draft {
+                to: vec![recipient.to_owned()],
+                title: format!("Preloaded mail number {i} for the benchmark"),
+                body: ascii_body(body_chars, i),
+            },
+        });
+        store.import(&mut mails).map_err(failed)?;
         Ok(())
     }
 }

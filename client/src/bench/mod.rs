@@ -25,7 +25,6 @@ pub mod suite;
 use std::io;
 use std::path::PathBuf;
 
-use forkmail_keygen::db::DbError;
 use forkmail_keygen::deploy::DeployError;
 
 use crate::error::ClientError;
@@ -36,7 +35,10 @@ pub enum BenchError {
     #[error("making the deployment {}: {source}", .path.display())]
     Deploy { path: PathBuf, source: DeployError },
     #[error("preloading {}: {source}", .path.display())]
-    Preload { path: PathBuf, source: DbError },
+    Preload {
+        path: PathBuf,
+        source: forkmail_store::StoreError,
+    },
     #[error("{}: {source}", .path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("cannot start {}: {source}; build it first with `cargo build --release --bin forkmail-server` or pass --server-bin PATH", .path.display())]

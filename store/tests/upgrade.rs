@@ -1,0 +1,146 @@
+//! Upgrading a store made by release 0.1.0 (`fixtures/v0.1.0`, see fixtures/README.md): every
+//! user, password hash, mail, read flag and id survives, and ids are never reused afterwards.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use forkmail_protocol::messages::{Draft, MailSummary};
+use forkmail_store::{Migrated, Store, StoreError, StoreLocation, CURRENT_VERSION};
+
+fn fixture_copy(dir: &Path) -> StoreLocation {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/v0.1.0/server/mail.db");
+    let path: PathBuf = dir.join("mail.db");
+    std::fs::copy(&fixture, &path).expect("fixtures/v0.1.0/server/mail.db is in the checkout");
+    StoreLocation::Sqlite(path)
+}
+
+fn inbox(store: &mut dyn Store, user: &str) -> Vec<MailSummary> {
+    let mut all = Vec::new();
+    store
+        .inbox(user, 2, &mut |page, _| {
+            all.extend(page);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    all
+}
+
+fn summary(list: &[MailSummary]) -> Vec<(u64, &str, &str, bool)> {
+    list.iter()
+        .map(|m| (m.id, m.from.as_str(), m.title.as_str(), m.read))
+        .collect()
+}
+
+#[test]
+fn a_010_store_is_refused_until_migrated_then_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    match forkmail_store::open(&location) {
+        Err(StoreError::NeedsMigration {
+            found: 1, needed, ..
+        }) => {
+            assert_eq!(needed, CURRENT_VERSION)
+        }
+        other => panic!("expected NeedsMigration from 1, got {:?}", other.err()),
+    }
+    assert_eq!(
+        forkmail_store::migrate(&location).unwrap(),
+        Migrated {
+            from: 1,
+            to: CURRENT_VERSION
+        }
+    );
+    // A second run has nothing left to do.
+    assert_eq!(
+        forkmail_store::migrate(&location).unwrap(),
+        Migrated {
+            from: CURRENT_VERSION,
+            to: CURRENT_VERSION
+        }
+    );
+    let mut store = forkmail_store::open(&location).unwrap();
+    assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn upgrading_010_keeps_every_user_mail_read_flag_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let store = &mut *store;
+
+    for name in ["alice", "bob", "carol"] {
+        let user = store.find_user(name).unwrap().expect("user kept");
+        assert_eq!(user.password.kdf, "pbkdf2-sha512");
+        assert_eq!(user.password.iterations, 1000);
+        assert_eq!(
+            (user.password.salt.len(), user.password.hash.len()),
+            (16, 64)
+        );
+        assert!(user.public_key.len() > 200, "DER RSA public key kept");
+    }
+    assert_eq!(
+        summary(&inbox(store, "bob")),
+        [
+            (1, "alice", "Lunch", true),
+            (2, "alice", "To both of you", false)
+        ]
+    );
+    assert_eq!(
+        summary(&inbox(store, "carol")),
+        [
+            (2, "alice", "To both of you", true),
+            (5, "bob", "For Carol only", false)
+        ]
+    );
+    assert_eq!(
+        summary(&inbox(store, "alice")),
+        [(3, "carol", "Re: plans", false)]
+    );
+    let mail = store.read("bob", 2).unwrap();
+    assert_eq!(mail.to, ["bob", "carol"]);
+    assert_eq!(mail.body, "Line one\nLine two with ünïcödé ✉\n");
+    // Bob deleted message 4: gone, and its id is never handed out again.
+    assert!(matches!(store.read("bob", 4), Err(StoreError::NotFound(4))));
+    let draft = Draft {
+        to: vec!["alice".into()],
+        title: "after the upgrade".into(),
+        body: "hi".into(),
+    };
+    assert_eq!(store.send("bob", &draft, 1).unwrap(), 6);
+    // Carol's counted password failure is still counted.
+    let failures = store.login_failures("carol").unwrap().expect("kept");
+    assert_eq!(failures.failures, 1);
+    let counts = store.counts().unwrap();
+    assert_eq!(
+        (counts.users, counts.messages, counts.deliveries),
+        (3, 5, 6),
+        "messages 1, 2, 3, 5 and 6; deliveries bob 1, 2; carol 2, 5; alice 3, 6"
+    );
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn two_processes_migrating_010_together_apply_each_migration_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    let results: Vec<Migrated> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| forkmail_store::migrate(&location).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Exactly one migrator started from 1; every other found the work done or in progress and
+    // continued from where it was.
+    assert_eq!(
+        results.iter().filter(|m| m.from == 1).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results.iter().all(|m| m.to == CURRENT_VERSION));
+    let mut store = forkmail_store::open(&location).unwrap();
+    assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
+    store.check_integrity().unwrap();
+}

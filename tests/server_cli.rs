@@ -97,3 +97,24 @@ fn usage_errors_exit_2() {
     );
     assert_eq!(server(&[]).status.code(), Some(2));
 }
+
+#[test]
+fn proxy_protocol_from_takes_ip_addresses_and_says_what_is_wrong() {
+    for (bad, says) in [
+        (
+            "10.0.0.5:8080",
+            "\"10.0.0.5:8080\" has a port; give only the proxy's IP address, e.g. 10.0.0.5",
+        ),
+        (
+            "proxy.example.org",
+            "\"proxy.example.org\" is not an IP address",
+        ),
+        ("10.0.0.5,", "\"\" is not an IP address"),
+    ] {
+        let out = server(&["--dir", "x", "--proxy-protocol-from", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--proxy-protocol-from"), "{stderr}");
+        assert!(stderr.contains(says), "{bad}: {stderr}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Server settings, from the command line.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How repeated wrong passwords are slowed down and locked out.
     pub throttle: ThrottlePolicy,
+    /// Proxies (`--proxy-protocol-from`) whose connections must start with a PROXY protocol v2
+    /// header naming the real client, which then stands as the session's peer in logs and
+    /// limits. Anyone else sending such a header is refused, so a client cannot choose its own
+    /// address. Empty (the default): no connection may send one.
+    pub proxy_protocol_from: Vec<IpAddr>,
 }
 
 impl ServerConfig {

@@ -8,6 +8,12 @@
 //! real sessions to end, and its hello is judged fresh against the moment it *arrived*, so time
 //! spent queued never makes it stale. Queued longer than the queue timeout, it is told "busy".
 //!
+//! Behind a load balancer, a connection from one of `--proxy-protocol-from` must start with a
+//! PROXY protocol v2 header naming the real client, read by the same non-blocking loop before
+//! the hello and under the same deadline; that client becomes the session's peer. A header from
+//! anyone else is refused, so nobody names their own address. [`crate::proxy`] decides, from
+//! the bytes alone; this module only reads them.
+//!
 //! The parent is single-threaded and holds no database connection: it polls the listener, the
 //! pending sockets and a self-pipe woken by SIGCHLD/SIGTERM/SIGINT. A forked child inherits a
 //! copy of everything, so the first thing it does is close the listener (so a restarted server can
@@ -32,6 +38,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use tracing::{debug, error, info, warn};
 
 use crate::config::ServerConfig;
+use crate::proxy;
 use crate::session::{self, ChildContext, Handoff};
 use crate::signals;
 
@@ -44,7 +51,15 @@ const MAX_POLL: Duration = Duration::from_secs(1);
 /// A connection the parent holds until a child takes it.
 struct Pending {
     stream: TcpStream,
+    /// The client's address: the TCP peer, or the source a trusted proxy's header named.
     peer: SocketAddr,
+    /// The TCP peer, when it is one of `--proxy-protocol-from`.
+    proxy: Option<SocketAddr>,
+    /// The proxy's PROXY header as far as it has arrived. `Some` only on a proxy's connection,
+    /// which must start with one, and only until it is whole; the hello comes after it.
+    preamble: Option<Vec<u8>>,
+    /// The proxy's header was LOCAL: a health check, which usually closes without a hello.
+    health_check: bool,
     arrived: Instant,
     /// Header and body of the hello, as far as they have arrived.
     buf: Vec<u8>,
@@ -52,21 +67,128 @@ struct Pending {
     received_at_ms: Option<u64>,
 }
 
+/// Why the parent drops a connection before its hello is whole.
+#[derive(Debug)]
+enum Dropped {
+    /// Closed, broken or oversized: routine for a public port, so only a debug line.
+    Quietly(&'static str),
+    /// A PROXY header nobody asked for: from an address not in `--proxy-protocol-from`, or a
+    /// second one inside a proxied connection (a client behind the proxy picking its address).
+    UnrequestedHeader(proxy::Version),
+    /// A proxy's connection that did not start with an acceptable header.
+    BadPreamble(proxy::Refusal),
+    /// A proxy closed its connection after this many bytes of its header.
+    PreambleCut(usize),
+}
+
+/// How far one non-blocking attempt to fill a buffer got.
+enum Fill {
+    Full,
+    WouldBlock,
+    Closed,
+}
+
+/// Reads what has arrived without blocking until `buf` holds `wanted` bytes, never more: what
+/// follows belongs to the next stage (the hello after a PROXY header, the session after a hello).
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, wanted: usize) -> io::Result<Fill> {
+    while buf.len() < wanted {
+        let start = buf.len();
+        buf.resize(wanted, 0);
+        match stream.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                return Ok(Fill::Closed);
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) => {
+                buf.truncate(start);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(Fill::Full)
+}
+
 impl Pending {
+    /// A connection just accepted; one from a trusted proxy owes a PROXY header first.
+    fn new(stream: TcpStream, peer: SocketAddr, from_proxy: bool) -> Self {
+        Self {
+            stream,
+            peer,
+            proxy: from_proxy.then_some(peer),
+            preamble: from_proxy.then(|| Vec::with_capacity(proxy::FIXED_LEN)),
+            health_check: false,
+            arrived: Instant::now(),
+            buf: Vec::with_capacity(256),
+            received_at_ms: None,
+        }
+    }
+
     fn is_ready(&self) -> bool {
         self.received_at_ms.is_some()
     }
 
-    /// Reads what has arrived without blocking, never past the end of the hello frame.
-    /// Returns `Err` when the connection should be dropped.
-    fn read_hello(&mut self) -> Result<(), &'static str> {
+    /// Reads what has arrived without blocking: the PROXY header if one is owed, then the hello.
+    fn read(&mut self) -> Result<(), Dropped> {
+        if self.read_preamble()? {
+            self.read_hello()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads the proxy's header, never past its end, and takes the client's address from it.
+    /// `Ok(true)` once it is whole, or when none is owed.
+    fn read_preamble(&mut self) -> Result<bool, Dropped> {
+        let Some(buf) = self.preamble.as_mut() else {
+            return Ok(true);
+        };
         loop {
-            let wanted = match self.buf.get(..HEADER_LEN) {
+            match proxy::step(buf).map_err(Dropped::BadPreamble)? {
+                proxy::Step::NeedTotal(total) => match fill(&mut self.stream, buf, total) {
+                    Ok(Fill::Full) => {}
+                    Ok(Fill::WouldBlock) => return Ok(false),
+                    Ok(Fill::Closed) if buf.is_empty() => {
+                        return Err(Dropped::Quietly(
+                            "proxy closed before sending anything (a TCP health check?)",
+                        ))
+                    }
+                    Ok(Fill::Closed) => return Err(Dropped::PreambleCut(buf.len())),
+                    Err(_) => return Err(Dropped::Quietly("read error")),
+                },
+                proxy::Step::Whole(preamble) => {
+                    match preamble {
+                        proxy::Preamble::Proxied { source } => {
+                            debug!(proxy = %self.peer, peer = %source, "PROXY header: client {source}");
+                            self.peer = source;
+                        }
+                        proxy::Preamble::Local => {
+                            debug!(proxy = %self.peer, "PROXY LOCAL header (health check)");
+                            self.health_check = true;
+                        }
+                    }
+                    self.preamble = None;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// Reads the hello without blocking, never past the end of its frame.
+    fn read_hello(&mut self) -> Result<(), Dropped> {
+        loop {
+            let wanted = match self.buf.first_chunk::<HEADER_LEN>() {
                 Some(header) => {
-                    let header: [u8; HEADER_LEN] = header.try_into().expect("HEADER_LEN bytes");
+                    if let Some(version) = proxy::unrequested(header) {
+                        return Err(Dropped::UnrequestedHeader(version));
+                    }
                     HEADER_LEN
-                        + parse_header(header, MAX_HELLO_LEN)
-                            .map_err(|_| "hello longer than allowed")?
+                        + parse_header(*header, MAX_HELLO_LEN)
+                            .map_err(|_| Dropped::Quietly("hello longer than allowed"))?
                 }
                 None => HEADER_LEN,
             };
@@ -75,20 +197,44 @@ impl Pending {
                 self.received_at_ms = Some(now_millis());
                 return Ok(());
             }
-            let start = self.buf.len();
-            self.buf.resize(wanted, 0);
-            match self.stream.read(&mut self.buf[start..]) {
-                Ok(0) => return Err("closed before its hello"),
-                Ok(n) => self.buf.truncate(start + n),
-                Err(e) => {
-                    self.buf.truncate(start);
-                    return match e.kind() {
-                        io::ErrorKind::WouldBlock => Ok(()),
-                        io::ErrorKind::Interrupted => continue,
-                        _ => Err("read error"),
-                    };
+            match fill(&mut self.stream, &mut self.buf, wanted) {
+                Ok(Fill::Full) => {}
+                Ok(Fill::WouldBlock) => return Ok(()),
+                Ok(Fill::Closed) if self.health_check && self.buf.is_empty() => {
+                    return Err(Dropped::Quietly("proxy health check done"))
                 }
+                Ok(Fill::Closed) => return Err(Dropped::Quietly("closed before its hello")),
+                Err(_) => return Err(Dropped::Quietly("read error")),
             }
+        }
+    }
+
+    /// Logs why this connection is being dropped: PROXY refusals are warnings, since they mean
+    /// a spoofing attempt or a misconfigured proxy; everything else is routine.
+    fn log_drop(&self, why: &Dropped) {
+        let peer = self.peer;
+        match (why, self.proxy) {
+            (Dropped::Quietly(why), _) => debug!(%peer, "dropping connection: {why}"),
+            (Dropped::UnrequestedHeader(version), None) => warn!(
+                %peer,
+                %version,
+                "PROXY protocol header from {}, which is not in --proxy-protocol-from; refused",
+                peer.ip()
+            ),
+            (Dropped::UnrequestedHeader(version), Some(proxy)) => warn!(
+                %peer,
+                %proxy,
+                %version,
+                "second PROXY protocol header, from client {peer} through proxy {proxy}; refused"
+            ),
+            (Dropped::BadPreamble(refusal), _) => {
+                warn!(proxy = %peer, "dropping connection from proxy {}: {refusal}", peer.ip())
+            }
+            (Dropped::PreambleCut(got), _) => warn!(
+                proxy = %peer,
+                "dropping connection from proxy {}: closed after {got} bytes of its PROXY header",
+                peer.ip()
+            ),
         }
     }
 
@@ -129,6 +275,18 @@ impl Daemon {
 
     /// Runs until SIGTERM/SIGINT and every child is gone.
     pub fn run(mut self) -> io::Result<()> {
+        if !self.config.proxy_protocol_from.is_empty() {
+            let proxies: Vec<String> = self
+                .config
+                .proxy_protocol_from
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            info!(
+                "connections from {} must start with a PROXY protocol v2 header",
+                proxies.join(", ")
+            );
+        }
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             self.reap();
@@ -248,7 +406,12 @@ impl Daemon {
             let p = &self.pending[i];
             let waited = now.duration_since(p.arrived);
             if !p.is_ready() && waited >= handshake {
-                debug!(peer = %p.peer, "no hello within {} s; closing", handshake.as_secs());
+                let what = if p.preamble.is_some() {
+                    "PROXY header"
+                } else {
+                    "hello"
+                };
+                debug!(peer = %p.peer, "no {what} within {} s; closing", handshake.as_secs());
                 self.pending.remove(i);
             } else if p.is_ready() && waited >= queue {
                 let p = self.pending.remove(i);
@@ -350,8 +513,8 @@ impl Daemon {
         // Read hellos first (indices are still valid), then drop the broken ones back to front.
         let mut broken = Vec::new();
         for i in ready_pending {
-            if let Err(why) = self.pending[i].read_hello() {
-                debug!(peer = %self.pending[i].peer, "dropping connection: {why}");
+            if let Err(why) = self.pending[i].read() {
+                self.pending[i].log_drop(&why);
                 broken.push(i);
             }
         }
@@ -392,6 +555,7 @@ impl Daemon {
                         warn!(%peer, "cannot configure socket: {err}");
                         continue;
                     }
+                    let from_proxy = proxy::is_trusted(&self.config.proxy_protocol_from, peer.ip());
                     if self.pending.len() >= MAX_PENDING {
                         match self.pending.iter().position(|p| !p.is_ready()) {
                             Some(oldest) => {
@@ -399,30 +563,18 @@ impl Daemon {
                             }
                             None => {
                                 warn!(%peer, "queue full; refusing connection");
-                                let busy = Pending {
-                                    stream,
-                                    peer,
-                                    arrived: Instant::now(),
-                                    buf: Vec::new(),
-                                    received_at_ms: None,
-                                };
-                                busy.tell(&ServerReply::Busy { waited_secs: 0 });
+                                Pending::new(stream, peer, from_proxy)
+                                    .tell(&ServerReply::Busy { waited_secs: 0 });
                                 continue;
                             }
                         }
                     }
                     debug!(%peer, "connection arrived");
-                    let mut pending = Pending {
-                        stream,
-                        peer,
-                        arrived: Instant::now(),
-                        buf: Vec::with_capacity(256),
-                        received_at_ms: None,
-                    };
-                    // The hello often arrives with the connection; read it now.
-                    match pending.read_hello() {
+                    let mut pending = Pending::new(stream, peer, from_proxy);
+                    // The hello (and a proxy's header) often arrive with the connection.
+                    match pending.read() {
                         Ok(()) => self.pending.push(pending),
-                        Err(why) => debug!(%peer, "dropping connection: {why}"),
+                        Err(why) => pending.log_drop(&why),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -1,14 +1,15 @@
 //! forkmail-server: a classic Unix forking mail daemon.
 //!
 //! [`daemon`] is the parent (accept, queue, fork, reap, signals); [`session`] is what each forked
-//! child runs; [`auth`] checks credentials; [`preflight`] checks and migrates the store before the
-//! daemon starts; [`demo`] makes the quick-start deployment. The database itself is
-//! `forkmail-store`'s.
+//! child runs; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
+//! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
+//! starts; [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
 
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod preflight;
+pub mod proxy;
 pub mod session;
 pub mod signals;

@@ -1,7 +1,7 @@
 //! `forkmail-server`: the forking mail daemon.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +65,11 @@ struct Cli {
     /// unless init was given --store).
     #[arg(long, value_name = "URL", value_parser = parse_store)]
     store: Option<StoreLocation>,
+    /// Proxies (comma-separated IP addresses; may be repeated) whose connections must start with
+    /// a PROXY protocol v2 header (HAProxy send-proxy-v2) naming the real client. A PROXY header
+    /// from any other address is refused.
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',', value_parser = parse_proxy_ip)]
+    proxy_protocol_from: Vec<IpAddr>,
     /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
     #[arg(long)]
     demo: bool,
@@ -170,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lockout_after: cli.lockout_after,
             lockout: Duration::from_secs(cli.lockout_secs),
         },
+        proxy_protocol_from: cli.proxy_protocol_from,
     };
     let shared = Shared {
         decoy: Decoy {
@@ -207,4 +213,20 @@ fn parse_max_sessions(s: &str) -> Result<usize, String> {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
         _ => Err(format!("{s:?} is not a number of sessions from 1 to 1024")),
     }
+}
+
+fn parse_proxy_ip(s: &str) -> Result<IpAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    Err(match s.parse::<SocketAddr>() {
+        Ok(with_port) => format!(
+            "{s:?} has a port; give only the proxy's IP address, e.g. {}",
+            with_port.ip()
+        ),
+        Err(_) => format!(
+            "{s:?} is not an IP address; give the proxy's address, e.g. 10.0.0.5 or fd00::5"
+        ),
+    })
 }

@@ -87,7 +87,12 @@ pub struct Hello {
 
 /// Connects and sends a fresh hello for `user`.
 pub fn hello(addr: SocketAddr, user: &str) -> Hello {
-    let mut wire = Wire::connect(addr);
+    hello_on(Wire::connect(addr), user)
+}
+
+/// Sends a fresh hello for `user` on a connection that may already carry bytes (a PROXY
+/// protocol header, say).
+pub fn hello_on(mut wire: Wire, user: &str) -> Hello {
     let (state, hello) = ClientHandshake::start(user, now_millis(), &SystemRandom::new()).unwrap();
     wire.send_frame(&hello).unwrap();
     Hello { wire, state, hello }

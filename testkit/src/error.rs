@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use forkmail_keygen::deploy::DeployError;
 
+use crate::db::DbError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
     #[error("making the deployment {}: {source}", .path.display())]
@@ -24,6 +26,8 @@ pub enum KitError {
     },
     #[error("{} has no VmRSS/VmHWM lines; is this Linux with /proc mounted?", .path.display())]
     NoMemoryFigures { path: PathBuf },
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 impl KitError {

@@ -1,5 +1,5 @@
-//! forkmail's one test kit, for the suites in `tests/` and (next) for `forkmail-bench`, so that
-//! no second copy of the set-up exists.
+//! forkmail's one test kit, shared by the suites in `tests/` and by `forkmail-bench`, so that
+//! neither carries a second copy of the set-up.
 //!
 //! - [`deployment`]: a throw-away deployment made by `forkmail_keygen::deploy::init`, its paths
 //!   and its users' passwords.
@@ -9,12 +9,14 @@
 //! - [`procfs`]: children, state and memory of a process, from `/proc`.
 //! - [`wire`]: a frame-level client that runs the handshake step by step and can attack.
 //! - [`db`]: the only SQL outside the server and keygen, until `forkmail-store` owns it.
+//! - [`bench`]: the benchmark behind `forkmail-bench`.
 //!
 //! The helpers the tests call panic with a message on failure, as a test would; whatever the
 //! benchmark calls returns [`KitError`] instead.
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod db;
 pub mod deployment;

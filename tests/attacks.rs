@@ -2,8 +2,6 @@
 //! After each attack the server must still serve and the stored mail must be intact.
 //! The catalogue and its defences are mapped in docs/SECURITY.md.
 
-mod util;
-
 use std::io::Write;
 use std::net::Shutdown;
 use std::time::Duration;
@@ -13,9 +11,9 @@ use forkmail_protocol::messages::{
     AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
 };
 use forkmail_protocol::{decode, encode, now_millis};
+use forkmail_testkit::wire::{self, Wire};
+use forkmail_testkit::{bin, copy_tree, count_rows, wait_until, Deployment, Server};
 use serde::Serialize;
-use util::wire::{self, Wire};
-use util::{count_rows, wait_until, Deployment, Server};
 
 const CLOSE: Duration = Duration::from_secs(15);
 
@@ -682,7 +680,7 @@ fn client_reports_corrupt_missing_and_wrong_type_files_in_one_line() {
     for (file, break_it) in cases {
         let backup = dep.scratch("backup");
         let _ = std::fs::remove_dir_all(&backup);
-        copy_dir(&profile, &backup);
+        copy_tree(&profile, &backup).unwrap();
         break_it();
         let out = dep.client(&server, "alice").args(["inbox"]).run(b"");
         assert_eq!(out.status.code(), Some(1), "{file}");
@@ -691,9 +689,9 @@ fn client_reports_corrupt_missing_and_wrong_type_files_in_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         std::fs::remove_dir_all(&profile).unwrap();
-        copy_dir(&backup, &profile);
+        copy_tree(&backup, &profile).unwrap();
     }
-    let out = std::process::Command::new(util::bin("forkmail"))
+    let out = std::process::Command::new(bin("forkmail"))
         .args(["--profile", "/nonexistent/profile", "inbox"])
         .env("FORKMAIL_PASSWORD", "x")
         .output()
@@ -702,16 +700,4 @@ fn client_reports_corrupt_missing_and_wrong_type_files_in_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/profile"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        std::fs::copy(entry.path(), &dest).unwrap();
-        let mode = entry.metadata().unwrap().permissions().mode();
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
 }

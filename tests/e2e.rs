@@ -1,15 +1,13 @@
-//! End to end: the real `forkmail-keygen`, the real forked `forkmail-server` and the real
-//! `forkmail` client, as a person or a script would use them.
-
-mod util;
+//! End to end: a deployment made by `forkmail-keygen`'s library, the real forked
+//! `forkmail-server` and the real `forkmail` client, as a person or a script would use them.
 
 use std::time::Duration;
 
 use forkmail_protocol::messages::{Draft, ErrorCode, Refusal, Request, Response, ServerReply};
+use forkmail_testkit::{bin, count_rows, wait_until, wire, Deployment, Server};
 use serde_json::Value;
-use util::{count_rows, wait_until, wire, Deployment};
 
-fn inbox_json(dep: &Deployment, server: &util::Server, user: &str) -> Vec<Value> {
+fn inbox_json(dep: &Deployment, server: &Server, user: &str) -> Vec<Value> {
     let out = dep.client(server, user).args(["inbox", "--json"]).ok(b"");
     let v: Value = serde_json::from_str(&out).expect("inbox --json is JSON");
     v.as_array().expect("an array").clone()
@@ -17,7 +15,7 @@ fn inbox_json(dep: &Deployment, server: &util::Server, user: &str) -> Vec<Value>
 
 fn send(
     dep: &Deployment,
-    server: &util::Server,
+    server: &Server,
     from: &str,
     to: &str,
     title: &str,
@@ -490,7 +488,7 @@ fn regression_body_pasted_in_a_terminal_arrives_whole() {
     let server = dep.start_server(&[]);
     let command = format!(
         "{} --profile {} --server {}",
-        util::bin("forkmail").display(),
+        bin("forkmail").display(),
         dep.profile("alice").display(),
         server.addr
     );

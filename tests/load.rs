@@ -1,8 +1,6 @@
 //! Load and faults: mail acknowledged is mail kept, under concurrency, crashes and restarts.
 //! Sized to finish in a few minutes on two cores; figures live in forkmail-bench, not here.
 
-mod util;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,16 +8,13 @@ use std::time::Duration;
 
 use forkmail_client::{ConnectOptions, Session};
 use forkmail_protocol::messages::Draft;
+use forkmail_testkit::{db, integrity_ok, procfs, wait_until, Deployment, Server};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use rusqlite::Connection;
-use util::{children_of, wait_until, Deployment, Server};
 
 fn options(dep: &Deployment, server: &Server, user: &str) -> ConnectOptions {
-    ConnectOptions::from_profile(&dep.profile(user))
+    dep.connect_options(user, &server.addr.to_string())
         .expect("profile loads")
-        .with_password(dep.password(user))
-        .with_server_addr(server.addr.to_string())
 }
 
 fn draft(to: &[&str], title: &str, body: &str) -> Draft {
@@ -30,41 +25,10 @@ fn draft(to: &[&str], title: &str, body: &str) -> Draft {
     }
 }
 
-fn db(dep: &Deployment) -> Connection {
-    Connection::open_with_flags(dep.database(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
-}
-
-/// Deliveries per message title, and messages whose delivery count differs from their
-/// recipient count (half-stored).
+/// Deliveries per message title, and messages stored without all of their deliveries.
 fn audit(dep: &Deployment) -> (HashMap<String, i64>, i64) {
-    let conn = db(dep);
-    let mut per_title = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT m.title, count(d.recipient) FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id GROUP BY m.id")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .unwrap();
-    for row in rows {
-        let (title, n) = row.unwrap();
-        *per_title.entry(title).or_insert(0) += n;
-    }
-    let half: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM messages m WHERE (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)
-             != length(m.recipients) - length(replace(m.recipients, ';', '')) + 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    (per_title, half)
-}
-
-fn integrity_ok(dep: &Deployment) {
-    let result: String = db(dep)
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(result, "ok");
+    let audit = db::audit(&dep.store(), &dep.users());
+    (audit.deliveries_per_title, audit.half_stored)
 }
 
 /// Samples the server's live (non-zombie) children until stopped; returns the maximum seen.
@@ -72,9 +36,9 @@ fn sample_children(server_pid: i32, stop: Arc<AtomicBool>) -> std::thread::JoinH
     std::thread::spawn(move || {
         let mut max = 0;
         while !stop.load(Ordering::Relaxed) {
-            let live = children_of(server_pid)
+            let live = procfs::children(server_pid)
                 .iter()
-                .filter(|(_, s)| *s != 'Z')
+                .filter(|child| !child.is_zombie())
                 .count();
             max = max.max(live);
             std::thread::sleep(Duration::from_millis(2));
@@ -141,7 +105,7 @@ fn fifty_clients_twenty_sessions_each_all_delivered_exactly_once() {
         server.children()
     );
     assert!(!server.log().contains("database is locked"));
-    integrity_ok(&dep);
+    assert!(integrity_ok(&dep.database()));
 }
 
 #[test]
@@ -201,8 +165,8 @@ fn sigkill_of_a_serving_child_never_loses_or_half_stores_a_send() {
             .children()
             .is_empty()));
         std::thread::sleep(Duration::from_millis(3 + (round * 7) % 40));
-        for (pid, _) in server.children() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for child in server.children() {
+            let _ = kill(Pid::from_raw(child.pid), Signal::SIGKILL);
         }
         worker.join().unwrap();
     }
@@ -227,7 +191,7 @@ fn sigkill_of_a_serving_child_never_loses_or_half_stores_a_send() {
         assert!(attempted.contains(title), "unexpected {title}");
         assert_eq!(*n, 2, "{title} stored {n} deliveries");
     }
-    integrity_ok(&dep);
+    assert!(integrity_ok(&dep.database()));
     assert!(wait_until(Duration::from_secs(20), || server
         .children()
         .is_empty()));
@@ -247,7 +211,7 @@ fn sigkill_of_the_parent_leaves_no_child_past_its_session_and_the_port_rebinds_a
     sessions[0]
         .send(&draft(&["bob"], "before the crash", "x"))
         .unwrap();
-    let kids: Vec<i32> = server.children().iter().map(|(p, _)| *p).collect();
+    let kids: Vec<i32> = server.children().iter().map(|child| child.pid).collect();
     assert_eq!(kids.len(), 3);
     server.signal(Signal::SIGKILL);
     assert!(server.wait(Duration::from_secs(10)).is_some());
@@ -261,14 +225,7 @@ fn sigkill_of_the_parent_leaves_no_child_past_its_session_and_the_port_rebinds_a
     for s in sessions {
         s.quit().unwrap();
     }
-    let gone = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| {
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true)
-    };
+    let gone = |pid: i32| matches!(procfs::state(pid), None | Some('Z'));
     assert!(
         wait_until(Duration::from_secs(20), || kids.iter().all(|&p| gone(p))),
         "orphans linger"
@@ -341,6 +298,6 @@ fn sigterm_under_load_finishes_running_sessions_and_exits_zero() {
         refused.load(Ordering::Relaxed) > 0,
         "no connection was refused after shutdown"
     );
-    assert!(children_of(pid.as_raw()).is_empty());
-    integrity_ok(&dep);
+    assert!(procfs::children(pid.as_raw()).is_empty());
+    assert!(integrity_ok(&dep.database()));
 }

@@ -4,8 +4,6 @@
 //! missing, malformed or nested one is refused, and the server goes on serving. The attacks are
 //! catalogued in docs/SECURITY.md (client address spoofing).
 
-mod util;
-
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
@@ -13,10 +11,10 @@ use forkmail_protocol::frame::encode_frame;
 use forkmail_protocol::handshake::ClientHandshake;
 use forkmail_protocol::messages::{AuthResult, Request, Response};
 use forkmail_protocol::now_millis;
+use forkmail_testkit::wire::{self, Wire};
+use forkmail_testkit::{wait_until, Deployment, Server};
 use ppp::v2::{AddressFamily, Builder, Command, Protocol, Version};
 use ring::rand::SystemRandom;
-use util::wire::{self, Wire};
-use util::{wait_until, Deployment, Server};
 
 /// The client address the proxy reports (TEST-NET-3, never a real host).
 const CLIENT: &str = "203.0.113.7:4242";

@@ -1,13 +1,13 @@
 //! forkmail's terminal client, as a library and as the `forkmail` program.
 //!
-//! [`Session`] is the part other tools reuse (the benchmark, the end-to-end tests): connect with
+//! [`Session`] is the part other tools reuse (`forkmail-bench` and the load suite, through
+//! `forkmail-testkit`): connect with
 //! [`ConnectOptions`], then `send`, `inbox`, `read`, `delete`, `quit`, every failure a
 //! [`ClientError`] that says what happened and what to do. The rest is the program: [`cli`] (the
 //! command-line contract), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use) and [`display`] (terminal-safe and JSON rendering).
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod display;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use forkmail_client::bench::suite::{self, Settings};
+use forkmail_testkit::bench::suite::{self, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -85,9 +85,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `forkmail-server` in the directory of this executable (`target/release/` under cargo).
 fn default_server_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find this program's own path")?;
-    let dir = exe
-        .parent()
-        .context("this program's path has no parent directory")?;
+    let dir = forkmail_testkit::bin_dir().context("cannot find this program's own directory")?;
     Ok(dir.join("forkmail-server"))
 }

@@ -2,11 +2,11 @@
 //! from the performance issue. Kept apart from [`super::suite`] so that what is measured and
 //! how it is judged can be read (and changed) separately.
 
-use super::procfs::Memory;
 use super::report::{Row, Section, Target, Unit};
 use super::scenarios::Throughput;
 use super::stats::Samples;
 use super::suite::{LOW_ITERATIONS, PACE, PRODUCTION_ITERATIONS, SESSION_INBOX};
+use crate::procfs::Memory;
 
 /// Targets from the performance issue.
 const TARGET_SESSION_MS: f64 = 5.0;

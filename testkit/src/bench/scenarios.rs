@@ -8,12 +8,12 @@
 
 use std::time::{Duration, Instant};
 
+use forkmail_client::{ConnectOptions, Session};
 use forkmail_protocol::messages::Draft;
 
-use super::deployment::ascii_body;
+use super::setup::ascii_body;
 use super::stats::{repeat, Samples};
 use super::BenchError;
-use crate::session::{ConnectOptions, Session};
 
 /// One whole session: connect, handshake, log in, list the inbox, quit (waiting for Goodbye).
 /// Returns the number of inbox entries.

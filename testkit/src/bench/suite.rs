@@ -8,20 +8,22 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use forkmail_client::Session;
 use forkmail_keygen::password::DEFAULT_SHA512_ITERATIONS;
 
 use super::costs::{self, Rounds};
-use super::deployment::{Deployment, BITS, PEER, USER};
 use super::report::{Report, Section};
 use super::scenarios;
 use super::sections::{
     inbox_section, memory_section, read_section, send_section, session_section, thousands,
     throughput_section, Mailbox, Sends,
 };
-use super::server::{log_path, ServerProcess};
+use super::setup::{self, connect_options, BITS, PEER, USER};
 use super::stats::Samples;
 use super::BenchError;
-use crate::session::Session;
+use crate::deployment::Deployment;
+use crate::procfs::{self, Memory};
+use crate::server::{Server, ServerConfig};
 
 /// PBKDF2-HMAC-SHA512 iterations of the production deployment: the default.
 pub const PRODUCTION_ITERATIONS: u32 = DEFAULT_SHA512_ITERATIONS;
@@ -35,6 +37,8 @@ pub const SESSION_INBOX: usize = 10;
 pub const PACE: Duration = Duration::from_millis(100);
 /// Threads running sessions in a loop, each level in turn.
 pub const CONCURRENCY: [usize; 3] = [1, 5, 20];
+/// How long a stopped server gets to finish its sessions (its own grace is 10 s).
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// What the caller chooses.
 #[derive(Debug, Clone)]
@@ -110,19 +114,19 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
         "making two deployments with {BITS}-bit keys (PBKDF2 at {LOW_ITERATIONS} and \
          {PRODUCTION_ITERATIONS} iterations)"
     ));
-    let low = Deployment::create(&dir.join("low"), LOW_ITERATIONS)?;
-    let production = Deployment::create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
+    let low = setup::create(&dir.join("low"), LOW_ITERATIONS)?;
+    let production = setup::create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
     let mut inbox_deployments = Vec::new();
     for (size, _) in plan.inboxes {
         progress(&format!("preloading an inbox of {} mails", thousands(size)));
         let copy = low.copy_to(&dir.join(format!("inbox-{size}")))?;
-        copy.preload(USER, size, PRELOAD_BODY_CHARS)?;
+        setup::preload(&copy, USER, size, PRELOAD_BODY_CHARS)?;
         inbox_deployments.push(copy);
     }
-    low.preload(USER, SESSION_INBOX, PRELOAD_BODY_CHARS)?;
+    setup::preload(&low, USER, SESSION_INBOX, PRELOAD_BODY_CHARS)?;
 
     progress("timing the building blocks in-process");
-    let user_key = low.connect_options(USER, "unused:0")?.user_key;
+    let user_key = connect_options(&low, USER, "unused:0")?.user_key;
     let cost_rows = costs::measure(
         &user_key,
         dir,
@@ -133,8 +137,8 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
 
     let bin = &settings.server_bin;
     let (low_sessions, rates, sends, parent_memory) = {
-        let server = ServerProcess::start(bin, &low.server_dir(), &log_path(low.root()))?;
-        let options = low.connect_options(USER, &server.addr())?;
+        let server = start_server(bin, &low)?;
+        let options = connect_options(&low, USER, &server.addr.to_string())?;
         let listed = scenarios::one_session(&options)?;
         if listed != SESSION_INBOX {
             return Err(BenchError::Check(format!(
@@ -180,7 +184,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             fetch_ids.len(),
             thousands(largest_chars)
         ));
-        let peer = low.connect_options(PEER, &server.addr())?;
+        let peer = connect_options(&low, PEER, &server.addr.to_string())?;
         let mut session = Session::connect(&peer).map_err(BenchError::client("logging in"))?;
         let fetches = scenarios::read_latency(&mut session, &fetch_ids, largest_chars)?;
         session.quit().map_err(BenchError::client("logging out"))?;
@@ -189,8 +193,8 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             largest_chars,
             fetches,
         };
-        let parent = server.parent_memory()?;
-        server.stop();
+        let parent = server.memory()?;
+        stop(server);
         ((sessions, paced), rates, sends, parent)
     };
 
@@ -199,16 +203,15 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             "{} production-cost sessions",
             plan.production_sessions
         ));
-        let server =
-            ServerProcess::start(bin, &production.server_dir(), &log_path(production.root()))?;
-        let options = production.connect_options(USER, &server.addr())?;
+        let server = start_server(bin, &production)?;
+        let options = connect_options(&production, USER, &server.addr.to_string())?;
         let samples = scenarios::session_latency(
             &options,
             plan.warmup,
             plan.production_sessions,
             Duration::ZERO,
         )?;
-        server.stop();
+        stop(server);
         samples
     };
 
@@ -258,15 +261,15 @@ fn measure_mailbox(
     listings: usize,
     warmup: usize,
 ) -> Result<Mailbox, BenchError> {
-    let server = ServerProcess::start(bin, &deployment.server_dir(), &log_path(deployment.root()))?;
-    let options = deployment.connect_options(USER, &server.addr())?;
+    let server = start_server(bin, deployment)?;
+    let options = connect_options(deployment, USER, &server.addr.to_string())?;
     let mut session = Session::connect(&options).map_err(BenchError::client("logging in"))?;
     let (listing, ids) = scenarios::inbox_latency(&mut session, size, warmup, listings)?;
     // Let the child return to its idle wait before looking at it.
     std::thread::sleep(Duration::from_millis(200));
-    let child = server.session_memory()?;
+    let child = session_memory(&server)?;
     session.quit().map_err(BenchError::client("logging out"))?;
-    server.stop();
+    stop(server);
     Ok(Mailbox {
         size,
         listing,
@@ -296,9 +299,8 @@ fn measure_reads(
     let mut servers = Vec::new();
     let mut sessions = Vec::new();
     for deployment in deployments {
-        let server =
-            ServerProcess::start(bin, &deployment.server_dir(), &log_path(deployment.root()))?;
-        let options = deployment.connect_options(USER, &server.addr())?;
+        let server = start_server(bin, deployment)?;
+        let options = connect_options(deployment, USER, &server.addr.to_string())?;
         sessions.push(Session::connect(&options).map_err(BenchError::client("logging in"))?);
         servers.push(server);
     }
@@ -331,13 +333,44 @@ fn measure_reads(
         session.quit().map_err(BenchError::client("logging out"))?;
     }
     for server in servers {
-        server.stop();
+        stop(server);
     }
     for deployment in deployments {
         // Up to ~130 MB each; nothing later needs them.
         std::fs::remove_dir_all(deployment.root()).map_err(BenchError::io(deployment.root()))?;
     }
     Ok(())
+}
+
+/// The server on `deployment` as the benchmark runs it: at `RUST_LOG=warn`, so logging costs
+/// nothing in the figures, into `server.log` in the deployment, so a failure can be diagnosed.
+fn start_server(bin: &Path, deployment: &Deployment) -> Result<Server, BenchError> {
+    let config = ServerConfig {
+        rust_log: "warn".into(),
+        log_file: Some(deployment.root().join("server.log")),
+        ..ServerConfig::new(bin, &deployment.server_dir())
+    };
+    Ok(Server::launch(&config)?)
+}
+
+/// SIGTERM, then waits for the server (and so its sessions) to exit; SIGKILL if it takes longer
+/// than [`STOP_GRACE`].
+fn stop(server: Server) {
+    // A server that had to be killed has still stopped; nothing later depends on how.
+    let _ = server.terminate(STOP_GRACE);
+}
+
+/// Memory of the one session process that should be running now.
+fn session_memory(server: &Server) -> Result<Memory, BenchError> {
+    let server_pid = server.pid().as_raw();
+    match server.children().as_slice() {
+        [child] => Ok(procfs::memory(child.pid)?),
+        [] => Err(BenchError::NoSessionProcess { server_pid }),
+        many => Err(BenchError::Check(format!(
+            "expected one session process of server {server_pid}, found {}",
+            many.len()
+        ))),
+    }
 }
 
 fn context(settings: &Settings, dir: &Path) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! A frame-level client for attacking the real server: it runs the handshake one step at a
 //! time, records every frame in both directions, and lets a test alter bytes before they leave.
-//! With it each attack in the suites is a few lines.
+//! With it each attack in the suites is a few lines. Test code: it panics on anything it did not
+//! expect.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +15,7 @@ use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{decode, now_millis, SecureChannel};
 use ring::rand::SystemRandom;
 
-use super::Deployment;
+use crate::deployment::Deployment;
 
 /// A raw connection that keeps a record of the frames it moved.
 pub struct Wire {

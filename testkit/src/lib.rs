@@ -1,0 +1,48 @@
+//! forkmail's one test kit, shared by the suites in `tests/` and by `forkmail-bench`, so that
+//! neither carries a second copy of the set-up.
+//!
+//! - [`deployment`]: a throw-away deployment made by `forkmail_keygen::deploy::init`, its paths
+//!   and its users' passwords.
+//! - [`server`]: the real `forkmail-server` on `127.0.0.1:0`, its address read from its
+//!   `listening on` line, its log, SIGTERM and SIGKILL.
+//! - [`client`]: the real `forkmail` program, and where the workspace's binaries are.
+//! - [`procfs`]: children, state and memory of a process, from `/proc`.
+//! - [`wire`]: a frame-level client that runs the handshake step by step and can attack.
+//! - [`db`]: the only SQL outside the server and keygen, until `forkmail-store` owns it.
+//! - [`bench`]: the benchmark behind `forkmail-bench`.
+//!
+//! The helpers the tests call panic with a message on failure, as a test would; whatever the
+//! benchmark calls returns [`KitError`] instead.
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod client;
+pub mod db;
+pub mod deployment;
+pub mod error;
+pub mod procfs;
+pub mod server;
+pub mod wire;
+
+use std::time::{Duration, Instant};
+
+pub use client::{bin, bin_dir, ClientCmd};
+pub use db::{count_rows, integrity_ok};
+pub use deployment::{copy_tree, password, DeployOptions, Deployment};
+pub use error::KitError;
+pub use server::{Server, ServerConfig};
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

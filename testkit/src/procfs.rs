@@ -1,0 +1,107 @@
+//! Parentage, state and resident memory of processes, read from `/proc` (Linux only).
+//!
+//! The server forks one child per session, so "which children does it have, and are they
+//! zombies" is how the suites check that sessions end and are reaped, and how the benchmark finds
+//! the session process to measure.
+//!
+//! `VmRSS` is what a process holds in RAM now; `VmHWM` is the most it ever held. A forked child
+//! shares its untouched pages with the parent, and both figures count those shared pages in
+//! full, so they overstate what one more session really costs: they are an upper bound.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::error::KitError;
+
+/// A process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    pub pid: i32,
+    /// The state letter: `R` running, `S` sleeping, `Z` zombie (exited, not yet reaped)...
+    pub state: char,
+}
+
+impl Process {
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z'
+    }
+}
+
+/// The processes whose parent is `parent`, zombies included.
+pub fn children(parent: i32) -> Vec<Process> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let (state, ppid) = stat(pid)?;
+            (ppid == parent).then_some(Process { pid, state })
+        })
+        .collect()
+}
+
+/// The state letter of `pid`, or `None` if there is no such process (any more).
+pub fn state(pid: i32) -> Option<char> {
+    stat(pid).map(|(state, _)| state)
+}
+
+/// State and parent pid of `pid`. The command name in `stat` is in parentheses and may itself
+/// hold spaces or parentheses, so fields are counted after the last `)`: state, then ppid.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Memory of one process, in KiB as the kernel reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+}
+
+/// Reads `VmRSS` and `VmHWM` from `/proc/PID/status`.
+pub fn memory(pid: i32) -> Result<Memory, KitError> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status = fs::read_to_string(&path).map_err(KitError::io(&path))?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    match (field("VmRSS:"), field("VmHWM:")) {
+        (Some(rss_kib), Some(peak_kib)) => Ok(Memory { rss_kib, peak_kib }),
+        _ => Err(KitError::NoMemoryFigures { path }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_and_its_child() {
+        let me = std::process::id() as i32;
+        let memory = memory(me).unwrap();
+        assert!(memory.rss_kib > 0 && memory.peak_kib >= memory.rss_kib);
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let found = children(me).into_iter().find(|p| p.pid == pid);
+        assert!(found.is_some_and(|p| !p.is_zombie()), "{found:?}");
+        child.kill().unwrap();
+        // Killed but not yet reaped: a zombie.
+        assert!(crate::wait_until(
+            std::time::Duration::from_secs(5),
+            || state(pid) == Some('Z')
+        ));
+        child.wait().unwrap();
+        assert_eq!(state(pid), None);
+    }
+}

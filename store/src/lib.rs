@@ -12,6 +12,8 @@
 //! - [`postgres`]: for more than one host on one store. Connected only in the process that uses
 //!   it, after `fork` (its client runs a runtime that does not survive a fork).
 //!
+//! [`pgtest`] starts throw-away PostgreSQL clusters for those tests and the benchmark.
+//!
 //! The contract every implementation keeps:
 //! - a send stores the message and one delivery per recipient in one transaction, or nothing;
 //!   it is acknowledged only once committed durably;
@@ -31,6 +33,7 @@ use forkmail_protocol::messages::{Draft, Mail, MailSummary};
 mod error;
 pub mod location;
 mod migrations;
+pub mod pgtest;
 pub mod postgres;
 pub mod sqlite;
 

@@ -5,8 +5,8 @@
 //! inspection. Schema, migrations and every query live here and nowhere else, so a table change
 //! is one change in one crate, and a backend's error type never leaks past [`StoreError`].
 //!
-//! Two backends implement the trait with the same contract (`tests/contract.rs` runs one suite
-//! against both):
+//! Two backends implement the trait with the same contract (`tests/contract/` is one suite,
+//! run against both by `tests/sqlite.rs` and `tests/postgres.rs`):
 //! - [`sqlite`]: the embedded default, one file in the deployment's server directory. WAL,
 //!   `synchronous=FULL`, `BEGIN IMMEDIATE`; each forked child opens its own connection.
 //! - [`postgres`]: for more than one host on one store. Connected only in the process that uses

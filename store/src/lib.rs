@@ -5,12 +5,14 @@
 //! inspection. Schema, migrations and every query live here and nowhere else, so a table change
 //! is one change in one crate, and a backend's error type never leaks past [`StoreError`].
 //!
-//! Two backends implement the trait with the same contract (`tests/contract.rs` runs one suite
-//! against both):
+//! Two backends implement the trait with the same contract (`tests/contract/` is one suite,
+//! run against both by `tests/sqlite.rs` and `tests/postgres.rs`):
 //! - [`sqlite`]: the embedded default, one file in the deployment's server directory. WAL,
 //!   `synchronous=FULL`, `BEGIN IMMEDIATE`; each forked child opens its own connection.
 //! - [`postgres`]: for more than one host on one store. Connected only in the process that uses
 //!   it, after `fork` (its client runs a runtime that does not survive a fork).
+//!
+//! [`pgtest`] starts throw-away PostgreSQL clusters for those tests and the benchmark.
 //!
 //! The contract every implementation keeps:
 //! - a send stores the message and one delivery per recipient in one transaction, or nothing;
@@ -31,6 +33,7 @@ use forkmail_protocol::messages::{Draft, Mail, MailSummary};
 mod error;
 pub mod location;
 mod migrations;
+pub mod pgtest;
 pub mod postgres;
 pub mod sqlite;
 

@@ -149,6 +149,31 @@ INSERT INTO schema_migrations (version, name, applied_ms)
     },
 ];
 
+/// forkmail's invariants as counting queries that must all give 0, in SQL both backends run
+/// as it is (`check_integrity`).
+pub(crate) const INVARIANTS: [(&str, &str); 5] = [
+    (
+        "messages without a body",
+        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.message_id = m.id)",
+    ),
+    (
+        "messages without a delivery",
+        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
+    ),
+    (
+        "bodies without a message",
+        "SELECT count(*) FROM bodies b WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = b.message_id)",
+    ),
+    (
+        "deliveries without a message",
+        "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id)",
+    ),
+    (
+        "deliveries to unknown users",
+        "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = d.recipient)",
+    ),
+];
+
 /// The version this build reads and writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
 

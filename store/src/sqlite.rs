@@ -17,7 +17,7 @@ use std::time::Duration;
 use forkmail_protocol::messages::{Draft, Mail, MailSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::migrations::{self, CURRENT_VERSION, SQLITE_APPLICATION_ID, V1_TABLES};
+use crate::migrations::{self, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES};
 use crate::{
     Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword, UserRecord,
 };
@@ -680,30 +680,6 @@ impl Store for SqliteStore {
         }
     }
 }
-
-/// Counting queries that must all give 0 (the PostgreSQL backend runs the same ones).
-pub(crate) const INVARIANTS: [(&str, &str); 5] = [
-    (
-        "messages without a body",
-        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.message_id = m.id)",
-    ),
-    (
-        "messages without a delivery",
-        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
-    ),
-    (
-        "bodies without a message",
-        "SELECT count(*) FROM bodies b WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = b.message_id)",
-    ),
-    (
-        "deliveries without a message",
-        "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id)",
-    ),
-    (
-        "deliveries to unknown users",
-        "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = d.recipient)",
-    ),
-];
 
 #[cfg(test)]
 mod tests {

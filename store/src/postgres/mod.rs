@@ -1,0 +1,538 @@
+//! The PostgreSQL backend, for more than one host on one store.
+//!
+//! The same contract as [`crate::sqlite`], kept by PostgreSQL's own means where SQLite relies on
+//! `BEGIN IMMEDIATE` serialising every writer:
+//! - every write is one transaction at the default isolation (read committed), or one statement
+//!   where that suffices, committed with the default `synchronous_commit = on`, except
+//!   handshake nonces ([`PgStore::record_nonce`]);
+//! - races are settled by the database: `ON CONFLICT DO NOTHING` records a nonce once,
+//!   `ON CONFLICT ... DO UPDATE ... RETURNING` counts login failures, a row lock on the message
+//!   decides which of two recipients deleting at once is the last, identity columns hand out
+//!   ids that are never reused;
+//! - a serialization failure or deadlock runs the transaction again (a few times); a lost
+//!   connection is replaced once per call and the call run again, so a session outlives a
+//!   PostgreSQL restart between its requests. Only a loss *during* `COMMIT` is not retried:
+//!   whether it committed is unknown, and the error says so. (The single-statement writes,
+//!   marking read and clearing failures, are harmless to repeat.) Rows are decoded with
+//!   `try_get`, so a column of an unexpected type is an error, not a panic.
+//!
+//! Statements are prepared once per connection ([`connection::Statements`]); an inbox is read
+//! a page per query ([`PgStore::inbox`]), so 100,000 deliveries never sit in memory.
+//!
+//! No TLS (`NoTls`): connect over loopback, a unix socket or a private network; for anything
+//! else put a TLS tunnel (PgBouncer, stunnel) in front (docs/SCALING.md).
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use ::postgres::Config;
+use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+
+use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
+use self::schema::{Mode, Probe};
+use crate::location::PostgresUrl;
+use crate::migrations::{CURRENT_VERSION, INVARIANTS};
+use crate::{
+    Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword, UserRecord,
+};
+
+mod connection;
+mod passfile;
+mod queries;
+mod schema;
+
+/// How many times a transaction that hit a serialization failure or deadlock is run in all.
+const CONFLICT_ATTEMPTS: u32 = 5;
+
+/// A connection to one PostgreSQL store, at the current schema version.
+pub struct PgStore {
+    url: PostgresUrl,
+    config: Config,
+    /// `None` after the connection was found lost and not yet replaced.
+    conn: Option<Conn>,
+}
+
+/// How an operation failed, for [`PgStore::run`] to decide whether to run it again.
+enum Fail {
+    /// An answer of the contract (`NotFound`, `UnknownRecipient`, ...): returned as it is.
+    Store(StoreError),
+    /// Nothing was committed: may be run again on a new connection or after a conflict.
+    Pg(::postgres::Error),
+    /// A `COMMIT` failed: run again after a conflict (which PostgreSQL reports before
+    /// committing anything), never after a lost connection (it may have committed).
+    Unsure(::postgres::Error),
+}
+
+impl From<::postgres::Error> for Fail {
+    fn from(err: ::postgres::Error) -> Self {
+        Fail::Pg(err)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(err: StoreError) -> Self {
+        Fail::Store(err)
+    }
+}
+
+/// Opens an existing store at the current schema version (see [`crate::open`]).
+pub fn open(url: &PostgresUrl) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(PgStore::open(url)?))
+}
+
+/// Creates the schema in a database with no tables (see [`crate::create`]).
+pub fn create(url: &PostgresUrl) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(PgStore::create(url)?))
+}
+
+/// Applies every pending migration (see [`crate::migrate`]).
+pub fn migrate(url: &PostgresUrl) -> Result<Migrated, StoreError> {
+    let config = connection::config(url)?;
+    let mut conn = connect(url, &config)?;
+    // Refuse what is not ours before writing anything.
+    match schema::probe(&mut conn.client).map_err(|e| store_error(url, classify(&e), &e))? {
+        Probe::Version(v) if v <= CURRENT_VERSION => {}
+        probe => return Err(schema::refusal(describe(url), probe)),
+    }
+    schema::migrate(&mut conn.client, url, &describe(url), Mode::Migrate)
+}
+
+impl PgStore {
+    /// Connects to a store at [`CURRENT_VERSION`]; refuses anything else, writing nothing.
+    pub fn open(url: &PostgresUrl) -> Result<Self, StoreError> {
+        let config = connection::config(url)?;
+        let mut conn = connect(url, &config)?;
+        match schema::probe(&mut conn.client).map_err(|e| store_error(url, classify(&e), &e))? {
+            Probe::Version(CURRENT_VERSION) => {}
+            probe => return Err(schema::refusal(describe(url), probe)),
+        }
+        Ok(Self {
+            url: url.clone(),
+            config,
+            conn: Some(conn),
+        })
+    }
+
+    /// Gives a database with no tables the current schema, and keeps the connection.
+    pub fn create(url: &PostgresUrl) -> Result<Self, StoreError> {
+        let config = connection::config(url)?;
+        let mut conn = connect(url, &config)?;
+        schema::migrate(&mut conn.client, url, &describe(url), Mode::Create)?;
+        Ok(Self {
+            url: url.clone(),
+            config,
+            conn: Some(conn),
+        })
+    }
+
+    /// Runs `op` on the connection, replacing a lost connection once and re-running
+    /// transactions that lost a conflict, and turns what is left into a [`StoreError`].
+    fn run<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Conn) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let mut reconnected = false;
+        let mut attempts = 0;
+        loop {
+            let lost = self.conn.as_ref().map_or(true, |c| c.client.is_closed());
+            if lost {
+                if reconnected {
+                    return Err(StoreError::Unavailable(format!(
+                        "{}: the connection was lost again right after reconnecting",
+                        describe(&self.url)
+                    )));
+                }
+                self.conn = None;
+                self.conn = Some(connect(&self.url, &self.config)?);
+                reconnected = true;
+            }
+            let conn = self.conn.as_mut().expect("connected just above");
+            attempts += 1;
+            let (err, unsure) = match op(conn) {
+                Ok(value) => return Ok(value),
+                Err(Fail::Store(err)) => return Err(err),
+                Err(Fail::Pg(err)) => (err, false),
+                Err(Fail::Unsure(err)) => (err, true),
+            };
+            match classify(&err) {
+                // A conflict is reported before anything commits, even at COMMIT.
+                Class::Conflict if attempts < CONFLICT_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(2 * u64::from(attempts)));
+                }
+                Class::Lost if unsure => {
+                    self.conn = None;
+                    return Err(StoreError::Unavailable(format!(
+                        "{}: the connection was lost before the store confirmed the change, \
+                         which may or may not have been made: {}",
+                        describe(&self.url),
+                        connection::reason(&err)
+                    )));
+                }
+                Class::Lost if !reconnected => {
+                    tracing::info!(
+                        "{}: connection lost ({}); reconnecting",
+                        describe(&self.url),
+                        connection::reason(&err)
+                    );
+                    self.conn = None;
+                }
+                class => {
+                    if class == Class::Lost {
+                        self.conn = None;
+                    }
+                    return Err(store_error(&self.url, class, &err));
+                }
+            }
+        }
+    }
+}
+
+fn to_sql_id(id: u64) -> Result<i64, Fail> {
+    i64::try_from(id).map_err(|_| Fail::Store(StoreError::NotFound(id)))
+}
+
+/// The first of `names` that is no user, if any: one query for all of them.
+fn first_unknown(
+    statements: &mut Statements,
+    tx: &mut ::postgres::Transaction<'_>,
+    names: &[String],
+) -> Result<Option<String>, Fail> {
+    let statement = statements.get(tx, queries::FIRST_UNKNOWN)?;
+    match tx.query_opt(&statement, &[&names])? {
+        Some(row) => Ok(Some(row.try_get(0)?)),
+        None => Ok(None),
+    }
+}
+
+impl Store for PgStore {
+    fn location(&self) -> String {
+        describe(&self.url)
+    }
+
+    fn add_user(&mut self, user: &UserRecord, now_ms: u64) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let statement = conn.statements.get(&mut tx, queries::ADD_USER)?;
+            let added = tx.execute(
+                &statement,
+                &[
+                    &user.name,
+                    &user.password.kdf,
+                    &i64::from(user.password.iterations),
+                    &user.password.salt,
+                    &user.password.hash,
+                    &user.public_key,
+                    &(now_ms as i64),
+                ],
+            )?;
+            if added == 0 {
+                return Err(StoreError::UserExists(user.name.clone()).into());
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn find_user(&mut self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.run(|conn| {
+            let statement = conn.statements.get(&mut conn.client, queries::FIND_USER)?;
+            let Some(row) = conn.client.query_opt(&statement, &[&name])? else {
+                return Ok(None);
+            };
+            let iterations: i64 = row.try_get(1)?;
+            let iterations = u32::try_from(iterations).map_err(|_| {
+                StoreError::Corrupt(format!("user {name}: iteration count {iterations}"))
+            })?;
+            Ok(Some(UserRecord {
+                name: name.to_owned(),
+                password: StoredPassword {
+                    kdf: row.try_get(0)?,
+                    iterations,
+                    salt: row.try_get(2)?,
+                    hash: row.try_get(3)?,
+                },
+                public_key: row.try_get(4)?,
+            }))
+        })
+    }
+
+    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            if let Some(name) = first_unknown(&mut conn.statements, &mut tx, &draft.to)? {
+                return Err(StoreError::UnknownRecipient(name).into());
+            }
+            let statement = conn.statements.get(&mut tx, queries::SEND)?;
+            let id: i64 = tx
+                .query_one(
+                    &statement,
+                    &[
+                        &from,
+                        &draft.to.join(";"),
+                        &(now_ms as i64),
+                        &draft.title,
+                        &draft.body,
+                        &draft.to,
+                    ],
+                )?
+                .try_get(0)?;
+            tx.commit().map_err(Fail::Unsure)?;
+            Ok(id as u64)
+        })
+    }
+
+    /// One query per page, resuming after the last id handed out (keyset paging): each page
+    /// is an index range scan of `page_len` rows, the first arrives without the whole inbox
+    /// being sorted, nothing is held open between pages, and a connection lost mid-listing is
+    /// replaced without repeating a page.
+    fn inbox(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<MailSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let limit = i64::try_from(page_len.max(1)).unwrap_or(i64::MAX);
+        let mut after = i64::MIN;
+        loop {
+            let entries: Vec<MailSummary> = self.run(|conn| {
+                let statement = conn.statements.get(&mut conn.client, queries::INBOX_PAGE)?;
+                let rows = conn.client.query(&statement, &[&user, &after, &limit])?;
+                let entries = rows.iter().map(|row| {
+                    Ok(MailSummary {
+                        id: row.try_get::<_, i64>(0)? as u64,
+                        from: row.try_get(1)?,
+                        date_ms: row.try_get::<_, i64>(2)? as u64,
+                        title: row.try_get(3)?,
+                        read: row.try_get(4)?,
+                    })
+                });
+                Ok(entries.collect::<Result<_, ::postgres::Error>>()?)
+            })?;
+            let more = entries.len() as i64 == limit;
+            if let Some(last) = entries.last() {
+                after = last.id as i64;
+            }
+            if page(entries, more).is_break() || !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn read(&mut self, user: &str, id: u64) -> Result<Mail, StoreError> {
+        // One statement that marks the delivery read and returns the mail; running it twice
+        // is harmless, so a lost connection is simply retried.
+        self.run(|conn| {
+            let id_sql = to_sql_id(id)?;
+            let statement = conn.statements.get(&mut conn.client, queries::READ)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&user, &id_sql])?
+                .ok_or(Fail::Store(StoreError::NotFound(id)))?;
+            Ok(Mail {
+                id,
+                from: row.try_get(0)?,
+                to: row
+                    .try_get::<_, &str>(1)?
+                    .split(';')
+                    .map(str::to_owned)
+                    .collect(),
+                date_ms: row.try_get::<_, i64>(2)? as u64,
+                title: row.try_get(3)?,
+                body: row.try_get(4)?,
+            })
+        })
+    }
+
+    fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let id_sql = to_sql_id(id)?;
+            let mut tx = conn.client.transaction()?;
+            let statement = conn.statements.get(&mut tx, queries::DELETE_DELIVERY)?;
+            if tx.execute(&statement, &[&user, &id_sql])? == 0 {
+                return Err(StoreError::NotFound(id).into());
+            }
+            for sql in [queries::DELETE_ORPHAN_BODY, queries::DELETE_ORPHAN_MESSAGE] {
+                let statement = conn.statements.get(&mut tx, sql)?;
+                tx.execute(&statement, &[&id_sql])?;
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    /// Purges and records in one transaction; `ON CONFLICT DO NOTHING` on the primary key makes
+    /// the second of two sessions racing with one nonce wait for the first and insert nothing.
+    ///
+    /// `SET LOCAL synchronous_commit = off` for this transaction only: the commit returns
+    /// before the WAL reaches the disk. It is atomic and visible to every session at once and
+    /// survives the crash of any PostgreSQL process; an OS crash or power cut may lose the
+    /// last fraction of a second of nonces (at most `3 × wal_writer_delay`), with the same
+    /// consequence as on SQLite: such a hello still cannot complete a handshake without the
+    /// client's X25519 secret. The table itself is logged, so it survives a failover.
+    fn record_nonce(
+        &mut self,
+        nonce: &[u8],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_NONCES)?;
+            tx.execute(&purge, &[&(now_ms as i64)])?;
+            let record = conn.statements.get(&mut tx, queries::RECORD_NONCE)?;
+            let inserted = tx.execute(&record, &[&nonce, &(expires_at_ms as i64)])?;
+            tx.commit().map_err(Fail::Unsure)?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn login_failures(&mut self, user: &str) -> Result<Option<LoginFailures>, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::LOGIN_FAILURES)?;
+            let Some(row) = conn.client.query_opt(&statement, &[&user])? else {
+                return Ok(None);
+            };
+            Ok(Some(LoginFailures {
+                failures: row.try_get::<_, i32>(0)? as u32,
+                locked_until_ms: row.try_get::<_, i64>(1)? as u64,
+            }))
+        })
+    }
+
+    fn record_login_failure(
+        &mut self,
+        user: &str,
+        now_ms: u64,
+        lock_for: &dyn Fn(u32) -> u64,
+    ) -> Result<LoginFailures, StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let count = conn.statements.get(&mut tx, queries::COUNT_FAILURE)?;
+            let failures: i32 = tx
+                .query_one(&count, &[&user, &(now_ms as i64)])?
+                .try_get(0)?;
+            let failures = failures as u32;
+            let locked_until_ms = now_ms.saturating_add(lock_for(failures));
+            let lock = conn.statements.get(&mut tx, queries::SET_LOCK)?;
+            tx.execute(&lock, &[&user, &(locked_until_ms as i64)])?;
+            tx.commit().map_err(Fail::Unsure)?;
+            Ok(LoginFailures {
+                failures,
+                locked_until_ms,
+            })
+        })
+    }
+
+    fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::CLEAR_FAILURES)?;
+            conn.client.execute(&statement, &[&user])?;
+            Ok(())
+        })
+    }
+
+    fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError> {
+        // The iterator can be consumed only once, so a failure is never retried here.
+        if self.conn.as_ref().map_or(true, |c| c.client.is_closed()) {
+            self.conn = None;
+            self.conn = Some(connect(&self.url, &self.config)?);
+        }
+        let conn = self.conn.as_mut().expect("connected just above");
+        match queries::import(conn, mails) {
+            Ok(stored) => Ok(stored),
+            Err(Fail::Store(err)) => Err(err),
+            Err(Fail::Pg(err) | Fail::Unsure(err)) => {
+                let class = classify(&err);
+                if class == Class::Lost {
+                    self.conn = None;
+                }
+                Err(store_error(&self.url, class, &err))
+            }
+        }
+    }
+
+    fn counts(&mut self) -> Result<Counts, StoreError> {
+        self.run(|conn| {
+            let row = conn.client.query_one(queries::COUNTS, &[])?;
+            let n = |i: usize| row.try_get::<_, i64>(i).map(|n| n as u64);
+            Ok(Counts {
+                users: n(0)?,
+                messages: n(1)?,
+                bodies: n(2)?,
+                deliveries: n(3)?,
+                seen_nonces: n(4)?,
+                login_failures: n(5)?,
+            })
+        })
+    }
+
+    fn check_integrity(&mut self) -> Result<(), StoreError> {
+        let broken = self.run(|conn| {
+            let mut broken = Vec::new();
+            for (what, sql) in INVARIANTS {
+                let n: i64 = conn.client.query_one(sql, &[])?.try_get(0)?;
+                if n != 0 {
+                    broken.push(format!("{n} {what}"));
+                }
+            }
+            Ok(broken)
+        })?;
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "{}: {}",
+                describe(&self.url),
+                broken.join(", ")
+            )))
+        }
+    }
+
+    fn schema_version(&mut self) -> Result<u32, StoreError> {
+        let location = describe(&self.url);
+        match self.run(|conn| Ok(schema::probe(&mut conn.client)?))? {
+            Probe::Version(v) => Ok(v),
+            other => Err(schema::refusal(location, other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgtest::Cluster;
+    use crate::StoreLocation;
+
+    #[test]
+    fn only_nonces_skip_the_synchronous_commit() {
+        let cluster = match Cluster::start() {
+            Ok(cluster) => cluster,
+            Err(skip) => return eprintln!("skipped: {skip}"),
+        };
+        let StoreLocation::Postgres(url) = cluster.create_database("settings") else {
+            unreachable!("pgtest makes PostgreSQL locations")
+        };
+        let mut store = PgStore::create(&url).unwrap();
+        assert!(store.record_nonce(b"n", 0, 10).unwrap());
+        let client = &mut store.conn.as_mut().unwrap().client;
+        let setting: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            setting, "on",
+            "SET LOCAL must end with the nonce's transaction"
+        );
+        let logged: String = client
+            .query_one(
+                "SELECT relpersistence::text FROM pg_class WHERE relname = 'seen_nonces'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(logged, "p", "the nonce table is an ordinary logged table");
+    }
+}

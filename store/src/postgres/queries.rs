@@ -1,0 +1,163 @@
+//! The backend's SQL, one constant per statement (each prepared once per connection), and the
+//! bulk import, which needs more than one statement per chunk.
+
+use std::collections::HashSet;
+
+use super::connection::Conn;
+use super::{first_unknown, Fail};
+use crate::{ImportedMail, StoreError};
+
+/// The first name in `$1` that is no user, in the array's order.
+pub(super) const FIRST_UNKNOWN: &str = "
+SELECT r.name FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i)
+WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = r.name)
+ORDER BY r.i LIMIT 1";
+
+pub(super) const ADD_USER: &str = "
+INSERT INTO users (name, kdf, iterations, salt, hash, public_key, created_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (name) DO NOTHING";
+
+pub(super) const FIND_USER: &str =
+    "SELECT kdf, iterations, salt, hash, public_key FROM users WHERE name = $1";
+
+/// The message, its body and one delivery per recipient in one statement (one round trip);
+/// the foreign keys are checked at its end, when all three rows exist.
+pub(super) const SEND: &str = "
+WITH m AS (
+    INSERT INTO messages (sender, recipients, sent_ms, title)
+    VALUES ($1::text, $2::text, $3::bigint, $4::text) RETURNING id
+), b AS (
+    INSERT INTO bodies (message_id, body) SELECT id, $5::text FROM m
+), d AS (
+    INSERT INTO deliveries (recipient, message_id) SELECT r, m.id FROM m, unnest($6::text[]) AS r
+)
+SELECT id FROM m";
+
+/// One page of an inbox, after id `$2`: a range of the deliveries primary key.
+pub(super) const INBOX_PAGE: &str = "
+SELECT d.message_id, m.sender, m.sent_ms, m.title, d.read
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.recipient = $1 AND d.message_id > $2
+ORDER BY d.message_id LIMIT $3";
+
+/// Marks the delivery read and returns the mail as it is (the update's own snapshot).
+pub(super) const READ: &str = "
+WITH mark AS (
+    UPDATE deliveries SET read = TRUE WHERE recipient = $1 AND message_id = $2 AND NOT read
+)
+SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body
+FROM deliveries d
+JOIN messages m ON m.id = d.message_id
+JOIN bodies b ON b.message_id = d.message_id
+WHERE d.recipient = $1 AND d.message_id = $2";
+
+/// Locks the message first (`FOR UPDATE`), so that of two recipients deleting at once the
+/// second waits, then sees the first's delivery gone and removes the message.
+pub(super) const DELETE_DELIVERY: &str = "
+DELETE FROM deliveries
+WHERE recipient = $1 AND message_id = (SELECT id FROM messages WHERE id = $2 FOR UPDATE)";
+
+pub(super) const DELETE_ORPHAN_BODY: &str = "
+DELETE FROM bodies
+WHERE message_id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1)";
+
+pub(super) const DELETE_ORPHAN_MESSAGE: &str = "
+DELETE FROM messages
+WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1)";
+
+pub(super) const PURGE_NONCES: &str = "DELETE FROM seen_nonces WHERE expires_ms < $1";
+
+pub(super) const RECORD_NONCE: &str = "
+INSERT INTO seen_nonces (nonce, expires_ms) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING";
+
+pub(super) const LOGIN_FAILURES: &str =
+    "SELECT failures, locked_until_ms FROM login_failures WHERE username = $1";
+
+/// Atomic across sessions: a concurrent increment waits for the row lock, then adds to the
+/// committed count.
+pub(super) const COUNT_FAILURE: &str = "
+INSERT INTO login_failures (username, failures, last_ms, locked_until_ms) VALUES ($1, 1, $2, 0)
+ON CONFLICT (username) DO UPDATE
+    SET failures = login_failures.failures + 1, last_ms = EXCLUDED.last_ms
+RETURNING failures";
+
+pub(super) const SET_LOCK: &str =
+    "UPDATE login_failures SET locked_until_ms = $2 WHERE username = $1";
+
+pub(super) const CLEAR_FAILURES: &str = "DELETE FROM login_failures WHERE username = $1";
+
+pub(super) const COUNTS: &str = "
+SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM messages),
+       (SELECT count(*) FROM bodies), (SELECT count(*) FROM deliveries),
+       (SELECT count(*) FROM seen_nonces), (SELECT count(*) FROM login_failures)";
+
+/// Mails per round of the import: four statements per round instead of three per mail.
+const IMPORT_CHUNK: usize = 1000;
+
+/// Ids for a chunk, drawn from the identity column's sequence as `send` draws them.
+const IMPORT_IDS: &str =
+    "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)";
+
+const IMPORT_MESSAGES: &str = "
+INSERT INTO messages (id, sender, recipients, sent_ms, title) OVERRIDING SYSTEM VALUE
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])";
+
+const IMPORT_BODIES: &str = "
+INSERT INTO bodies (message_id, body) SELECT * FROM unnest($1::bigint[], $2::text[])";
+
+const IMPORT_DELIVERIES: &str = "
+INSERT INTO deliveries (recipient, message_id) SELECT * FROM unnest($1::text[], $2::bigint[])";
+
+/// Stores every mail in one transaction, [`IMPORT_CHUNK`] at a time, checking each recipient
+/// once; the first unknown one (in the mails' order) fails the whole import.
+pub(super) fn import(
+    conn: &mut Conn,
+    mails: &mut dyn Iterator<Item = ImportedMail>,
+) -> Result<u64, Fail> {
+    let mut tx = conn.client.transaction()?;
+    let statements = &mut conn.statements;
+    let mut known = HashSet::new();
+    let mut stored = 0;
+    loop {
+        let chunk: Vec<ImportedMail> = (&mut *mails).take(IMPORT_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let mut new_names = Vec::new();
+        for name in chunk.iter().flat_map(|m| &m.draft.to) {
+            if known.insert(name.clone()) {
+                new_names.push(name.clone());
+            }
+        }
+        if let Some(name) = first_unknown(statements, &mut tx, &new_names)? {
+            return Err(StoreError::UnknownRecipient(name).into());
+        }
+        let ids_statement = statements.get(&mut tx, IMPORT_IDS)?;
+        let mut ids = tx
+            .query(&ids_statement, &[&(chunk.len() as i32)])?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<i64>, _>>()?;
+        ids.sort_unstable();
+        let senders: Vec<&str> = chunk.iter().map(|m| m.from.as_str()).collect();
+        let recipients: Vec<String> = chunk.iter().map(|m| m.draft.to.join(";")).collect();
+        let sent: Vec<i64> = chunk.iter().map(|m| m.sent_ms as i64).collect();
+        let titles: Vec<&str> = chunk.iter().map(|m| m.draft.title.as_str()).collect();
+        let bodies: Vec<&str> = chunk.iter().map(|m| m.draft.body.as_str()).collect();
+        let (to, to_ids): (Vec<&str>, Vec<i64>) = chunk
+            .iter()
+            .zip(&ids)
+            .flat_map(|(m, &id)| m.draft.to.iter().map(move |name| (name.as_str(), id)))
+            .unzip();
+        let insert = statements.get(&mut tx, IMPORT_MESSAGES)?;
+        tx.execute(&insert, &[&ids, &senders, &recipients, &sent, &titles])?;
+        let insert = statements.get(&mut tx, IMPORT_BODIES)?;
+        tx.execute(&insert, &[&ids, &bodies])?;
+        let insert = statements.get(&mut tx, IMPORT_DELIVERIES)?;
+        tx.execute(&insert, &[&to, &to_ids])?;
+        stored += chunk.len() as u64;
+    }
+    tx.commit().map_err(Fail::Unsure)?;
+    Ok(stored)
+}

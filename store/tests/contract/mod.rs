@@ -1,0 +1,637 @@
+//! The store's contract, written once and run against every backend (`tests/sqlite.rs`,
+//! `tests/postgres.rs`): each behaviour is a function of a [`Backend`], which makes fresh
+//! locations and tampers with them behind the store's back (a newer version, a foreign table,
+//! a deleted body). Only these tests write SQL outside `store/src`.
+//!
+//! Add a behaviour by writing its function and naming it in [`for_each_behaviour!`]; both
+//! backends then run it.
+
+use std::cell::RefCell;
+use std::ops::ControlFlow;
+use std::sync::Barrier;
+
+use forkmail_protocol::messages::{Draft, MailSummary};
+use forkmail_store::{
+    Counts, ImportedMail, Store, StoreError, StoreLocation, StoredPassword, UserRecord,
+    CURRENT_VERSION,
+};
+
+/// Invokes `$m! { name, ... }` with every behaviour below: the one list both backends use.
+macro_rules! for_each_behaviour {
+    ($m:ident) => {
+        $m! {
+            send_is_all_or_nothing,
+            send_gives_each_recipient_one_delivery,
+            delete_is_per_recipient_and_the_last_takes_the_message,
+            recipients_deleting_at_once_leave_no_orphan,
+            ids_increase_and_are_never_reused,
+            read_marks_read_only_for_that_reader,
+            other_users_messages_and_impossible_ids_are_not_found,
+            inbox_pages_by_page_len_and_stops_on_break,
+            a_replayed_nonce_is_refused,
+            expired_nonces_are_purged,
+            racing_sessions_record_a_nonce_once,
+            login_failures_count_lock_and_clear,
+            racing_login_failures_all_count,
+            a_taken_user_name_is_refused,
+            find_user_round_trips,
+            import_is_all_or_nothing,
+            check_integrity_passes_when_healthy_and_names_a_broken_invariant,
+            create_gives_the_current_version,
+            create_refuses_an_existing_store,
+            migrate_is_idempotent,
+            a_v1_store_needs_migrating_and_migrates,
+            two_migrators_apply_each_migration_once,
+            a_newer_store_is_refused_with_both_versions,
+            an_empty_database_is_refused,
+            a_foreign_database_is_refused,
+        }
+    };
+}
+
+/// What the suite needs of a backend besides the store itself.
+pub trait Backend: Sync {
+    /// A location with no store yet: where `create` succeeds.
+    fn fresh(&self) -> StoreLocation;
+    /// Runs SQL (one or more statements) on the location directly, bypassing the store.
+    fn exec(&self, at: &StoreLocation, sql: &str);
+    /// The first column of every row of `sql`, as integers.
+    fn query_ints(&self, at: &StoreLocation, sql: &str) -> Vec<i64>;
+    /// Makes the location an empty database: a 0-byte file, a database with no tables.
+    fn make_empty(&self, at: &StoreLocation);
+    /// Makes the location a store at schema version 1, as release 0.1.0 left it.
+    fn make_v1(&self, at: &StoreLocation);
+    /// Marks a current store as migrated by a newer build to `version`.
+    fn mark_version(&self, at: &StoreLocation, version: u32);
+}
+
+pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+pub fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.to_owned(),
+        password: StoredPassword {
+            kdf: "pbkdf2-sha512".into(),
+            iterations: 600_000,
+            salt: format!("salt of {name}").into_bytes(),
+            hash: vec![0xA5; 64],
+        },
+        public_key: format!("key of {name}").into_bytes(),
+    }
+}
+
+pub fn draft(to: &[&str], title: &str) -> Draft {
+    Draft {
+        to: to.iter().map(|s| s.to_string()).collect(),
+        title: title.to_owned(),
+        body: format!("body of {title}"),
+    }
+}
+
+/// A new store with [`USERS`] in it.
+pub fn store_with_users(b: &dyn Backend) -> (StoreLocation, Box<dyn Store>) {
+    let at = b.fresh();
+    let mut store = forkmail_store::create(&at).expect("create");
+    for name in USERS {
+        store.add_user(&user(name), 1).expect("add_user");
+    }
+    (at, store)
+}
+
+/// Every page the inbox hands out, as (ids, more).
+pub fn pages(store: &mut dyn Store, who: &str, page_len: usize) -> Vec<(Vec<u64>, bool)> {
+    let mut seen = Vec::new();
+    store
+        .inbox(who, page_len, &mut |entries, more| {
+            seen.push((entries.iter().map(|e| e.id).collect(), more));
+            ControlFlow::Continue(())
+        })
+        .expect("inbox");
+    seen
+}
+
+pub fn inbox(store: &mut dyn Store, who: &str) -> Vec<MailSummary> {
+    let mut all = Vec::new();
+    store
+        .inbox(who, 1000, &mut |entries, _| {
+            all.extend(entries);
+            ControlFlow::Continue(())
+        })
+        .expect("inbox");
+    all
+}
+
+fn mail_counts(c: Counts) -> (u64, u64, u64) {
+    (c.messages, c.bodies, c.deliveries)
+}
+
+pub fn send_is_all_or_nothing(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let err = store
+        .send("alice", &draft(&["bob", "nobody", "carol"], "t"), 10)
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnknownRecipient(n) if n == "nobody"),
+        "{err:?}"
+    );
+    assert_eq!(mail_counts(store.counts().unwrap()), (0, 0, 0));
+    assert!(inbox(&mut *store, "bob").is_empty());
+}
+
+pub fn send_gives_each_recipient_one_delivery(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let id = store
+        .send("alice", &draft(&["bob", "carol"], "hello"), 10)
+        .unwrap();
+    for who in ["bob", "carol"] {
+        let entries = inbox(&mut *store, who);
+        assert_eq!(entries.len(), 1, "{who}");
+        assert_eq!(
+            (entries[0].id, entries[0].from.as_str(), entries[0].date_ms),
+            (id, "alice", 10)
+        );
+        assert_eq!(
+            (entries[0].title.as_str(), entries[0].read),
+            ("hello", false)
+        );
+    }
+    assert!(inbox(&mut *store, "alice").is_empty());
+    assert_eq!(mail_counts(store.counts().unwrap()), (1, 1, 2));
+    let mail = store.read("carol", id).unwrap();
+    assert_eq!(mail.to, ["bob", "carol"]);
+    assert_eq!(mail.body, "body of hello");
+}
+
+pub fn delete_is_per_recipient_and_the_last_takes_the_message(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let id = store
+        .send("alice", &draft(&["bob", "carol"], "both"), 10)
+        .unwrap();
+    store.delete("bob", id).unwrap();
+    assert!(matches!(store.read("bob", id), Err(StoreError::NotFound(n)) if n == id));
+    assert_eq!(store.read("carol", id).unwrap().title, "both");
+    assert_eq!(mail_counts(store.counts().unwrap()), (1, 1, 1));
+    store.delete("carol", id).unwrap();
+    assert_eq!(mail_counts(store.counts().unwrap()), (0, 0, 0));
+    assert!(matches!(
+        store.delete("carol", id),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Two recipients deleting their copies of the same messages at once: whichever is last
+/// removes the message, so nothing is left behind.
+pub fn recipients_deleting_at_once_leave_no_orphan(b: &dyn Backend) {
+    const MESSAGES: usize = 50;
+    let (at, mut store) = store_with_users(b);
+    let ids: Vec<u64> = (0..MESSAGES)
+        .map(|i| {
+            store
+                .send("alice", &draft(&["bob", "carol"], &format!("d{i}")), 10)
+                .unwrap()
+        })
+        .collect();
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        for who in ["bob", "carol"] {
+            let (ids, barrier, at) = (&ids, &barrier, &at);
+            s.spawn(move || {
+                let mut store = forkmail_store::open(at).expect("open");
+                for &id in ids {
+                    barrier.wait();
+                    store.delete(who, id).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(mail_counts(store.counts().unwrap()), (0, 0, 0));
+    store.check_integrity().unwrap();
+}
+
+pub fn ids_increase_and_are_never_reused(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let ids: Vec<u64> = (0..3)
+        .map(|i| {
+            store
+                .send("alice", &draft(&["bob"], &format!("m{i}")), 10)
+                .unwrap()
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    store.delete("bob", ids[2]).unwrap();
+    let next = store.send("alice", &draft(&["bob"], "m3"), 10).unwrap();
+    assert!(next > ids[2], "id {next} after deleting {}", ids[2]);
+    assert_eq!(store.read("bob", ids[1]).unwrap().title, "m1");
+}
+
+pub fn read_marks_read_only_for_that_reader(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let id = store
+        .send("alice", &draft(&["bob", "carol"], "r"), 10)
+        .unwrap();
+    store.read("bob", id).unwrap();
+    assert!(inbox(&mut *store, "bob")[0].read);
+    assert!(!inbox(&mut *store, "carol")[0].read);
+    store.read("bob", id).unwrap();
+    assert!(
+        inbox(&mut *store, "bob")[0].read,
+        "reading again keeps it read"
+    );
+}
+
+pub fn other_users_messages_and_impossible_ids_are_not_found(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let id = store
+        .send("alice", &draft(&["bob"], "private"), 10)
+        .unwrap();
+    for who in ["carol", "alice"] {
+        assert!(matches!(store.read(who, id), Err(StoreError::NotFound(n)) if n == id));
+        assert!(matches!(store.delete(who, id), Err(StoreError::NotFound(n)) if n == id));
+    }
+    for huge in [i64::MAX as u64 + 1, u64::MAX] {
+        assert!(matches!(store.read("bob", huge), Err(StoreError::NotFound(n)) if n == huge));
+        assert!(matches!(store.delete("bob", huge), Err(StoreError::NotFound(n)) if n == huge));
+    }
+    assert!(matches!(
+        store.read("bob", id + 1),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.read("bob", id).unwrap().title, "private");
+}
+
+pub fn inbox_pages_by_page_len_and_stops_on_break(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let ids: Vec<u64> = (0..5)
+        .map(|i| {
+            store
+                .send("alice", &draft(&["bob"], &format!("p{i}")), 10)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        pages(&mut *store, "bob", 2),
+        [
+            (ids[0..2].to_vec(), true),
+            (ids[2..4].to_vec(), true),
+            (ids[4..5].to_vec(), false)
+        ]
+    );
+    assert_eq!(
+        pages(&mut *store, "bob", 5),
+        [(ids.clone(), true), (vec![], false)],
+        "a full last page is followed by an empty final one"
+    );
+    assert_eq!(pages(&mut *store, "bob", 6), [(ids.clone(), false)]);
+    assert_eq!(
+        pages(&mut *store, "carol", 2),
+        [(vec![], false)],
+        "an empty inbox still gets its final call"
+    );
+    let mut calls = 0;
+    store
+        .inbox("bob", 2, &mut |_, _| {
+            calls += 1;
+            ControlFlow::Break(())
+        })
+        .unwrap();
+    assert_eq!(calls, 1, "Break stops the listing");
+    // The store is usable after a listing stopped early.
+    assert_eq!(inbox(&mut *store, "bob").len(), 5);
+}
+
+pub fn a_replayed_nonce_is_refused(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    assert!(store.record_nonce(b"nonce-1", 100, 10_000).unwrap());
+    assert!(!store.record_nonce(b"nonce-1", 200, 10_000).unwrap());
+    assert!(store.record_nonce(b"nonce-2", 200, 10_000).unwrap());
+    assert_eq!(store.counts().unwrap().seen_nonces, 2);
+}
+
+pub fn expired_nonces_are_purged(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    assert!(store.record_nonce(b"old", 0, 1_000).unwrap());
+    assert!(store.record_nonce(b"kept", 0, 5_000).unwrap());
+    assert!(store.record_nonce(b"new", 2_000, 9_000).unwrap());
+    assert_eq!(store.counts().unwrap().seen_nonces, 2, "old is purged");
+    assert!(
+        store.record_nonce(b"old", 2_000, 9_000).unwrap(),
+        "an expired nonce is forgotten"
+    );
+    assert!(!store.record_nonce(b"kept", 2_000, 9_000).unwrap());
+}
+
+/// Two connections, two threads, one nonce per round: exactly one of them records it.
+pub fn racing_sessions_record_a_nonce_once(b: &dyn Backend) {
+    const ROUNDS: usize = 100;
+    let (at, _store) = store_with_users(b);
+    let barrier = Barrier::new(2);
+    let wins: Vec<Vec<bool>> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut store = forkmail_store::open(&at).expect("open");
+                    (0..ROUNDS)
+                        .map(|round| {
+                            barrier.wait();
+                            let nonce = format!("nonce {round}");
+                            store.record_nonce(nonce.as_bytes(), 1, 1_000_000).unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (round, (a, b)) in wins[0].iter().zip(&wins[1]).enumerate() {
+        assert!(a ^ b, "round {round}: {a} and {b}");
+    }
+    assert_eq!(wins[0].len(), ROUNDS);
+}
+
+pub fn login_failures_count_lock_and_clear(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    assert_eq!(store.login_failures("bob").unwrap(), None);
+    let asked = RefCell::new(Vec::new());
+    let lock_for = |n: u32| {
+        asked.borrow_mut().push(n);
+        u64::from(n) * 1_000
+    };
+    for n in 1..=3u32 {
+        let f = store
+            .record_login_failure("bob", 50_000, &lock_for)
+            .unwrap();
+        assert_eq!(
+            (f.failures, f.locked_until_ms),
+            (n, 50_000 + u64::from(n) * 1_000)
+        );
+        assert_eq!(store.login_failures("bob").unwrap(), Some(f));
+    }
+    assert_eq!(*asked.borrow(), [1, 2, 3], "lock_for gets the new count");
+    assert_eq!(store.login_failures("carol").unwrap(), None, "per user");
+    store.clear_login_failures("bob").unwrap();
+    assert_eq!(store.login_failures("bob").unwrap(), None);
+    let f = store.record_login_failure("bob", 60_000, &|_| 0).unwrap();
+    assert_eq!(f.failures, 1, "counting starts again after a clear");
+}
+
+/// Two connections counting failures for one user at once lose no increment.
+pub fn racing_login_failures_all_count(b: &dyn Backend) {
+    const EACH: u32 = 50;
+    let (at, mut store) = store_with_users(b);
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut store = forkmail_store::open(&at).expect("open");
+                barrier.wait();
+                for _ in 0..EACH {
+                    store.record_login_failure("bob", 1, &|_| 0).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        store.login_failures("bob").unwrap().map(|f| f.failures),
+        Some(2 * EACH)
+    );
+}
+
+pub fn a_taken_user_name_is_refused(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let mut impostor = user("alice");
+    impostor.public_key = b"another key".to_vec();
+    let err = store.add_user(&impostor, 2).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UserExists(n) if n == "alice"),
+        "{err:?}"
+    );
+    assert_eq!(store.find_user("alice").unwrap(), Some(user("alice")));
+    assert_eq!(store.counts().unwrap().users, 3);
+}
+
+pub fn find_user_round_trips(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let mut dave = user("dave");
+    dave.password.iterations = u32::MAX;
+    dave.password.salt = (0..=255).collect();
+    store.add_user(&dave, 5).unwrap();
+    assert_eq!(store.find_user("dave").unwrap(), Some(dave));
+    assert_eq!(store.find_user("bob").unwrap(), Some(user("bob")));
+    assert_eq!(store.find_user("nobody").unwrap(), None);
+}
+
+pub fn import_is_all_or_nothing(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let sent = store.send("alice", &draft(&["bob"], "before"), 10).unwrap();
+    let mail = |to: &[&str], i: usize| ImportedMail {
+        from: "carol".into(),
+        sent_ms: 100 + i as u64,
+        draft: draft(to, &format!("imported {i}")),
+    };
+    let mut bad = (0..3).map(|i| {
+        if i == 2 {
+            mail(&["bob", "nobody"], i)
+        } else {
+            mail(&["bob"], i)
+        }
+    });
+    let err = store.import(&mut bad).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnknownRecipient(n) if n == "nobody"),
+        "{err:?}"
+    );
+    assert_eq!(
+        mail_counts(store.counts().unwrap()),
+        (1, 1, 1),
+        "nothing imported"
+    );
+    let mut good = (0..3).map(|i| mail(&["bob", "alice"], i));
+    assert_eq!(store.import(&mut good).unwrap(), 3);
+    assert_eq!(mail_counts(store.counts().unwrap()), (4, 4, 7));
+    let listed = inbox(&mut *store, "bob");
+    let ids: Vec<u64> = listed.iter().map(|e| e.id).collect();
+    assert_eq!(ids[0], sent);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let titles: Vec<&str> = listed.iter().map(|e| e.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        ["before", "imported 0", "imported 1", "imported 2"],
+        "ids follow the import's order"
+    );
+    let read = store.read("alice", ids[2]).unwrap();
+    assert_eq!((read.from.as_str(), read.date_ms), ("carol", 101));
+    assert_eq!(read.to, ["bob", "alice"]);
+    let next = store.send("alice", &draft(&["bob"], "after"), 10).unwrap();
+    assert!(next > ids[3], "send continues after the imported ids");
+}
+
+pub fn check_integrity_passes_when_healthy_and_names_a_broken_invariant(b: &dyn Backend) {
+    let (at, mut store) = store_with_users(b);
+    let a = store
+        .send("alice", &draft(&["bob", "carol"], "a"), 10)
+        .unwrap();
+    store.send("alice", &draft(&["bob"], "b"), 10).unwrap();
+    store.delete("bob", a).unwrap();
+    store.check_integrity().unwrap();
+    b.exec(&at, "DELETE FROM bodies");
+    let err = store.check_integrity().unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("2 messages without a body")),
+        "{err}"
+    );
+}
+
+pub fn create_gives_the_current_version(b: &dyn Backend) {
+    let (at, mut store) = store_with_users(b);
+    assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
+    let recorded = b.query_ints(
+        &at,
+        "SELECT version FROM schema_migrations ORDER BY version",
+    );
+    let every: Vec<i64> = (1..=i64::from(CURRENT_VERSION)).collect();
+    assert_eq!(recorded, every);
+    drop(store);
+    assert_eq!(
+        forkmail_store::open(&at).unwrap().schema_version().unwrap(),
+        CURRENT_VERSION
+    );
+}
+
+pub fn create_refuses_an_existing_store(b: &dyn Backend) {
+    let (at, mut store) = store_with_users(b);
+    store.send("alice", &draft(&["bob"], "kept"), 10).unwrap();
+    let err = forkmail_store::create(&at).err().expect("create refuses");
+    assert!(matches!(err, StoreError::Exists(_)), "{err:?}");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(store.counts().unwrap().messages, 1);
+}
+
+pub fn migrate_is_idempotent(b: &dyn Backend) {
+    let (at, _store) = store_with_users(b);
+    for _ in 0..2 {
+        let m = forkmail_store::migrate(&at).unwrap();
+        assert_eq!((m.from, m.to), (CURRENT_VERSION, CURRENT_VERSION));
+    }
+    let recorded = b.query_ints(&at, "SELECT count(*) FROM schema_migrations");
+    assert_eq!(recorded, [i64::from(CURRENT_VERSION)]);
+}
+
+pub fn a_v1_store_needs_migrating_and_migrates(b: &dyn Backend) {
+    let at = b.fresh();
+    b.make_v1(&at);
+    let err = forkmail_store::open(&at).err().expect("open refuses v1");
+    assert!(
+        matches!(err, StoreError::NeedsMigration { found: 1, needed, .. } if needed == CURRENT_VERSION),
+        "{err:?}"
+    );
+    let m = forkmail_store::migrate(&at).unwrap();
+    assert_eq!((m.from, m.to), (1, CURRENT_VERSION));
+    let mut store = forkmail_store::open(&at).unwrap();
+    assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
+    store.add_user(&user("bob"), 1).unwrap();
+    store.send("bob", &draft(&["bob"], "works"), 1).unwrap();
+}
+
+/// Two servers starting together on an old store: both succeed, each migration once.
+pub fn two_migrators_apply_each_migration_once(b: &dyn Backend) {
+    let at = b.fresh();
+    b.make_v1(&at);
+    let barrier = Barrier::new(2);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let migrators: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    forkmail_store::migrate(&at)
+                })
+            })
+            .collect();
+        migrators.into_iter().map(|m| m.join().unwrap()).collect()
+    });
+    let mut froms = Vec::new();
+    for result in results {
+        let m = result.expect("both migrators succeed");
+        assert_eq!(m.to, CURRENT_VERSION);
+        froms.push(m.from);
+    }
+    froms.sort();
+    assert_eq!(
+        froms,
+        [1, CURRENT_VERSION],
+        "one migrated, the other found it done"
+    );
+    let recorded = b.query_ints(
+        &at,
+        "SELECT version FROM schema_migrations ORDER BY version",
+    );
+    let every: Vec<i64> = (1..=i64::from(CURRENT_VERSION)).collect();
+    assert_eq!(recorded, every, "exactly one row per version");
+}
+
+pub fn a_newer_store_is_refused_with_both_versions(b: &dyn Backend) {
+    let (at, store) = store_with_users(b);
+    drop(store);
+    let newer = CURRENT_VERSION + 1;
+    b.mark_version(&at, newer);
+    for err in [
+        forkmail_store::open(&at).err().expect("open refuses"),
+        forkmail_store::migrate(&at).expect_err("migrate refuses"),
+    ] {
+        assert!(
+            matches!(err, StoreError::TooNew { found, supported, .. }
+                if found == newer && supported == CURRENT_VERSION),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("schema version {newer}"))
+                && text.contains(&format!("supports ({CURRENT_VERSION})")),
+            "{text}"
+        );
+    }
+}
+
+pub fn an_empty_database_is_refused(b: &dyn Backend) {
+    let at = b.fresh();
+    b.make_empty(&at);
+    for err in [
+        forkmail_store::open(&at).err().expect("open refuses"),
+        forkmail_store::migrate(&at).expect_err("migrate refuses"),
+    ] {
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::NotForkmail { .. }), "{err:?}");
+        assert!(
+            text.contains("not a forkmail database") && text.contains("empty"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forkmail-keygen init"),
+            "says what to do: {text}"
+        );
+    }
+}
+
+pub fn a_foreign_database_is_refused(b: &dyn Backend) {
+    let at = b.fresh();
+    b.make_empty(&at);
+    b.exec(&at, "CREATE TABLE customers (id INTEGER PRIMARY KEY)");
+    b.exec(&at, "INSERT INTO customers (id) VALUES (7)");
+    for err in [
+        forkmail_store::open(&at).err().expect("open refuses"),
+        forkmail_store::migrate(&at).expect_err("migrate refuses"),
+        forkmail_store::create(&at).err().expect("create refuses"),
+    ] {
+        let text = err.to_string();
+        if !matches!(err, StoreError::Exists(_)) {
+            assert!(
+                text.contains("not a forkmail database") && text.contains("customers"),
+                "{text}"
+            );
+        }
+    }
+    assert_eq!(
+        b.query_ints(&at, "SELECT id FROM customers"),
+        [7],
+        "left untouched"
+    );
+}

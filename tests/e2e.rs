@@ -536,3 +536,71 @@ fn regression_body_pasted_in_a_terminal_arrives_whole() {
     .unwrap();
     assert_eq!(mail["body"], "line one\nline two\nline three\n");
 }
+
+/// The deployment a 0.1.0 server made and used (fixtures/v0.1.0, see fixtures/README.md),
+/// served by this build: it migrates the store at start-up, and every user logs in with the
+/// password they had, sees the same mail with the same ids and read flags, and gets new ids
+/// after the old ones.
+#[test]
+fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/v0.1.0");
+    let dep = Deployment::from_fixture(&fixture, &["alice", "bob", "carol"]);
+    let server = dep.start_server(&[]);
+    assert!(
+        server.wait_for_log("migrated the mail store", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let client = |user: &str| {
+        forkmail_testkit::ClientCmd::new(&dep.profile(user), &server.addr.to_string())
+            .password(&format!("{user}-fixture-pw"))
+    };
+    let inbox = |user: &str| -> Vec<(u64, String, String, bool)> {
+        let out = client(user).args(["inbox", "--json"]).ok(b"");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap(),
+                    m["from"].as_str().unwrap().to_owned(),
+                    m["title"].as_str().unwrap().to_owned(),
+                    m["read"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let row = |id: u64, from: &str, title: &str, read: bool| {
+        (id, from.to_owned(), title.to_owned(), read)
+    };
+    assert_eq!(
+        inbox("bob"),
+        [
+            row(1, "alice", "Lunch", true),
+            row(2, "alice", "To both of you", false)
+        ]
+    );
+    assert_eq!(
+        inbox("carol"),
+        [
+            row(2, "alice", "To both of you", true),
+            row(5, "bob", "For Carol only", false)
+        ]
+    );
+    assert_eq!(inbox("alice"), [row(3, "carol", "Re: plans", false)]);
+    let mail: Value =
+        serde_json::from_str(&client("bob").args(["read", "2", "--json"]).ok(b"")).unwrap();
+    assert_eq!(mail["body"], "Line one\nLine two with ünïcödé ✉\n");
+    assert_eq!(mail["to"], serde_json::json!(["bob", "carol"]));
+    // A wrong password is still wrong, and the old id 4 (deleted) is never handed out again.
+    let wrong = client("alice")
+        .password("alice-pw")
+        .args(["inbox"])
+        .run(b"");
+    assert_eq!(wrong.status.code(), Some(1));
+    let sent = client("carol")
+        .args(["send", "--to", "bob", "--title", "after the upgrade"])
+        .ok(b"new mail\n");
+    assert_eq!(sent.trim(), "sent message 6");
+}

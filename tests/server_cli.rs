@@ -118,3 +118,46 @@ fn proxy_protocol_from_takes_ip_addresses_and_says_what_is_wrong() {
         assert!(stderr.contains(says), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn an_empty_or_foreign_database_is_not_a_forkmail_database_never_schema_version_0() {
+    for (what, contents) in [
+        ("an empty file", &b""[..]),
+        (
+            "not a database",
+            &b"this is someone's notes, not mail\n"[..],
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        make_deployment(tmp.path());
+        let dir = tmp.path().join("d/server");
+        std::fs::write(dir.join("mail.db"), contents).unwrap();
+        let out = server(&["--dir", dir.to_str().unwrap()]);
+        assert_clear_failure(&out, "not a forkmail database");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("version 0"), "{what}: {stderr}");
+        assert_eq!(
+            std::fs::read(dir.join("mail.db")).unwrap(),
+            contents,
+            "{what}: the file was left as it was"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_store_url_is_named_without_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_deployment(tmp.path());
+    let dir = tmp.path().join("d/server");
+    // Port 1 on loopback: nothing listens there.
+    let out = server(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--store",
+        "postgresql://mail:hunter2@127.0.0.1:1/forkmail",
+    ]);
+    assert_clear_failure(&out, "postgresql://mail:***@127.0.0.1:1/forkmail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(stderr.contains("unavailable"), "{stderr}");
+}

@@ -8,7 +8,9 @@
 //! - [`client`]: the real `forkmail` program, and where the workspace's binaries are.
 //! - [`procfs`]: children, state and memory of a process, from `/proc`.
 //! - [`wire`]: a frame-level client that runs the handshake step by step and can attack.
-//! - [`db`]: the only SQL outside the server and keygen, until `forkmail-store` owns it.
+//! - [`db`]: what the suites read from a deployment's store, through `forkmail-store`'s API.
+//! - [`haproxy`]: a throw-away HAProxy in TCP mode in front of several hosts.
+//! - A throw-away PostgreSQL cluster is `forkmail_store::pgtest`, the store crate's own.
 //! - [`bench`]: the benchmark behind `forkmail-bench`.
 //!
 //! The helpers the tests call panic with a message on failure, as a test would; whatever the
@@ -21,6 +23,7 @@ pub mod client;
 pub mod db;
 pub mod deployment;
 pub mod error;
+pub mod haproxy;
 pub mod procfs;
 pub mod server;
 pub mod wire;

@@ -113,3 +113,64 @@ fn usage_errors_exit_2() {
         Some(2)
     );
 }
+
+#[test]
+fn init_with_store_puts_users_in_postgresql_and_records_the_url_without_its_password() {
+    let cluster = match forkmail_store::pgtest::Cluster::start() {
+        Ok(cluster) => cluster,
+        Err(skip) => return eprintln!("skipped: {skip}"),
+    };
+    let location = cluster.create_database("keygen_init");
+    // Trust authentication ignores the password; it is here to be kept out of every file.
+    let url = cluster
+        .url("keygen_init")
+        .replace("postgres@", "postgres:not-for-files@");
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    let mut args = vec!["init", "d", "--users", "users.toml", "--store", &url];
+    args.extend(FAST);
+    let out = keygen(&args, tmp.path(), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PGPASSWORD"));
+    assert!(
+        !tmp.path().join("d/server/mail.db").exists(),
+        "no SQLite store made"
+    );
+    let settings = std::fs::read_to_string(tmp.path().join("d/server/deployment.toml")).unwrap();
+    assert!(settings.contains(&cluster.url("keygen_init")), "{settings}");
+    assert!(!settings.contains("not-for-files"), "{settings}");
+
+    // add-user writes to the recorded store.
+    let out = keygen(&["add-user", "d", "bob"], tmp.path(), Some("bob-pw"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut store = forkmail_store::open(&location).unwrap();
+    assert!(store.find_user("alice").unwrap().is_some());
+    assert!(store.find_user("bob").unwrap().is_some());
+
+    // A second deployment on the same database is refused; the first is untouched.
+    let other = tempfile::tempdir().unwrap();
+    users_file(
+        other.path(),
+        "[[user]]\nname = \"eve\"\npassword = \"pw\"\n",
+    );
+    let mut args = vec!["init", "d", "--users", "users.toml", "--store", &url];
+    args.extend(FAST);
+    let out = keygen(&args, other.path(), None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert!(!stderr.contains("not-for-files"), "{stderr}");
+    assert!(store.find_user("eve").unwrap().is_none());
+    assert_eq!(store.counts().unwrap().users, 2);
+}

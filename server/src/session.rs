@@ -351,6 +351,15 @@ fn error_response(err: StoreError) -> Response {
                 "the mail store is unavailable; try again shortly; nothing was changed".to_owned(),
             )
         }
+        StoreError::Uncertain(_) => {
+            tracing::error!("{err}");
+            (
+                ErrorCode::Unavailable,
+                "the mail store failed while saving this change: it may or may not have been \
+                 made; check (read your inbox, or ask the recipient) before trying again"
+                    .to_owned(),
+            )
+        }
         StoreError::Full(_) => {
             tracing::error!("{err}");
             (

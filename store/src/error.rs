@@ -2,7 +2,8 @@
 //!
 //! The server maps these to what a client may be told (PROTOCOL.md §8): the first three are the
 //! user's own mistakes, [`StoreError::Unavailable`] and [`StoreError::Full`] are conditions that
-//! pass, and the rest are faults for the operator. Backend errors are turned into text here, so
+//! pass, [`StoreError::Uncertain`] is the one outcome that is not known, and the rest are faults
+//! for the operator. Backend errors are turned into text here, so
 //! no `rusqlite::Error` or `postgres::Error` reaches another crate.
 
 /// Why a store operation failed. Every variant that changes nothing says so in its caller's
@@ -21,6 +22,11 @@ pub enum StoreError {
     /// The store cannot be reached or stayed locked: try again shortly. Nothing was changed.
     #[error("the mail store is unavailable: {0}")]
     Unavailable(String),
+    /// The connection to the store was lost while it committed a change: the change may or
+    /// may not have been made. The one failure after which "nothing was changed" cannot be
+    /// promised; the caller must say so.
+    #[error("the mail store lost the connection before confirming the change, which may or may not have been made: {0}")]
+    Uncertain(String),
     /// The disk (or the database's quota) is full. Nothing was changed.
     #[error("the mail store is full: {0}")]
     Full(String),

@@ -134,7 +134,7 @@ impl PgStore {
         let mut reconnected = false;
         let mut attempts = 0;
         loop {
-            let lost = self.conn.as_ref().map_or(true, |c| c.client.is_closed());
+            let lost = self.conn.as_ref().is_none_or(|c| c.client.is_closed());
             if lost {
                 if reconnected {
                     return Err(StoreError::Unavailable(format!(
@@ -161,9 +161,8 @@ impl PgStore {
                 }
                 Class::Lost if unsure => {
                     self.conn = None;
-                    return Err(StoreError::Unavailable(format!(
-                        "{}: the connection was lost before the store confirmed the change, \
-                         which may or may not have been made: {}",
+                    return Err(StoreError::Uncertain(format!(
+                        "{}: {}",
                         describe(&self.url),
                         connection::reason(&err)
                     )));
@@ -436,7 +435,7 @@ impl Store for PgStore {
 
     fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError> {
         // The iterator can be consumed only once, so a failure is never retried here.
-        if self.conn.as_ref().map_or(true, |c| c.client.is_closed()) {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             self.conn = None;
             self.conn = Some(connect(&self.url, &self.config)?);
         }

@@ -27,18 +27,7 @@ fn draft(to: &[&str], title: &str, body: &str) -> Draft {
 
 /// The server still serves a normal session, and no child is left behind once it ends.
 fn assert_healthy(dep: &Deployment, server: &Server) {
-    let mut s = wire::login(dep, server.addr, "alice");
-    assert!(matches!(
-        s.request(&Request::Inbox),
-        Response::InboxPage { more: false, .. }
-    ));
-    assert_eq!(s.request(&Request::Quit), Response::Goodbye);
-    drop(s);
-    assert!(
-        wait_until(Duration::from_secs(20), || server.children().is_empty()),
-        "children left: {:?}",
-        server.children()
-    );
+    wire::assert_serves(wire::login(dep, server.addr, "alice"), server);
 }
 
 fn setup() -> (Deployment, Server) {

@@ -87,18 +87,7 @@ fn login_through_proxy(
 
 /// A client through the proxy is still served, and no child is left behind once it ends.
 fn assert_serves_through_proxy(dep: &Deployment, server: &Server) {
-    let mut s = login_through_proxy(dep, server, "alice", CLIENT);
-    assert!(matches!(
-        s.request(&Request::Inbox),
-        Response::InboxPage { more: false, .. }
-    ));
-    assert_eq!(s.request(&Request::Quit), Response::Goodbye);
-    drop(s);
-    assert!(
-        wait_until(Duration::from_secs(20), || server.children().is_empty()),
-        "children left: {:?}",
-        server.children()
-    );
+    wire::assert_serves(login_through_proxy(dep, server, "alice", CLIENT), server);
 }
 
 /// The server closes `wire` at once and logs `needle`.

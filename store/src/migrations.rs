@@ -11,6 +11,8 @@
 //! applied when, and marks SQLite files with forkmail's `application_id`, so that a foreign
 //! database is told apart from an old forkmail one.
 
+use crate::StoreError;
+
 /// One step of the schema's history.
 #[derive(Debug)]
 pub struct Migration {
@@ -173,6 +175,38 @@ pub(crate) const INVARIANTS: [(&str, &str); 5] = [
         "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = d.recipient)",
     ),
 ];
+
+/// What a store holds, read before anything is written to it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// No tables, no version: a new (or 0-byte) file, an empty database.
+    Empty,
+    Version(u32),
+    /// Something else: says what.
+    Foreign(String),
+}
+
+/// Why `probe` means the store at `location` cannot be used as it is. `empty` says what an
+/// empty store is and what to do (it differs by backend).
+pub(crate) fn refusal(location: String, probe: Probe, empty: &str) -> StoreError {
+    match probe {
+        Probe::Empty => StoreError::NotForkmail {
+            location,
+            why: empty.to_owned(),
+        },
+        Probe::Foreign(why) => StoreError::NotForkmail { location, why },
+        Probe::Version(found) if found > CURRENT_VERSION => StoreError::TooNew {
+            location,
+            found,
+            supported: CURRENT_VERSION,
+        },
+        Probe::Version(found) => StoreError::NeedsMigration {
+            location,
+            found,
+            needed: CURRENT_VERSION,
+        },
+    }
+}
 
 /// The version this build reads and writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -17,7 +17,9 @@ use std::time::Duration;
 use forkmail_protocol::messages::{Draft, Mail, MailSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::migrations::{self, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES};
+use crate::migrations::{
+    self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
+};
 use crate::{
     Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword, UserRecord,
 };
@@ -30,15 +32,6 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-}
-
-/// What a file holds, read before anything is written to it.
-#[derive(Debug, PartialEq, Eq)]
-enum Probe {
-    /// No tables, no version: a new (or 0-byte) file.
-    Empty,
-    Version(u32),
-    Foreign(String),
 }
 
 impl SqliteStore {
@@ -196,24 +189,11 @@ fn probe(conn: &Connection) -> Result<Probe, rusqlite::Error> {
 }
 
 fn refusal(path: &Path, probe: Probe) -> StoreError {
-    let location = path.display().to_string();
-    match probe {
-        Probe::Empty => StoreError::NotForkmail {
-            location,
-            why: "an empty file; create the deployment with forkmail-keygen init".into(),
-        },
-        Probe::Foreign(why) => StoreError::NotForkmail { location, why },
-        Probe::Version(found) if found > CURRENT_VERSION => StoreError::TooNew {
-            location,
-            found,
-            supported: CURRENT_VERSION,
-        },
-        Probe::Version(found) => StoreError::NeedsMigration {
-            location,
-            found,
-            needed: CURRENT_VERSION,
-        },
-    }
+    migrations::refusal(
+        path.display().to_string(),
+        probe,
+        "an empty file; create the deployment with forkmail-keygen init",
+    )
 }
 
 /// An error while reading what a file is: "not a database" means someone else's file.

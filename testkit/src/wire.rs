@@ -16,6 +16,7 @@ use forkmail_protocol::{decode, now_millis, SecureChannel};
 use ring::rand::SystemRandom;
 
 use crate::deployment::Deployment;
+use crate::server::Server;
 
 /// A raw connection that keeps a record of the frames it moved.
 pub struct Wire {
@@ -188,4 +189,20 @@ impl Session {
             .open_fresh(frame, now_millis(), DEFAULT_WINDOW_MS)
             .expect("authentic response")
     }
+}
+
+/// Lists the inbox and quits on `session`, then waits until `server` has no child left: the
+/// server still serves a normal session, and leaves nothing behind once it ends.
+pub fn assert_serves(mut session: Session, server: &Server) {
+    assert!(matches!(
+        session.request(&Request::Inbox),
+        Response::InboxPage { more: false, .. }
+    ));
+    assert_eq!(session.request(&Request::Quit), Response::Goodbye);
+    drop(session);
+    assert!(
+        crate::wait_until(Duration::from_secs(20), || server.children().is_empty()),
+        "children left: {:?}",
+        server.children()
+    );
 }

@@ -14,6 +14,7 @@ use ::postgres::{Client, GenericClient};
 
 use super::connection::{classify, store_error};
 use crate::location::PostgresUrl;
+pub(super) use crate::migrations::Probe;
 use crate::migrations::{self, CURRENT_VERSION, V1_TABLES};
 use crate::{Migrated, StoreError};
 
@@ -23,15 +24,6 @@ pub(super) const MIGRATION_LOCK: i64 = 0x666B_6D6C_6D69_6772;
 
 /// How many tables a refusal names before "and N more".
 const TABLES_NAMED: usize = 5;
-
-/// What a database holds, read before anything is written to it.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Probe {
-    /// No tables in the schema.
-    Empty,
-    Version(u32),
-    Foreign(String),
-}
 
 /// Whether an empty database may be given the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,23 +106,11 @@ fn name_some(tables: &[String]) -> String {
 
 /// Why `probe` means this store cannot be used as it is.
 pub(super) fn refusal(location: String, probe: Probe) -> StoreError {
-    match probe {
-        Probe::Empty => StoreError::NotForkmail {
-            location,
-            why: "an empty database; create it with forkmail-keygen init --store URL".into(),
-        },
-        Probe::Foreign(why) => StoreError::NotForkmail { location, why },
-        Probe::Version(found) if found > CURRENT_VERSION => StoreError::TooNew {
-            location,
-            found,
-            supported: CURRENT_VERSION,
-        },
-        Probe::Version(found) => StoreError::NeedsMigration {
-            location,
-            found,
-            needed: CURRENT_VERSION,
-        },
-    }
+    migrations::refusal(
+        location,
+        probe,
+        "an empty database; create it with forkmail-keygen init --store URL",
+    )
 }
 
 /// Applies pending migrations one transaction each, under [`MIGRATION_LOCK`], until the store

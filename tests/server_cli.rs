@@ -2,8 +2,9 @@
 //! panic.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Output};
+
+use forkmail_testkit::Deployment;
 
 fn server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_forkmail-server"))
@@ -11,34 +12,6 @@ fn server(args: &[&str]) -> Output {
         .args(["--listen", "127.0.0.1:0"])
         .output()
         .expect("run forkmail-server")
-}
-
-fn make_deployment(dir: &Path) {
-    let keygen = Path::new(env!("CARGO_BIN_EXE_forkmail-server")).with_file_name("forkmail-keygen");
-    if !keygen.exists() {
-        // Built by the keygen_cli target under `cargo test --workspace`.
-        panic!("{} not built; run cargo test --workspace", keygen.display());
-    }
-    std::fs::write(
-        dir.join("users.toml"),
-        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
-    )
-    .unwrap();
-    let out = Command::new(keygen)
-        .args([
-            "init",
-            "d",
-            "--users",
-            "users.toml",
-            "--bits",
-            "2048",
-            "--kdf-iterations",
-            "1000",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
 }
 
 fn assert_clear_failure(out: &Output, needle: &str) {
@@ -66,25 +39,22 @@ fn missing_deployment_is_one_clear_line() {
 
 #[test]
 fn group_readable_server_key_is_refused_with_the_chmod_that_fixes_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    make_deployment(tmp.path());
-    let key = tmp.path().join("d/server/server.key");
+    let dep = Deployment::new(&["alice"]);
+    let key = dep.server_dir().join("server.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = server(&["--dir", tmp.path().join("d/server").to_str().unwrap()]);
+    let out = server(&["--dir", dep.server_dir().to_str().unwrap()]);
     assert_clear_failure(&out, &format!("chmod 600 {}", key.display()));
 }
 
 #[test]
 fn corrupt_key_and_missing_database_are_clear_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    make_deployment(tmp.path());
-    let dir = tmp.path().join("d/server");
+    let dep = Deployment::new(&["alice"]);
+    let dir = dep.server_dir();
     std::fs::write(dir.join("server.pub"), "garbage").unwrap();
     assert_clear_failure(&server(&["--dir", dir.to_str().unwrap()]), "server.pub");
 
-    let tmp = tempfile::tempdir().unwrap();
-    make_deployment(tmp.path());
-    let dir = tmp.path().join("d/server");
+    let dep = Deployment::new(&["alice"]);
+    let dir = dep.server_dir();
     std::fs::remove_file(dir.join("mail.db")).unwrap();
     assert_clear_failure(&server(&["--dir", dir.to_str().unwrap()]), "mail.db");
 }
@@ -128,9 +98,8 @@ fn an_empty_or_foreign_database_is_not_a_forkmail_database_never_schema_version_
             &b"this is someone's notes, not mail\n"[..],
         ),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
-        make_deployment(tmp.path());
-        let dir = tmp.path().join("d/server");
+        let dep = Deployment::new(&["alice"]);
+        let dir = dep.server_dir();
         std::fs::write(dir.join("mail.db"), contents).unwrap();
         let out = server(&["--dir", dir.to_str().unwrap()]);
         assert_clear_failure(&out, "not a forkmail database");
@@ -146,9 +115,8 @@ fn an_empty_or_foreign_database_is_not_a_forkmail_database_never_schema_version_
 
 #[test]
 fn an_unreachable_store_url_is_named_without_its_password() {
-    let tmp = tempfile::tempdir().unwrap();
-    make_deployment(tmp.path());
-    let dir = tmp.path().join("d/server");
+    let dep = Deployment::new(&["alice"]);
+    let dir = dep.server_dir();
     // Port 1 on loopback: nothing listens there.
     let out = server(&[
         "--dir",

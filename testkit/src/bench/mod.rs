@@ -12,7 +12,8 @@
 //!
 //! [`suite`] decides what runs in which order; [`scenarios`] holds the timed loops; [`costs`]
 //! times the building blocks in-process so a missed target can be explained; [`sections`] turns
-//! the samples into rows held to their targets; [`report`] renders.
+//! the samples into rows held to their targets; [`report`] renders. [`stores`] gives every
+//! deployment its store, SQLite or PostgreSQL (`--store`).
 
 pub mod costs;
 pub mod report;
@@ -20,6 +21,7 @@ pub mod scenarios;
 pub mod sections;
 pub mod setup;
 pub mod stats;
+pub mod stores;
 pub mod suite;
 
 use std::io;
@@ -41,6 +43,8 @@ pub enum BenchError {
     /// truncated body): the figures would be meaningless, so the run stops.
     #[error("sanity check failed: {0}")]
     Check(String),
+    #[error("--store postgres needs a PostgreSQL cluster, and none can be started: {0}")]
+    NoPostgres(String),
     #[error("no session process of server {server_pid} found in /proc; is /proc mounted?")]
     NoSessionProcess { server_pid: i32 },
 }

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::stores::StoreKind;
+
 /// What a figure measures in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +110,9 @@ pub struct Section {
 /// Everything one run measured, with what it ran on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Free-text lines about the run: server binary, work directory, mode.
+    /// Which store every deployment of the run used (`"store"` in `--json`).
+    pub store: StoreKind,
+    /// Free-text lines about the run: server binary, store, work directory, mode.
     pub context: Vec<String>,
     pub sections: Vec<Section>,
 }
@@ -201,6 +205,7 @@ mod tests {
         assert_eq!(slow.passes(), Some(false));
         assert_eq!(free.passes(), None);
         let report = Report {
+            store: StoreKind::Sqlite,
             context: vec!["ctx".into()],
             sections: vec![Section {
                 title: "S".into(),

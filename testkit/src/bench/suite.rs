@@ -20,6 +20,7 @@ use super::sections::{
 };
 use super::setup::{self, connect_options, BITS, PEER, USER};
 use super::stats::Samples;
+use super::stores::{StoreKind, Stores};
 use super::BenchError;
 use crate::deployment::Deployment;
 use crate::procfs::{self, Memory};
@@ -47,6 +48,8 @@ pub struct Settings {
     /// Parent of the temporary directory holding the deployments.
     pub work_dir: PathBuf,
     pub quick: bool,
+    /// Where every deployment's store is.
+    pub store: StoreKind,
 }
 
 /// Repetitions of each measurement.
@@ -104,6 +107,11 @@ impl Plan {
 /// Runs everything and returns the figures. `progress` hears one line per step.
 pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     let plan = Plan::new(settings.quick);
+    if settings.store == StoreKind::Postgres {
+        progress("starting a throw-away PostgreSQL cluster");
+    }
+    // Declared before the deployments and servers, so dropped after them.
+    let stores = Stores::start(settings.store)?;
     let scratch = tempfile::Builder::new()
         .prefix("forkmail-bench-")
         .tempdir_in(&settings.work_dir)
@@ -112,14 +120,15 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
 
     progress(&format!(
         "making two deployments with {BITS}-bit keys (PBKDF2 at {LOW_ITERATIONS} and \
-         {PRODUCTION_ITERATIONS} iterations)"
+         {PRODUCTION_ITERATIONS} iterations) on {}",
+        settings.store.name()
     ));
-    let low = setup::create(&dir.join("low"), LOW_ITERATIONS)?;
-    let production = setup::create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
+    let low = stores.create(&dir.join("low"), LOW_ITERATIONS)?;
+    let production = stores.create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
     let mut inbox_deployments = Vec::new();
     for (size, _) in plan.inboxes {
         progress(&format!("preloading an inbox of {} mails", thousands(size)));
-        let copy = low.copy_to(&dir.join(format!("inbox-{size}")))?;
+        let copy = stores.copy(&low, &dir.join(format!("inbox-{size}")))?;
         setup::preload(&copy, USER, size, PRELOAD_BODY_CHARS)?;
         inbox_deployments.push(copy);
     }
@@ -248,7 +257,8 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
         },
     ];
     Ok(Report {
-        context: context(settings, dir),
+        store: settings.store,
+        context: context(settings, &stores, dir),
         sections,
     })
 }
@@ -373,13 +383,14 @@ fn session_memory(server: &Server) -> Result<Memory, BenchError> {
     }
 }
 
-fn context(settings: &Settings, dir: &Path) -> Vec<String> {
+fn context(settings: &Settings, stores: &Stores, dir: &Path) -> Vec<String> {
     vec![
         format!(
             "forkmail-bench ({} run)",
             if settings.quick { "quick" } else { "full" }
         ),
         format!("server binary: {}", settings.server_bin.display()),
+        stores.describe(),
         format!(
             "deployments in {} (its file system decides what a durable commit costs)",
             dir.display()

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use forkmail_testkit::bench::stores::StoreKind;
 use forkmail_testkit::bench::suite::{self, Settings};
 
 #[derive(Parser)]
@@ -31,6 +32,10 @@ struct Cli {
     /// Its file system decides what a durable commit costs. [default: the system temp dir]
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Where every deployment's store is: `sqlite` (mail.db in each deployment) or `postgres`
+    /// (a database each in a throw-away PostgreSQL 15 cluster the run starts and removes).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -62,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         server_bin,
         work_dir: cli.work_dir.unwrap_or_else(std::env::temp_dir),
         quick: cli.quick,
+        store: cli.store,
     };
     let started = Instant::now();
     let mut progress = |step: &str| {

@@ -355,9 +355,21 @@ fn measure_reads(
 /// The server on `deployment` as the benchmark runs it: at `RUST_LOG=warn`, so logging costs
 /// nothing in the figures, into `server.log` in the deployment, so a failure can be diagnosed.
 fn start_server(bin: &Path, deployment: &Deployment) -> Result<Server, BenchError> {
+    start_host(bin, deployment, "server", &[])
+}
+
+/// [`start_server`] with `extra` arguments and its log in `NAME.log`, so that several hosts
+/// can serve one deployment.
+pub(super) fn start_host(
+    bin: &Path,
+    deployment: &Deployment,
+    name: &str,
+    extra: &[&str],
+) -> Result<Server, BenchError> {
     let config = ServerConfig {
         rust_log: "warn".into(),
-        log_file: Some(deployment.root().join("server.log")),
+        log_file: Some(deployment.root().join(format!("{name}.log"))),
+        extra_args: extra.iter().map(|&arg| arg.to_owned()).collect(),
         ..ServerConfig::new(bin, &deployment.server_dir())
     };
     Ok(Server::launch(&config)?)
@@ -365,7 +377,7 @@ fn start_server(bin: &Path, deployment: &Deployment) -> Result<Server, BenchErro
 
 /// SIGTERM, then waits for the server (and so its sessions) to exit; SIGKILL if it takes longer
 /// than [`STOP_GRACE`].
-fn stop(server: Server) {
+pub(super) fn stop(server: Server) {
     // A server that had to be killed has still stopped; nothing later depends on how.
     let _ = server.terminate(STOP_GRACE);
 }

@@ -91,19 +91,25 @@ impl Cluster {
 
     /// Creates an empty database (lower-case letters, digits, `_`) and returns its location.
     pub fn create_database(&self, name: &str) -> StoreLocation {
-        assert!(
-            name.starts_with(|c: char| c.is_ascii_lowercase())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "database name {name:?}: use [a-z][a-z0-9_]*"
-        );
-        let mut admin = ::postgres::Client::connect(&self.url("postgres"), ::postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}\n{}", self.log_tail()));
-        admin
+        check_database_name(name);
+        self.admin()
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         StoreLocation::parse(&self.url(name)).expect("a test cluster URL parses")
+    }
+
+    /// Creates database `to` as a copy of `from` (`CREATE DATABASE .. TEMPLATE`), schema and
+    /// rows alike, and returns its location: how the benchmark gives each copy of a deployment
+    /// a store of its own without making it again. Nobody may be connected to `from`;
+    /// PostgreSQL waits a few seconds for backends that are still exiting.
+    pub fn copy_database(&self, from: &str, to: &str) -> StoreLocation {
+        for name in [from, to] {
+            check_database_name(name);
+        }
+        self.admin()
+            .batch_execute(&format!("CREATE DATABASE {to} TEMPLATE {from}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {to} TEMPLATE {from}: {e}"));
+        StoreLocation::parse(&self.url(to)).expect("a test cluster URL parses")
     }
 
     /// Stops the server at once (`-m immediate`, like a crash or a lost host): connections
@@ -127,6 +133,12 @@ impl Cluster {
     /// The last lines of `cluster.log` (initdb's and the server's output).
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir)
+    }
+
+    /// A connection to the `postgres` database, for creating others.
+    fn admin(&self) -> ::postgres::Client {
+        ::postgres::Client::connect(&self.url("postgres"), ::postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}\n{}", self.log_tail()))
     }
 
     /// Finds the binaries and, as root, the `postgres` user; `Err` when either is missing.
@@ -336,6 +348,17 @@ impl Drop for Cluster {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Database names go into SQL unquoted, so only `[a-z][a-z0-9_]*` is allowed.
+fn check_database_name(name: &str) {
+    assert!(
+        name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "database name {name:?}: use [a-z][a-z0-9_]*"
+    );
 }
 
 /// `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`, else the directory on `PATH`

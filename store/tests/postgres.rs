@@ -232,3 +232,33 @@ fn an_unreachable_server_is_unavailable_and_named_without_its_password() {
         assert!(!text.contains("s3cret"), "{text}");
     }
 }
+
+/// `Cluster::copy_database`, which the benchmark uses to copy deployments: the copy starts
+/// with the original's schema and rows, and from then on each database keeps its own.
+#[test]
+fn a_copied_database_starts_equal_and_then_goes_its_own_way() {
+    let Some(cluster) = cluster_or_skip() else {
+        return;
+    };
+    let original_at = cluster.create_database("original");
+    let id = {
+        let mut store = forkmail_store::create(&original_at).unwrap();
+        for name in contract::USERS {
+            store.add_user(&contract::user(name), 1).unwrap();
+        }
+        store
+            .send("alice", &contract::draft(&["bob"], "before the copy"), 1)
+            .unwrap()
+    };
+    let copy_at = cluster.copy_database("original", "copy");
+    let mut original = forkmail_store::open(&original_at).unwrap();
+    let mut copy = forkmail_store::open(&copy_at).unwrap();
+    assert_eq!(copy.read("bob", id).unwrap().title, "before the copy");
+    assert_eq!(copy.counts().unwrap(), original.counts().unwrap());
+
+    copy.send("alice", &contract::draft(&["bob"], "only in the copy"), 2)
+        .unwrap();
+    assert_eq!(contract::inbox(&mut *copy, "bob").len(), 2);
+    assert_eq!(contract::inbox(&mut *original, "bob").len(), 1);
+    copy.check_integrity().unwrap();
+}

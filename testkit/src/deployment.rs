@@ -4,15 +4,17 @@
 //!
 //! [`Deployment::new`] is the tests' one-liner: a fresh temporary directory, 2048-bit keys and
 //! 1,000 PBKDF2 iterations, so set-up takes well under a second and the protocol is the same.
-//! [`Deployment::create`] is the benchmark's: a place the caller owns, and the key size and KDF
-//! cost it asks for. RSA keys cost seconds to generate at production sizes, so a deployment that
-//! only needs a different mailbox is a [`Deployment::copy_to`] of one made earlier.
+//! [`Deployment::create`] is the benchmark's: a place the caller owns, and the key size, KDF
+//! cost and store it asks for. RSA keys cost seconds to generate at production sizes, so a
+//! deployment that only needs a different mailbox is a [`Deployment::copy_to`] of one made
+//! earlier; a copy of a PostgreSQL deployment is then given a database of its own with
+//! [`Deployment::set_store`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use forkmail_client::{ClientError, ConnectOptions};
-use forkmail_keygen::deploy::{self, InitOptions, NewUser, Settings};
+use forkmail_keygen::deploy::{self, DeployError, InitOptions, NewUser, Settings};
 use forkmail_keygen::layout;
 use forkmail_store::StoreLocation;
 
@@ -20,19 +22,23 @@ use crate::client::ClientCmd;
 use crate::error::KitError;
 use crate::server::Server;
 
-/// Key size and password-hash cost of a deployment.
-#[derive(Debug, Clone, Copy)]
+/// Key size, password-hash cost and store of a deployment.
+#[derive(Debug, Clone)]
 pub struct DeployOptions {
     pub bits: usize,
     /// PBKDF2-HMAC-SHA512 iterations of every stored password.
     pub kdf_iterations: u32,
+    /// A store other than `server/mail.db` (an empty PostgreSQL database the caller made), as
+    /// `forkmail-keygen init --store` takes it; `None` for SQLite.
+    pub store: Option<StoreLocation>,
 }
 
 impl DeployOptions {
-    /// What the tests use: the smallest key size keygen allows and a cheap KDF.
+    /// What the tests use: the smallest key size keygen allows, a cheap KDF, SQLite.
     pub const FAST: Self = Self {
         bits: 2048,
         kdf_iterations: 1000,
+        store: None,
     };
 }
 
@@ -55,19 +61,25 @@ impl Deployment {
     /// A deployment of `users` (passwords from [`password`]) with [`DeployOptions::FAST`] in a
     /// new temporary directory, removed when this is dropped. Panics if it cannot be made.
     pub fn new(users: &[&str]) -> Self {
-        Self::in_temp(users, None)
+        Self::in_temp(users, DeployOptions::FAST)
     }
 
     /// As [`Deployment::new`], with its store at `store` (a PostgreSQL database) instead of
     /// `server/mail.db`, as `forkmail-keygen init --store` makes it.
     pub fn with_store(users: &[&str], store: &StoreLocation) -> Self {
-        Self::in_temp(users, Some(store.clone()))
+        Self::in_temp(
+            users,
+            DeployOptions {
+                store: Some(store.clone()),
+                ..DeployOptions::FAST
+            },
+        )
     }
 
-    fn in_temp(users: &[&str], store: Option<StoreLocation>) -> Self {
+    fn in_temp(users: &[&str], options: DeployOptions) -> Self {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let root = temp.path().join("d");
-        init(&root, users, DeployOptions::FAST, store).unwrap_or_else(|err| panic!("{err}"));
+        init(&root, users, &options).unwrap_or_else(|err| panic!("{err}"));
         Self {
             root,
             users: users.iter().map(|u| u.to_string()).collect(),
@@ -98,9 +110,10 @@ impl Deployment {
         }
     }
 
-    /// Makes a deployment of `users` at `root`, which must not hold one yet.
-    pub fn create(root: &Path, users: &[&str], options: DeployOptions) -> Result<Self, KitError> {
-        init(root, users, options, None)?;
+    /// Makes a deployment of `users` at `root`, which must not hold one yet, with its store
+    /// where `options` says.
+    pub fn create(root: &Path, users: &[&str], options: &DeployOptions) -> Result<Self, KitError> {
+        init(root, users, options)?;
         Ok(Self {
             root: root.to_owned(),
             users: users.iter().map(|u| u.to_string()).collect(),
@@ -108,8 +121,9 @@ impl Deployment {
         })
     }
 
-    /// Copies the whole deployment (keys, database, profiles, file modes) to `root`. No server
-    /// may be running on `self`.
+    /// Copies the whole deployment (keys, SQLite database, profiles, file modes) to `root`. No
+    /// server may be running on `self`. Files only: the copy of a PostgreSQL deployment still
+    /// names the same database until [`Deployment::set_store`] gives it its own.
     pub fn copy_to(&self, root: &Path) -> Result<Self, KitError> {
         copy_tree(&self.root, root)?;
         Ok(Self {
@@ -117,6 +131,34 @@ impl Deployment {
             users: self.users.clone(),
             _temp: None,
         })
+    }
+
+    /// Points the deployment at the store `store` (rewrites `store` in
+    /// `server/deployment.toml`, without any password, as keygen writes it). The store must hold
+    /// this deployment's users already: a copy of its database, made while no server runs.
+    pub fn set_store(&self, store: &StoreLocation) -> Result<(), KitError> {
+        let server = layout::server_dir(&self.root);
+        let path = server.settings();
+        let mut settings = Settings::load(&server).map_err(|source| KitError::Deploy {
+            path: self.root.clone(),
+            source,
+        })?;
+        settings.store = match store {
+            StoreLocation::Sqlite(file) if *file == server.database() => None,
+            StoreLocation::Sqlite(file) => {
+                let why = format!(
+                    "an SQLite store is always server/mail.db, not {}",
+                    file.display()
+                );
+                return Err(KitError::Deploy {
+                    path: self.root.clone(),
+                    source: DeployError::BadSettings(path, why),
+                });
+            }
+            postgres => Some(postgres.without_password().redacted()),
+        };
+        let text = toml::to_string(&settings).expect("deployment settings always serialize");
+        fs::write(&path, text).map_err(KitError::io(&path))
     }
 
     pub fn root(&self) -> &Path {
@@ -181,12 +223,7 @@ impl Deployment {
 }
 
 /// `forkmail_keygen::deploy::init` of `users`, each with the password [`password`] gives.
-fn init(
-    root: &Path,
-    users: &[&str],
-    options: DeployOptions,
-    store: Option<StoreLocation>,
-) -> Result<(), KitError> {
+fn init(root: &Path, users: &[&str], options: &DeployOptions) -> Result<(), KitError> {
     let users: Vec<NewUser> = users
         .iter()
         .map(|&name| NewUser {
@@ -197,7 +234,7 @@ fn init(
     let init_options = InitOptions {
         bits: options.bits,
         kdf_iterations: options.kdf_iterations,
-        store,
+        store: options.store.clone(),
         ..InitOptions::default()
     };
     deploy::init(root, &users, &init_options).map_err(|source| KitError::Deploy {

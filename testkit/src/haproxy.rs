@@ -30,12 +30,12 @@ impl Haproxy {
     /// Starts HAProxy in front of `hosts`, or says why this machine cannot (panicking instead
     /// when `CI=true`).
     pub fn start(hosts: &[SocketAddr]) -> Result<Haproxy, String> {
-        let Some(bin) = find_haproxy() else {
-            let why = "haproxy is not installed (apt-get install haproxy)".to_owned();
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true and {why}; .ci/run installs it");
+        let bin = match binary() {
+            Ok(bin) => bin,
+            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true and {why}; .ci/run installs it")
             }
-            return Err(why);
+            Err(why) => return Err(why),
         };
         let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
         let port = free_port();
@@ -110,6 +110,12 @@ backend hosts
         ));
     }
     cfg
+}
+
+/// The `haproxy` binary, or why there is none (for a caller that wants to know before it
+/// starts anything else).
+pub fn binary() -> Result<PathBuf, String> {
+    find_haproxy().ok_or_else(|| "haproxy is not installed (apt-get install haproxy)".to_owned())
 }
 
 fn find_haproxy() -> Option<PathBuf> {

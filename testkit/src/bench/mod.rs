@@ -12,14 +12,18 @@
 //!
 //! [`suite`] decides what runs in which order; [`scenarios`] holds the timed loops; [`costs`]
 //! times the building blocks in-process so a missed target can be explained; [`sections`] turns
-//! the samples into rows held to their targets; [`report`] renders.
+//! the samples into rows held to their targets; [`report`] renders. [`stores`] gives every
+//! deployment its store, SQLite or PostgreSQL (`--store`). [`scaling`] is `--scaling`: the same
+//! session and send loops on one and two hosts, direct and behind HAProxy.
 
 pub mod costs;
 pub mod report;
+pub mod scaling;
 pub mod scenarios;
 pub mod sections;
 pub mod setup;
 pub mod stats;
+pub mod stores;
 pub mod suite;
 
 use std::io;
@@ -41,6 +45,10 @@ pub enum BenchError {
     /// truncated body): the figures would be meaningless, so the run stops.
     #[error("sanity check failed: {0}")]
     Check(String),
+    #[error("--store postgres needs a PostgreSQL cluster, and none can be started: {0}")]
+    NoPostgres(String),
+    #[error("--scaling needs HAProxy: {0}")]
+    NoHaproxy(String),
     #[error("no session process of server {server_pid} found in /proc; is /proc mounted?")]
     NoSessionProcess { server_pid: i32 },
 }

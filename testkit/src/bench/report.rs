@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::stores::StoreKind;
+
 /// What a figure measures in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +110,9 @@ pub struct Section {
 /// Everything one run measured, with what it ran on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Free-text lines about the run: server binary, work directory, mode.
+    /// Which store every deployment of the run used (`"store"` in `--json`).
+    pub store: StoreKind,
+    /// Free-text lines about the run: server binary, store, work directory, mode.
     pub context: Vec<String>,
     pub sections: Vec<Section>,
 }
@@ -130,62 +134,69 @@ impl Report {
         for line in &self.context {
             let _ = writeln!(out, "{line}");
         }
-        let header = ["measurement", "figure", "target", "result", "notes"];
-        let cells: Vec<Vec<[String; 5]>> = self
-            .sections
-            .iter()
-            .map(|s| {
-                s.rows
-                    .iter()
-                    .map(|r| {
-                        let verdict = match r.passes() {
-                            None => "",
-                            Some(true) => "pass",
-                            Some(false) => "MISS",
-                        };
-                        [
-                            r.label.clone(),
-                            r.unit.format(r.value),
-                            r.target_text(),
-                            verdict.to_owned(),
-                            r.note.clone(),
-                        ]
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut widths = header.map(str::len);
-        for row in cells.iter().flatten() {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.len());
-            }
-        }
-        let line = |cols: [&str; 5]| {
-            let padded: Vec<String> = cols
-                .iter()
-                .zip(widths)
-                .enumerate()
-                // Figures and targets right-aligned so the decimal points line up.
-                .map(|(i, (c, w))| match i {
-                    1 | 2 => format!("{c:>w$}"),
-                    _ => format!("{c:<w$}"),
-                })
-                .collect();
-            format!("| {} |", padded.join(" | ")).trim_end().to_owned()
-        };
-        for (section, rows) in self.sections.iter().zip(&cells) {
-            let _ = writeln!(out, "\n{}\n", section.title);
-            let _ = writeln!(out, "{}", line(header));
-            let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
-            let _ = writeln!(out, "|-{}-|", rule.join("-|-"));
-            for row in rows {
-                let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
-            }
-        }
+        out.push_str(&render_sections(&self.sections));
         let (met, set) = self.score();
         let _ = writeln!(out, "\n{met} of {set} targets met.");
         out
     }
+}
+
+/// Each section as a titled Markdown table, every table with the same column widths so that
+/// figures line up down the whole report.
+pub fn render_sections(sections: &[Section]) -> String {
+    let mut out = String::new();
+    let header = ["measurement", "figure", "target", "result", "notes"];
+    let cells: Vec<Vec<[String; 5]>> = sections
+        .iter()
+        .map(|s| {
+            s.rows
+                .iter()
+                .map(|r| {
+                    let verdict = match r.passes() {
+                        None => "",
+                        Some(true) => "pass",
+                        Some(false) => "MISS",
+                    };
+                    [
+                        r.label.clone(),
+                        r.unit.format(r.value),
+                        r.target_text(),
+                        verdict.to_owned(),
+                        r.note.clone(),
+                    ]
+                })
+                .collect()
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in cells.iter().flatten() {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cols: [&str; 5]| {
+        let padded: Vec<String> = cols
+            .iter()
+            .zip(widths)
+            .enumerate()
+            // Figures and targets right-aligned so the decimal points line up.
+            .map(|(i, (c, w))| match i {
+                1 | 2 => format!("{c:>w$}"),
+                _ => format!("{c:<w$}"),
+            })
+            .collect();
+        format!("| {} |", padded.join(" | ")).trim_end().to_owned()
+    };
+    for (section, rows) in sections.iter().zip(&cells) {
+        let _ = writeln!(out, "\n{}\n", section.title);
+        let _ = writeln!(out, "{}", line(header));
+        let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+        let _ = writeln!(out, "|-{}-|", rule.join("-|-"));
+        for row in rows {
+            let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -201,6 +212,7 @@ mod tests {
         assert_eq!(slow.passes(), Some(false));
         assert_eq!(free.passes(), None);
         let report = Report {
+            store: StoreKind::Sqlite,
             context: vec!["ctx".into()],
             sections: vec![Section {
                 title: "S".into(),

@@ -6,6 +6,7 @@
 //! when the request is sealed and ends when the last response frame is opened, so it includes the
 //! client's own encoding and decryption but never the login.
 
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use forkmail_client::{ConnectOptions, Session};
@@ -54,76 +55,162 @@ pub fn session_latency(
 #[derive(Debug)]
 pub struct Throughput {
     pub concurrency: usize,
-    pub sessions: usize,
+    /// Operations (sessions, or sends) that completed.
+    pub completed: usize,
     pub failures: usize,
     /// The first failure, to explain a non-zero `failures`.
     pub first_failure: Option<String>,
     pub elapsed: Duration,
-    /// Latency of every completed session.
+    /// Latency of every completed operation.
     pub latency: Samples,
 }
 
 impl Throughput {
     pub fn per_second(&self) -> f64 {
-        self.sessions as f64 / self.elapsed.as_secs_f64()
+        self.completed as f64 / self.elapsed.as_secs_f64()
     }
 }
 
-/// `concurrency` threads each run sessions back to back until `duration` has passed; the rate
-/// is completed sessions over the time until the last thread finished its last session.
+/// `concurrency` threads each run whole sessions ([`one_session`]) back to back until
+/// `duration` has passed; the rate is completed sessions over the time until the last thread
+/// finished its last session.
 pub fn throughput(
     options: &ConnectOptions,
     concurrency: usize,
     duration: Duration,
 ) -> Result<Throughput, BenchError> {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let per_thread: Vec<(Samples, usize, Option<String>)> = std::thread::scope(|scope| {
+    closed_loop(
+        concurrency,
+        duration,
+        || Ok(()),
+        |()| one_session(options).map(drop),
+        |()| Ok(()),
+        || (),
+    )
+}
+
+/// `concurrency` threads each log in once (untimed), then send `body_chars`-character mails to
+/// `to` back to back in that session until `duration` has passed, then quit. The clock starts
+/// once every thread is logged in; `on_open` runs at that moment (to see where the sessions
+/// landed). Each send ends with the durable commit, as in [`send_latency`].
+pub fn send_throughput(
+    options: &ConnectOptions,
+    concurrency: usize,
+    duration: Duration,
+    to: &str,
+    body_chars: usize,
+    on_open: impl FnOnce(),
+) -> Result<Throughput, BenchError> {
+    let draft = Draft {
+        to: vec![to.to_owned()],
+        title: format!("benchmark body of {body_chars} characters"),
+        body: ascii_body(body_chars, 0),
+    };
+    closed_loop(
+        concurrency,
+        duration,
+        || Session::connect(options).map_err(BenchError::client("logging in")),
+        |session: &mut Session| {
+            session
+                .send(&draft)
+                .map(drop)
+                .map_err(BenchError::client(format!(
+                    "sending {body_chars} characters"
+                )))
+        },
+        |session| session.quit().map_err(BenchError::client("logging out")),
+        on_open,
+    )
+}
+
+/// The closed loop under [`throughput`] and [`send_throughput`]: `concurrency` threads each
+/// `open` a state (untimed), wait for one another, then run `step` on it back to back until
+/// `duration` has passed since they all were ready, and `close` it (untimed). A failed step is
+/// counted and its state opened afresh, as a client would log in again. The rate is completed
+/// steps over the time from the start to the last thread's last step.
+fn closed_loop<S>(
+    concurrency: usize,
+    duration: Duration,
+    open: impl Fn() -> Result<S, BenchError> + Sync,
+    step: impl Fn(&mut S) -> Result<(), BenchError> + Sync,
+    close: impl Fn(S) -> Result<(), BenchError> + Sync,
+    on_open: impl FnOnce(),
+) -> Result<Throughput, BenchError> {
+    struct Worker {
+        latency: Samples,
+        failures: usize,
+        first_failure: Option<String>,
+        /// When its last step ended.
+        done: Instant,
+    }
+    let ready = Barrier::new(concurrency + 1);
+    let start: OnceLock<Instant> = OnceLock::new();
+    let (open, step, close, ready, start) = (&open, &step, &close, &ready, &start);
+    let (per_thread, started) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                scope.spawn(move || {
-                    let mut latency = Samples::default();
-                    let mut failures = 0;
-                    let mut first_failure = None;
+                scope.spawn(move || -> Result<Worker, BenchError> {
+                    let opened = open();
+                    // Everyone waits, even a thread whose open failed, or the rest would hang.
+                    ready.wait();
+                    let mut state = opened?;
+                    let deadline = *start.get_or_init(Instant::now) + duration;
+                    let mut worker = Worker {
+                        latency: Samples::default(),
+                        failures: 0,
+                        first_failure: None,
+                        done: Instant::now(),
+                    };
                     while Instant::now() < deadline {
                         let begun = Instant::now();
-                        match one_session(options) {
-                            Ok(_) => latency.push(begun.elapsed()),
+                        let outcome = step(&mut state);
+                        worker.done = Instant::now();
+                        match outcome {
+                            Ok(()) => worker.latency.push(worker.done - begun),
                             Err(err) => {
-                                failures += 1;
-                                first_failure.get_or_insert_with(|| err.to_string());
+                                worker.failures += 1;
+                                worker.first_failure.get_or_insert_with(|| err.to_string());
+                                state = open()?;
                             }
                         }
                     }
-                    (latency, failures, first_failure)
+                    close(state)?;
+                    Ok(worker)
                 })
             })
             .collect();
-        workers
+        ready.wait();
+        let started = *start.get_or_init(Instant::now);
+        on_open();
+        let results: Vec<_> = workers
             .into_iter()
             .map(|w| w.join().expect("a benchmark thread panicked"))
-            .collect()
+            .collect();
+        (results, started)
     });
-    let elapsed = started.elapsed();
     let mut result = Throughput {
         concurrency,
-        sessions: 0,
+        completed: 0,
         failures: 0,
         first_failure: None,
-        elapsed,
+        elapsed: Duration::ZERO,
         latency: Samples::default(),
     };
-    for (latency, failures, first_failure) in per_thread {
-        result.sessions += latency.len();
-        result.failures += failures;
+    for worker in per_thread {
+        let worker = worker?;
+        result.elapsed = result
+            .elapsed
+            .max(worker.done.saturating_duration_since(started));
+        result.completed += worker.latency.len();
+        result.failures += worker.failures;
         if result.first_failure.is_none() {
-            result.first_failure = first_failure;
+            result.first_failure = worker.first_failure;
         }
-        result.latency.extend(latency);
+        result.latency.extend(worker.latency);
     }
-    if result.sessions == 0 {
+    if result.completed == 0 {
         return Err(BenchError::Check(format!(
-            "no session completed at concurrency {concurrency}: {}",
+            "nothing completed at concurrency {concurrency}: {}",
             result
                 .first_failure
                 .as_deref()
@@ -257,5 +344,53 @@ mod tests {
         picked.dedup();
         assert_eq!(picked.len(), 100);
         assert_eq!(pick_ids(&ids[..10], 100).len(), 10);
+    }
+
+    #[test]
+    fn the_closed_loop_counts_steps_reopens_after_a_failure_and_closes_every_state() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (opened, closed, steps) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let mut saw_all_open = false;
+        let result = closed_loop(
+            3,
+            Duration::from_millis(100),
+            || Ok(opened.fetch_add(1, Ordering::SeqCst)),
+            |_state: &mut usize| {
+                std::thread::sleep(Duration::from_millis(1));
+                match steps.fetch_add(1, Ordering::SeqCst) {
+                    10 => Err(BenchError::Check("the eleventh step fails".into())),
+                    _ => Ok(()),
+                }
+            },
+            |_state| {
+                closed.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+            || saw_all_open = opened.load(Ordering::SeqCst) == 3,
+        )
+        .unwrap();
+        assert!(saw_all_open, "on_open runs once every thread has opened");
+        assert_eq!(result.failures, 1);
+        assert_eq!(
+            result.first_failure.as_deref(),
+            Some("sanity check failed: the eleventh step fails")
+        );
+        assert_eq!(result.completed + 1, steps.load(Ordering::SeqCst));
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            4,
+            "the failed state is opened again"
+        );
+        assert_eq!(closed.load(Ordering::SeqCst), 3);
+        assert!(
+            result.elapsed >= Duration::from_millis(100),
+            "{:?}",
+            result.elapsed
+        );
+        assert!(result.completed > 30, "{}", result.completed);
     }
 }

@@ -86,7 +86,7 @@ pub(super) fn throughput_section(rates: &[Throughput]) -> Section {
             )
             .note(format!(
                 "{} sessions in {:.1} s, latency p50 {:.1} ms p99 {:.1} ms{}",
-                t.sessions,
+                t.completed,
                 t.elapsed.as_secs_f64(),
                 t.latency.p50(),
                 t.latency.p99(),

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use forkmail_client::ConnectOptions;
+use forkmail_store::StoreLocation;
 
 use super::BenchError;
 use crate::db::{self, Mail};
@@ -19,14 +20,19 @@ pub const PEER: &str = "bob";
 /// Key size of every benchmark deployment: the production default.
 pub const BITS: usize = 3072;
 
-/// Makes a deployment at `root` with [`USER`] and [`PEER`], [`BITS`]-bit keys and
-/// `kdf_iterations` PBKDF2 iterations.
-pub fn create(root: &Path, kdf_iterations: u32) -> Result<Deployment, BenchError> {
+/// Makes a deployment at `root` with [`USER`] and [`PEER`], [`BITS`]-bit keys,
+/// `kdf_iterations` PBKDF2 iterations and its store at `store` (`None`: SQLite, `mail.db`).
+pub fn create(
+    root: &Path,
+    kdf_iterations: u32,
+    store: Option<StoreLocation>,
+) -> Result<Deployment, BenchError> {
     let options = DeployOptions {
         bits: BITS,
         kdf_iterations,
+        store,
     };
-    Ok(Deployment::create(root, &[USER, PEER], options)?)
+    Ok(Deployment::create(root, &[USER, PEER], &options)?)
 }
 
 /// Session options for `user` against the server at `addr`, keys loaded once.

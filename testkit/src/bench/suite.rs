@@ -20,6 +20,7 @@ use super::sections::{
 };
 use super::setup::{self, connect_options, BITS, PEER, USER};
 use super::stats::Samples;
+use super::stores::{StoreKind, Stores};
 use super::BenchError;
 use crate::deployment::Deployment;
 use crate::procfs::{self, Memory};
@@ -47,6 +48,8 @@ pub struct Settings {
     /// Parent of the temporary directory holding the deployments.
     pub work_dir: PathBuf,
     pub quick: bool,
+    /// Where every deployment's store is.
+    pub store: StoreKind,
 }
 
 /// Repetitions of each measurement.
@@ -104,6 +107,11 @@ impl Plan {
 /// Runs everything and returns the figures. `progress` hears one line per step.
 pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
     let plan = Plan::new(settings.quick);
+    if settings.store == StoreKind::Postgres {
+        progress("starting a throw-away PostgreSQL cluster");
+    }
+    // Declared before the deployments and servers, so dropped after them.
+    let stores = Stores::start(settings.store)?;
     let scratch = tempfile::Builder::new()
         .prefix("forkmail-bench-")
         .tempdir_in(&settings.work_dir)
@@ -112,14 +120,15 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
 
     progress(&format!(
         "making two deployments with {BITS}-bit keys (PBKDF2 at {LOW_ITERATIONS} and \
-         {PRODUCTION_ITERATIONS} iterations)"
+         {PRODUCTION_ITERATIONS} iterations) on {}",
+        settings.store.name()
     ));
-    let low = setup::create(&dir.join("low"), LOW_ITERATIONS)?;
-    let production = setup::create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
+    let low = stores.create(&dir.join("low"), LOW_ITERATIONS)?;
+    let production = stores.create(&dir.join("production"), PRODUCTION_ITERATIONS)?;
     let mut inbox_deployments = Vec::new();
     for (size, _) in plan.inboxes {
         progress(&format!("preloading an inbox of {} mails", thousands(size)));
-        let copy = low.copy_to(&dir.join(format!("inbox-{size}")))?;
+        let copy = stores.copy(&low, &dir.join(format!("inbox-{size}")))?;
         setup::preload(&copy, USER, size, PRELOAD_BODY_CHARS)?;
         inbox_deployments.push(copy);
     }
@@ -248,7 +257,8 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
         },
     ];
     Ok(Report {
-        context: context(settings, dir),
+        store: settings.store,
+        context: context(settings, &stores, dir),
         sections,
     })
 }
@@ -345,9 +355,21 @@ fn measure_reads(
 /// The server on `deployment` as the benchmark runs it: at `RUST_LOG=warn`, so logging costs
 /// nothing in the figures, into `server.log` in the deployment, so a failure can be diagnosed.
 fn start_server(bin: &Path, deployment: &Deployment) -> Result<Server, BenchError> {
+    start_host(bin, deployment, "server", &[])
+}
+
+/// [`start_server`] with `extra` arguments and its log in `NAME.log`, so that several hosts
+/// can serve one deployment.
+pub(super) fn start_host(
+    bin: &Path,
+    deployment: &Deployment,
+    name: &str,
+    extra: &[&str],
+) -> Result<Server, BenchError> {
     let config = ServerConfig {
         rust_log: "warn".into(),
-        log_file: Some(deployment.root().join("server.log")),
+        log_file: Some(deployment.root().join(format!("{name}.log"))),
+        extra_args: extra.iter().map(|&arg| arg.to_owned()).collect(),
         ..ServerConfig::new(bin, &deployment.server_dir())
     };
     Ok(Server::launch(&config)?)
@@ -355,7 +377,7 @@ fn start_server(bin: &Path, deployment: &Deployment) -> Result<Server, BenchErro
 
 /// SIGTERM, then waits for the server (and so its sessions) to exit; SIGKILL if it takes longer
 /// than [`STOP_GRACE`].
-fn stop(server: Server) {
+pub(super) fn stop(server: Server) {
     // A server that had to be killed has still stopped; nothing later depends on how.
     let _ = server.terminate(STOP_GRACE);
 }
@@ -373,13 +395,14 @@ fn session_memory(server: &Server) -> Result<Memory, BenchError> {
     }
 }
 
-fn context(settings: &Settings, dir: &Path) -> Vec<String> {
+fn context(settings: &Settings, stores: &Stores, dir: &Path) -> Vec<String> {
     vec![
         format!(
             "forkmail-bench ({} run)",
             if settings.quick { "quick" } else { "full" }
         ),
         format!("server binary: {}", settings.server_bin.display()),
+        stores.describe(),
         format!(
             "deployments in {} (its file system decides what a durable commit costs)",
             dir.display()

@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use forkmail_testkit::bench::scaling;
+use forkmail_testkit::bench::stores::StoreKind;
 use forkmail_testkit::bench::suite::{self, Settings};
 
 #[derive(Parser)]
@@ -31,6 +33,15 @@ struct Cli {
     /// Its file system decides what a durable commit costs. [default: the system temp dir]
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Where every deployment's store is: `sqlite` (mail.db in each deployment) or `postgres`
+    /// (a database each in a throw-away PostgreSQL 15 cluster the run starts and removes).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// Instead of the suite, sessions/s and sends/s at concurrency 10 on SQLite and PostgreSQL,
+    /// one host and two, direct and through HAProxy (docs/SCALING.md). About 70 s, or 35 s
+    /// with --quick. Needs PostgreSQL 15 and HAProxy.
+    #[arg(long, conflicts_with = "store")]
+    scaling: bool,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -62,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         server_bin,
         work_dir: cli.work_dir.unwrap_or_else(std::env::temp_dir),
         quick: cli.quick,
+        store: cli.store,
     };
     let started = Instant::now();
     let mut progress = |step: &str| {
@@ -70,12 +82,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         )
     };
-    let report = suite::run(&settings, &mut progress)?;
-    progress("done");
-    let text = if cli.json {
-        serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
+    let text = if cli.scaling {
+        let report = scaling::run(&settings, &mut progress)?;
+        progress("done");
+        if cli.json {
+            serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
+        } else {
+            report.to_table()
+        }
     } else {
-        report.to_table()
+        let report = suite::run(&settings, &mut progress)?;
+        progress("done");
+        if cli.json {
+            serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
+        } else {
+            report.to_table()
+        }
     };
     match io::stdout().lock().write_all(text.as_bytes()) {
         Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),

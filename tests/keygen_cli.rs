@@ -1,6 +1,6 @@
 //! `forkmail-keygen` as a user runs it: what it makes, and what it refuses.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -13,6 +13,14 @@ fn keygen(args: &[&str], dir: &Path, env_password: Option<&str>) -> Output {
         cmd.env("FORKMAIL_PASSWORD", p);
     }
     cmd.output().expect("run forkmail-keygen")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 fn users_file(dir: &Path, body: &str) {
@@ -40,13 +48,19 @@ fn init_makes_private_keys_0600_and_refuses_to_overwrite() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for key in ["d/server/server.key", "d/clients/alice/user.key"] {
-        let mode = std::fs::metadata(tmp.path().join(key))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600, "{key}");
+    for (path, expected) in [
+        ("d/server", 0o700),
+        ("d/server/server.key", 0o600),
+        ("d/server/server.pub", 0o644),
+        ("d/server/mail.db", 0o600),
+        ("d/server/deployment.toml", 0o644),
+        ("d/clients", 0o700),
+        ("d/clients/alice", 0o700),
+        ("d/clients/alice/user.key", 0o600),
+        ("d/clients/alice/server.pub", 0o644),
+        ("d/clients/alice/profile.toml", 0o644),
+    ] {
+        assert_eq!(mode(&tmp.path().join(path)), expected, "{path}");
     }
     let profile = std::fs::read_to_string(tmp.path().join("d/clients/alice/profile.toml")).unwrap();
     assert!(profile.contains("127.0.0.1:13000"), "{profile}");
@@ -54,6 +68,106 @@ fn init_makes_private_keys_0600_and_refuses_to_overwrite() {
     let again = init(tmp.path());
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn init_refuses_a_server_directory_someone_else_made_rather_than_adopting_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    let planted = tmp.path().join("d/server");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = init(tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+    assert_eq!(mode(&planted), 0o777, "left as it was");
+    assert_eq!(
+        std::fs::read_dir(&planted).unwrap().count(),
+        0,
+        "nothing written into it"
+    );
+    assert!(!tmp.path().join("d/clients").exists());
+}
+
+/// The race of issue 8: another user creates `DIR/server` (mode 0777) the moment `DIR` appears,
+/// while init works. Whoever wins, init never writes into a directory it did not make.
+#[test]
+fn init_racing_a_planted_server_directory_never_adopts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    let root = tmp.path().join("d");
+    let server = root.join("server");
+    let mut args = vec!["init", "d", "--users", "users.toml"];
+    args.extend(FAST);
+    let child = Command::new(env!("CARGO_BIN_EXE_forkmail-keygen"))
+        .args(&args)
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let planted = loop {
+        if root.exists() {
+            let made = std::fs::DirBuilder::new().create(&server).is_ok();
+            if made {
+                std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            break made;
+        }
+        std::thread::yield_now();
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if planted {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+        assert_eq!(
+            std::fs::read_dir(&server).unwrap().count(),
+            0,
+            "nothing written into it"
+        );
+    } else {
+        println!(
+            "init made {} first; the planted directory was refused",
+            server.display()
+        );
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(mode(&server), 0o700);
+    }
+}
+
+#[test]
+fn init_refuses_a_deployment_root_others_can_write_or_another_user_owns() {
+    use std::os::unix::fs::chown;
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    let root = tmp.path().join("d");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = init(tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod go-w d"), "{stderr}");
+
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // 65534: nobody.
+    chown(&root, Some(65534), None).unwrap();
+    let out = init(tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let me = std::fs::metadata(tmp.path()).unwrap().uid();
+    assert!(stderr.contains(&format!("chown {me} d")), "{stderr}");
+    assert!(!root.join("server").exists());
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::keyfile::{self, GeneratedKey, KeyFileError};
 use crate::layout::{self, ServerDir};
 use crate::password::{Kdf, PasswordHash, DEFAULT_SHA512_ITERATIONS};
 use crate::profile::Profile;
+use crate::safety::{self, UnsafeFile};
 
 pub const DEFAULT_SERVER_ADDR: &str = "127.0.0.1:13000";
 pub const DEFAULT_BITS: usize = 3072;
@@ -125,6 +126,8 @@ pub enum DeployError {
     KeyFile(#[from] KeyFileError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
 }
 
 /// Options of `init`.
@@ -170,7 +173,9 @@ pub fn validate_password(name: &str, password: &str) -> Result<(), DeployError> 
     Ok(())
 }
 
-/// Makes a deployment in `root`. Keys are generated in parallel, one thread per core. On any
+/// Makes a deployment in `root` (created if missing; refused if another user owns it or group or
+/// others can write it). `root/server` and `root/clients` are created first, mode 0700, never
+/// adopted if they exist; keys are then generated in parallel, one thread per core. On any
 /// failure, whatever this call created is removed again.
 pub fn init(root: &Path, users: &[NewUser], opts: &InitOptions) -> Result<(), DeployError> {
     if !ALLOWED_BITS.contains(&opts.bits) {
@@ -187,12 +192,15 @@ pub fn init(root: &Path, users: &[NewUser], opts: &InitOptions) -> Result<(), De
             .map_err(|e| DeployError::BadUser(u.name.clone(), e.to_string()))?;
         validate_password(&u.name, &u.password)?;
     }
+    prepare_root(root)?;
+    // Made here, before the seconds of key generation, by a create that fails if the directory
+    // exists: a directory someone else put there (mode 0777, say) is refused, never adopted.
     let server = layout::server_dir(root);
     let clients = root.join(layout::CLIENTS_DIR);
-    for existing in [&server.0, &clients] {
-        if existing.exists() {
-            return Err(DeployError::Exists(root.to_owned()));
-        }
+    create_new_dir(root, &server.0)?;
+    if let Err(err) = create_new_dir(root, &clients) {
+        let _ = fs::remove_dir(&server.0);
+        return Err(err);
     }
     let result = init_inner(root, &server, users, opts);
     if result.is_err() {
@@ -200,6 +208,33 @@ pub fn init(root: &Path, users: &[NewUser], opts: &InitOptions) -> Result<(), De
         let _ = fs::remove_dir_all(&clients);
     }
     result
+}
+
+/// Creates `root` if it is missing, then refuses it if another user owns it or group or others
+/// can write it: whoever can write it could swap `server/` for a directory of their own.
+fn prepare_root(root: &Path) -> Result<(), DeployError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(root)
+        .map_err(|e| DeployError::Io {
+            path: root.to_owned(),
+            source: e,
+        })?;
+    safety::check_dir(root)?;
+    Ok(())
+}
+
+/// Creates one directory of a new deployment, mode 0700, failing if anything is already at
+/// `path` (a directory, a file, a symbolic link).
+fn create_new_dir(root: &Path, path: &Path) -> Result<(), DeployError> {
+    create_dir(path, 0o700).map_err(|err| match err {
+        DeployError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            DeployError::Exists(root.to_owned())
+        }
+        other => other,
+    })
 }
 
 fn init_inner(
@@ -211,7 +246,6 @@ fn init_inner(
     let keys = generate_keys(users.len() + 1, opts.bits)?;
     let (server_key, user_keys) = keys.split_first().expect("at least the server key");
 
-    create_dir(&server.0, 0o700)?;
     keyfile::write_private_key(&server.private_key(), &server_key.pkcs8_der)?;
     keyfile::write_public_key(&server.public_key(), &server_key.public)?;
     let settings = Settings {
@@ -238,7 +272,6 @@ fn init_inner(
         .clone()
         .unwrap_or_else(|| StoreLocation::Sqlite(server.database()));
     let mut store = forkmail_store::create(&location)?;
-    create_dir(&root.join(layout::CLIENTS_DIR), 0o755)?;
     for (user, key) in users.iter().zip(user_keys) {
         add_user_with_key(root, &mut *store, &settings, &server_key.public, user, key)?;
     }
@@ -329,10 +362,10 @@ fn generate_keys(count: usize, bits: usize) -> Result<Vec<GeneratedKey>, DeployE
         .collect()
 }
 
+/// Creates one directory (its parent must exist), failing if anything is at `path` already.
 fn create_dir(path: &Path, mode: u32) -> Result<(), DeployError> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
-        .recursive(true)
         .mode(mode)
         .create(path)
         .map_err(|e| DeployError::Io {

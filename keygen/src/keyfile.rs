@@ -1,7 +1,7 @@
 //! Reading and writing RSA key files.
 //!
 //! Private keys are PKCS#8 PEM, written with mode 0600 and refused when group or others can read
-//! them, with the `chmod` that fixes it (as OpenSSH does). Public keys are PKCS#1 PEM
+//! them or that another user owns, with the `chmod` or `chown` that fixes it (as OpenSSH does). Public keys are PKCS#1 PEM
 //! (`RSA PUBLIC KEY`), the DER form ring verifies with; SPKI (`PUBLIC KEY`) is accepted on load.
 //!
 //! The `rsa` crate is used only to generate keys and convert encodings. Every private-key
@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use ring::signature::RsaKeyPair;
 use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
 use rsa::pkcs8::{DecodePublicKey, EncodePrivateKey, LineEnding};
+
+use crate::safety::{self, UnsafeFile};
 
 /// Why a key file could not be used. Every variant names the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,9 @@ pub enum KeyFileError {
     BadKey(PathBuf, String),
     #[error("{}: cannot write: {}", .0.display(), .1)]
     Write(PathBuf, std::io::Error),
+    /// A private key owned by another user, who could read or replace it.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
 }
 
 /// An RSA public key as DER `RSAPublicKey` (PKCS#1), the form ring verifies with.
@@ -116,7 +121,8 @@ pub fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Resul
     file.sync_all()
 }
 
-/// Loads a private key for signing with ring, refusing a file others can read.
+/// Loads a private key for signing with ring, refusing a file others can read and one owned by
+/// another user.
 pub fn load_private_key(path: &Path) -> Result<RsaKeyPair, KeyFileError> {
     let meta = fs::metadata(path).map_err(|e| read_error(path, e))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -126,6 +132,7 @@ pub fn load_private_key(path: &Path) -> Result<RsaKeyPair, KeyFileError> {
             mode,
         });
     }
+    safety::check_owner(path, &meta)?;
     let der = read_pem(path, &["PRIVATE KEY"])?.1;
     RsaKeyPair::from_pkcs8(&der).map_err(|e| KeyFileError::BadKey(path.to_owned(), e.to_string()))
 }

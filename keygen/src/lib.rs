@@ -5,11 +5,14 @@
 //! the two that read it cannot disagree:
 //!
 //! ```text
+//! DIR/server/                  mode 0700, made by init (never an existing directory)
 //! DIR/server/server.key        server RSA private key, PKCS#8 PEM, mode 0600
 //! DIR/server/server.pub        server RSA public key, PKCS#1 PEM
-//! DIR/server/mail.db           the SQLite store (absent when the store is PostgreSQL)
+//! DIR/server/mail.db           the SQLite store, mode 0600 as are its -wal and -shm (absent
+//!                              when the store is PostgreSQL)
 //! DIR/server/deployment.toml   settings add-user must repeat (address, key size, KDF cost,
 //!                              the store's URL when it is not the SQLite file)
+//! DIR/clients/                 mode 0700, made by init; NAME/ in it 0700
 //! DIR/clients/NAME/user.key    the user's RSA private key, mode 0600
 //! DIR/clients/NAME/server.pub  the server's public key, pinned
 //! DIR/clients/NAME/profile.toml  user name and server address
@@ -24,6 +27,7 @@ pub mod keyfile;
 pub mod layout;
 pub mod password;
 pub mod profile;
+pub mod safety;
 
 pub use keyfile::{KeyFileError, PublicKey};
 pub use profile::Profile;

@@ -66,6 +66,10 @@ pub enum StoreError {
     /// Any other backend failure, as text.
     #[error("mail store error: {0}")]
     Backend(String),
+    /// The database file was deleted, or another file put at its path, while this connection
+    /// had it open: a write would land in a file nobody reads again, so none is made.
+    #[error("the mail store's file changed under this session ({0}); nothing was saved; put the right database back and restart forkmail-server")]
+    Replaced(String),
 }
 
 impl StoreError {

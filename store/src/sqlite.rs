@@ -9,8 +9,18 @@
 //! A store is recognised by its `application_id` (from version 2) or, for a file made by
 //! release 0.1.0, by `user_version = 1` and its six tables; anything else is "not a forkmail
 //! database", never "schema version 0".
+//!
+//! The file is created 0600 by [`SqliteStore::create`] itself before SQLite opens it: SQLite
+//! gives the `-wal` and `-shm` files the database file's mode, so none of the three is ever
+//! readable by others. A connection remembers which file (device and inode) it opened and
+//! checks, at every write, that the path still names it: a database deleted or replaced under a
+//! running session refuses the write ([`StoreError::Replaced`]) instead of acknowledging mail
+//! into a file nobody will read again.
 
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
 use std::ops::ControlFlow;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,19 +42,39 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// The (device, inode) of the file opened, checked before every write: the path naming
+    /// another file, or none, means the database was replaced or deleted under this connection.
+    file: (u64, u64),
 }
 
 impl SqliteStore {
-    /// Creates a new store at `path`, which must not exist, with the current schema.
+    /// Creates a new store at `path`, which must not exist, with the current schema. The file is
+    /// created here, mode 0600, before SQLite opens it (so its `-wal` and `-shm` are 0600 too);
+    /// on failure it is removed again.
     pub fn create(path: &Path) -> Result<Self, StoreError> {
-        if path.exists() {
-            return Err(StoreError::Exists(path.display().to_string()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(file) => drop(file),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StoreError::Exists(path.display().to_string()))
+            }
+            Err(e) => return Err(io_error(path, e)),
         }
-        let conn = connect(path, OpenFlags::SQLITE_OPEN_CREATE)?;
-        conn.pragma_update(None, "journal_mode", "WAL").sql()?;
-        match migrate_conn(&conn, path, true)? {
-            Migrated { from: 0, .. } => {}
-            _ => return Err(StoreError::Exists(path.display().to_string())),
+        let made = (|| {
+            let conn = connect(path, OpenFlags::empty())?;
+            conn.pragma_update(None, "journal_mode", "WAL").sql()?;
+            match migrate_conn(&conn, path, true)? {
+                Migrated { from: 0, .. } => Ok(()),
+                _ => Err(StoreError::Exists(path.display().to_string())),
+            }
+        })();
+        if let Err(err) = made {
+            let _ = fs::remove_file(path);
+            return Err(err);
         }
         Self::open(path)
     }
@@ -57,10 +87,55 @@ impl SqliteStore {
             probe => return Err(refusal(path, probe)),
         }
         configure(&conn).sql()?;
+        let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
         Ok(Self {
             conn,
             path: path.to_owned(),
+            file: (meta.dev(), meta.ino()),
         })
+    }
+
+    /// Refuses a write once the path no longer names the file this connection opened.
+    fn check_file(&self) -> Result<(), StoreError> {
+        check_file(&self.path, self.file)
+    }
+
+    /// `BEGIN IMMEDIATE`, then the check that the file is still the one opened (under the
+    /// write lock, so no other connection can be half-way through replacing it).
+    fn write_transaction(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        check_file(&self.path, self.file)?;
+        Ok(tx)
+    }
+}
+
+/// Whether `path` still names the file `(device, inode)`; [`StoreError::Replaced`] if not.
+fn check_file(path: &Path, file: (u64, u64)) -> Result<(), StoreError> {
+    let p = path.display();
+    match fs::metadata(path) {
+        Ok(meta) if (meta.dev(), meta.ino()) == file => Ok(()),
+        Ok(_) => Err(StoreError::Replaced(format!(
+            "{p}: another file was put in its place after this session opened it"
+        ))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Replaced(format!(
+            "{p}: the file was deleted after this session opened it"
+        ))),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+/// An error of the file itself (creating it, reading its metadata).
+fn io_error(path: &Path, err: std::io::Error) -> StoreError {
+    let p = path.display();
+    match err.kind() {
+        ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => {
+            StoreError::ReadOnly(format!("{p}: {err}"))
+        }
+        ErrorKind::StorageFull => StoreError::Full(format!("{p}: {err}")),
+        _ => StoreError::Unavailable(format!("{p}: {err}")),
     }
 }
 
@@ -110,8 +185,8 @@ fn migrate_conn(conn: &Connection, path: &Path, allow_empty: bool) -> Result<Mig
     conn.pragma_update(None, "synchronous", "FULL").sql()?;
     let mut from = None;
     loop {
-        let tx =
-            rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).sql()?;
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+            .map_err(|e| at(path, classify(e)))?;
         let version = match probe(&tx).map_err(|e| probe_error(path, e))? {
             Probe::Empty if allow_empty => 0,
             Probe::Version(v) if v <= CURRENT_VERSION => v,
@@ -119,7 +194,11 @@ fn migrate_conn(conn: &Connection, path: &Path, allow_empty: bool) -> Result<Mig
         };
         let from = *from.get_or_insert(version);
         let Some(next) = migrations::pending(version).first() else {
-            tx.commit().sql()?;
+            // A real write, committed: a file this process cannot write (a read-only mount, an
+            // immutable file) is refused here, at start-up, not at every login after it.
+            tx.pragma_update(None, "user_version", version)
+                .map_err(|e| at(path, classify(e)))?;
+            tx.commit().map_err(|e| at(path, classify(e)))?;
             return Ok(Migrated {
                 from,
                 to: CURRENT_VERSION,
@@ -306,10 +385,7 @@ impl Store for SqliteStore {
     }
 
     fn add_user(&mut self, user: &UserRecord, now_ms: u64) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
+        let tx = self.write_transaction()?;
         if user_exists(&tx, &user.name)? {
             return Err(StoreError::UserExists(user.name.clone()));
         }
@@ -367,10 +443,7 @@ impl Store for SqliteStore {
     }
 
     fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
+        let tx = self.write_transaction()?;
         for name in &draft.to {
             if !user_exists(&tx, name)? {
                 return Err(StoreError::UnknownRecipient(name.clone()));
@@ -443,6 +516,7 @@ impl Store for SqliteStore {
             .optional()
             .sql()?
             .ok_or(StoreError::NotFound(id))?;
+        self.check_file()?;
         self.conn
             .prepare_cached(
                 "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
@@ -455,10 +529,7 @@ impl Store for SqliteStore {
 
     fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
         let id_sql = to_sql_id(id)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
+        let tx = self.write_transaction()?;
         let removed = tx
             .prepare_cached("DELETE FROM deliveries WHERE recipient = ?1 AND message_id = ?2")
             .sql()?
@@ -504,10 +575,7 @@ impl Store for SqliteStore {
             .pragma_update(None, "synchronous", "NORMAL")
             .sql()?;
         let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .sql()?;
+            let tx = self.write_transaction()?;
             tx.prepare_cached("DELETE FROM seen_nonces WHERE expires_ms < ?1")
                 .sql()?
                 .execute([now_ms as i64])
@@ -547,10 +615,7 @@ impl Store for SqliteStore {
         now_ms: u64,
         lock_for: &dyn Fn(u32) -> u64,
     ) -> Result<LoginFailures, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
+        let tx = self.write_transaction()?;
         let failures: u32 = tx
             .prepare_cached(
                 "INSERT INTO login_failures (user, failures, last_ms, locked_until_ms)
@@ -574,6 +639,7 @@ impl Store for SqliteStore {
     }
 
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {
+        self.check_file()?;
         self.conn
             .prepare_cached("DELETE FROM login_failures WHERE user = ?1")
             .sql()?
@@ -583,10 +649,7 @@ impl Store for SqliteStore {
     }
 
     fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
+        let tx = self.write_transaction()?;
         let mut known: Vec<String> = Vec::new();
         let mut stored = 0;
         for mail in mails {

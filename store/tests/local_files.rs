@@ -1,0 +1,115 @@
+//! The SQLite store's file on disk: made 0600 with its `-wal` and `-shm`, and a connection that
+//! refuses to write once its file was deleted or replaced.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use forkmail_protocol::messages::Draft;
+use forkmail_store::sqlite::SqliteStore;
+use forkmail_store::{Store, StoreError, StoredPassword, UserRecord};
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        password: StoredPassword {
+            kdf: "pbkdf2-sha512".into(),
+            iterations: 1,
+            salt: vec![1; 16],
+            hash: vec![2; 64],
+        },
+        public_key: vec![3; 8],
+    }
+}
+
+fn draft() -> Draft {
+    Draft {
+        to: vec!["alice".into()],
+        title: "hi".into(),
+        body: "hello".into(),
+    }
+}
+
+/// A store with user alice, and one mail sent, so the WAL and shared memory exist.
+fn store_with_alice(path: &Path) -> SqliteStore {
+    let mut store = SqliteStore::create(path).unwrap();
+    store.add_user(&user("alice"), 0).unwrap();
+    store.send("alice", &draft(), 0).unwrap();
+    store
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn the_database_and_its_wal_and_shm_are_0600_from_their_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.db");
+    let store = store_with_alice(&path);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("mail.db{suffix}"));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    drop(store);
+}
+
+#[test]
+fn create_refuses_an_existing_file_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.db");
+    fs::write(&path, b"").unwrap();
+    assert!(matches!(
+        SqliteStore::create(&path),
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(fs::read(&path).unwrap(), b"");
+}
+
+#[test]
+fn a_send_into_a_deleted_database_is_refused_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.db");
+    let mut store = store_with_alice(&path);
+    fs::remove_file(&path).unwrap();
+    let err = store.send("alice", &draft(), 0).unwrap_err();
+    assert!(matches!(err, StoreError::Replaced(_)), "{err}");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    assert!(err.to_string().contains("nothing was saved"), "{err}");
+    for refused in [
+        store.delete("alice", 1).err(),
+        store.record_nonce(b"n", 0, 1).err(),
+        store.clear_login_failures("alice").err(),
+        store.record_login_failure("alice", 0, &|_| 0).err(),
+        store.add_user(&user("bob"), 0).err(),
+    ] {
+        assert!(
+            matches!(refused, Some(StoreError::Replaced(_))),
+            "{refused:?}"
+        );
+    }
+}
+
+#[test]
+fn a_send_into_a_replaced_database_is_refused_and_the_new_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.db");
+    let mut store = store_with_alice(&path);
+    // Another store, with alice too, moved into place: the classic restore-from-backup.
+    let other = dir.path().join("other.db");
+    drop(store_with_alice(&other));
+    fs::rename(&other, &path).unwrap();
+    let err = store.send("alice", &draft(), 0).unwrap_err();
+    assert!(matches!(err, StoreError::Replaced(_)), "{err}");
+    assert!(err.to_string().contains("another file"), "{err}");
+    let mut fresh = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        fresh.counts().unwrap().messages,
+        1,
+        "only the other store's own mail"
+    );
+}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use forkmail_keygen::deploy::{self, InitOptions, NewUser};
 use forkmail_keygen::layout;
+use forkmail_keygen::safety;
 use forkmail_protocol::messages::Draft;
 use serde::Deserialize;
 
@@ -37,8 +38,13 @@ struct SampleMessage {
     body: String,
 }
 
-/// Makes the demo deployment in `root` unless it exists. Returns whether it was created.
+/// Makes the demo deployment in `root` unless it exists. Returns whether it was created. Refuses
+/// a `root` another user owns or group or others can write.
 pub fn ensure(root: &Path, server_addr: &str) -> anyhow::Result<bool> {
+    // A ./demo that another user made, or can write, could hold their keys and database.
+    if root.exists() {
+        safety::check_dir(root)?;
+    }
     if layout::server_dir(root).0.exists() {
         return Ok(false);
     }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use forkmail_keygen::deploy::Settings;
 use forkmail_keygen::keyfile;
 use forkmail_keygen::layout::ServerDir;
 use forkmail_keygen::password::PasswordHash;
+use forkmail_keygen::safety::{self, UnsafeFile};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
@@ -131,6 +132,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    // Whoever can write the directory can swap the key or the database for their own.
+    safety::check_dir(&dir)?;
     let settings = Settings::load(&server_dir)?;
     let server_key = keyfile::load_private_key(&server_dir.private_key())?;
     let server_public = keyfile::load_public_key(&server_dir.public_key())?;
@@ -149,6 +152,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(store) => store,
         None => settings.store_location(&server_dir)?,
     };
+    if let StoreLocation::Sqlite(db) = &store {
+        check_database_files(db)?;
+    }
     let migrated = preflight::check_store(&store)
         .map_err(|why| anyhow::anyhow!("cannot use the mail store {store}: {why}"))?;
     if migrated.from != migrated.to {
@@ -201,6 +207,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "forkmail-server ready on {local}"
     );
     daemon.run()?;
+    Ok(())
+}
+
+/// Refuses an SQLite store, or its `-wal` or `-shm`, that another user owns or that group or
+/// others can read or write: it holds every mail and password hash. (A missing database is
+/// left to the store check, which names it.)
+fn check_database_files(db: &Path) -> Result<(), UnsafeFile> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        if path.exists() {
+            safety::check_private(&path)?;
+        }
+    }
     Ok(())
 }
 

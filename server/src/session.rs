@@ -368,6 +368,15 @@ fn error_response(err: StoreError) -> Response {
                     .to_owned(),
             )
         }
+        StoreError::Replaced(_) => {
+            tracing::error!("{err}");
+            (
+                ErrorCode::Internal,
+                "the server's mail database was deleted or replaced while this session was open; \
+                 nothing was saved; tell the server's operator"
+                    .to_owned(),
+            )
+        }
         _ => {
             tracing::error!("{err}");
             (

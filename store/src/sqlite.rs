@@ -165,7 +165,8 @@ fn connect(path: &Path, extra: OpenFlags) -> Result<Connection, StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).sql()?;
     if conn.is_readonly(rusqlite::DatabaseName::Main).sql()? {
         return Err(StoreError::ReadOnly(format!(
-            "{}: this process cannot write the file; check its owner and mode",
+            "{}: this process cannot write the file; check its owner and mode, that its \
+             filesystem is not mounted read-only and that it is not immutable (lsattr)",
             path.display()
         )));
     }

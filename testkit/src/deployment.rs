@@ -89,7 +89,8 @@ impl Deployment {
 
     /// A copy, in a new temporary directory, of a deployment kept under `fixtures/` (made by an
     /// earlier release, whose users are `users`). Git keeps no file modes, so the private keys
-    /// are made 0600 again, as keygen wrote them.
+    /// and the database are made 0600 again, as keygen writes them (the server refuses them
+    /// otherwise).
     pub fn from_fixture(fixture: &Path, users: &[&str]) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().expect("a temporary directory");
@@ -100,6 +101,7 @@ impl Deployment {
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         };
         private(layout::server_dir(&root).private_key());
+        private(layout::server_dir(&root).database());
         for user in users {
             private(layout::profile_dir(&root, user).private_key());
         }

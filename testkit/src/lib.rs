@@ -10,6 +10,7 @@
 //! - [`wire`]: a frame-level client that runs the handshake step by step and can attack.
 //! - [`db`]: what the suites read from a deployment's store, through `forkmail-store`'s API.
 //! - [`haproxy`]: a throw-away HAProxy in TCP mode in front of several hosts.
+//! - [`mounts`]: a directory made read-only by a bind mount, undone on drop.
 //! - A throw-away PostgreSQL cluster is `forkmail_store::pgtest`, the store crate's own.
 //! - [`bench`]: the benchmark behind `forkmail-bench`.
 //!
@@ -24,6 +25,7 @@ pub mod db;
 pub mod deployment;
 pub mod error;
 pub mod haproxy;
+pub mod mounts;
 pub mod procfs;
 pub mod server;
 pub mod wire;

@@ -299,3 +299,27 @@ fn a_database_replaced_under_a_session_refuses_the_next_send() {
         "nothing stored in the new file"
     );
 }
+
+#[test]
+fn the_database_its_wal_and_shm_are_0600_while_a_server_serves() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let mut session = wire::login(&dep, server.addr, "alice");
+    assert!(matches!(session.request(&draft()), Response::Sent { .. }));
+    // The session's connection is still open, so the WAL and shared memory are there.
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dep.server_dir().join(format!("mail.db{suffix}"));
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let mode = std::fs::metadata(dep.server_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "server/");
+}

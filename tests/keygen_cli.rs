@@ -93,8 +93,11 @@ fn init_refuses_a_server_directory_someone_else_made_rather_than_adopting_it() {
     assert!(!tmp.path().join("d/clients").exists());
 }
 
-/// The race of issue 8: another user creates `DIR/server` (mode 0777) the moment `DIR` appears,
-/// while init works. Whoever wins, init never writes into a directory it did not make.
+/// The race of issue 8: `DIR` exists (an administrator made it), and another user creates
+/// `DIR/server` (mode 0777) 100 ms into init, while the keys are being generated. Before the
+/// fix init had checked that `DIR/server` was absent, and after the keys it adopted the planted
+/// directory; now it makes `DIR/server` before the keys, so the plant fails. Whoever wins, init
+/// never writes into a directory it did not make.
 #[test]
 fn init_racing_a_planted_server_directory_never_adopts_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -103,6 +106,7 @@ fn init_racing_a_planted_server_directory_never_adopts_it() {
         "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
     );
     let root = tmp.path().join("d");
+    std::fs::create_dir(&root).unwrap();
     let server = root.join("server");
     let mut args = vec!["init", "d", "--users", "users.toml"];
     args.extend(FAST);
@@ -113,16 +117,11 @@ fn init_racing_a_planted_server_directory_never_adopts_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let planted = loop {
-        if root.exists() {
-            let made = std::fs::DirBuilder::new().create(&server).is_ok();
-            if made {
-                std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o777)).unwrap();
-            }
-            break made;
-        }
-        std::thread::yield_now();
-    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let planted = std::fs::DirBuilder::new().create(&server).is_ok();
+    if planted {
+        std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if planted {
@@ -135,7 +134,7 @@ fn init_racing_a_planted_server_directory_never_adopts_it() {
         );
     } else {
         println!(
-            "init made {} first; the planted directory was refused",
+            "init made {} first; planting one there failed",
             server.display()
         );
         assert!(out.status.success(), "{stderr}");

@@ -89,8 +89,8 @@ impl Deployment {
 
     /// A copy, in a new temporary directory, of a deployment kept under `fixtures/` (made by an
     /// earlier release, whose users are `users`). Git keeps no file modes, so the private keys
-    /// and the database are made 0600 again, as keygen writes them (the server refuses them
-    /// otherwise).
+    /// and the database are made 0600 again and the server directory 0700, as keygen makes them
+    /// (the server refuses them otherwise, whatever the checkout's umask was).
     pub fn from_fixture(fixture: &Path, users: &[&str]) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let temp = tempfile::tempdir().expect("a temporary directory");
@@ -102,6 +102,9 @@ impl Deployment {
         };
         private(layout::server_dir(&root).private_key());
         private(layout::server_dir(&root).database());
+        let server = layout::server_dir(&root).0;
+        fs::set_permissions(&server, fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("{}: {e}", server.display()));
         for user in users {
             private(layout::profile_dir(&root, user).private_key());
         }

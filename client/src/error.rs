@@ -15,7 +15,7 @@ use forkmail_protocol::{
     CloseReason, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
 };
 
-use crate::display::escape_line;
+use crate::escape::escape_line;
 
 /// Why a session could not be opened or a request could not be completed.
 #[derive(Debug, thiserror::Error)]

@@ -259,6 +259,47 @@ fn wrong_pinned_server_key_is_refused() {
 }
 
 #[test]
+fn server_of_another_deployment_is_reported_as_a_possible_interception() {
+    // A profile pointed at a server with another key: what an attacker in the middle, who cannot
+    // sign with the real server's key, looks like to the client.
+    let dep = Deployment::new(&["alice"]);
+    let other = Deployment::new(&["alice"]);
+    let impostor = other.start_server(&[]);
+    let out = dep.client(&impostor, "alice").args(["inbox"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    // The fingerprint named is the pinned key's, as `forkmail-keygen fingerprint` prints it on
+    // the real server host.
+    let real = std::process::Command::new(bin("forkmail-keygen"))
+        .arg("fingerprint")
+        .arg(dep.server_dir().join("server.pub"))
+        .output()
+        .unwrap();
+    assert!(real.status.success());
+    let fingerprint = String::from_utf8(real.stdout).unwrap();
+    assert!(
+        stderr.contains(&format!("({})", fingerprint.trim())),
+        "names the pinned fingerprint {fingerprint}: {stderr}"
+    );
+    for needed in [
+        "someone may be intercepting the connection",
+        "forkmail-keygen fingerprint",
+        "the password was not sent",
+    ] {
+        assert!(stderr.contains(needed), "says {needed:?}: {stderr}");
+    }
+    assert!(!stderr.contains("copy its server.pub over"), "{stderr}");
+    assert!(
+        !impostor
+            .log()
+            .contains("connection accepted for user alice"),
+        "{}",
+        impostor.log()
+    );
+}
+
+#[test]
 fn replayed_client_hello_on_a_new_connection_is_refused() {
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);

@@ -259,6 +259,47 @@ fn wrong_pinned_server_key_is_refused() {
 }
 
 #[test]
+fn server_of_another_deployment_is_reported_as_a_possible_interception() {
+    // A profile pointed at a server with another key: what an attacker in the middle, who cannot
+    // sign with the real server's key, looks like to the client.
+    let dep = Deployment::new(&["alice"]);
+    let other = Deployment::new(&["alice"]);
+    let impostor = other.start_server(&[]);
+    let out = dep.client(&impostor, "alice").args(["inbox"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    // The fingerprint named is the pinned key's, as `forkmail-keygen fingerprint` prints it on
+    // the real server host.
+    let real = std::process::Command::new(bin("forkmail-keygen"))
+        .arg("fingerprint")
+        .arg(dep.server_dir().join("server.pub"))
+        .output()
+        .unwrap();
+    assert!(real.status.success());
+    let fingerprint = String::from_utf8(real.stdout).unwrap();
+    assert!(
+        stderr.contains(&format!("({})", fingerprint.trim())),
+        "names the pinned fingerprint {fingerprint}: {stderr}"
+    );
+    for needed in [
+        "someone may be intercepting the connection",
+        "forkmail-keygen fingerprint",
+        "the password was not sent",
+    ] {
+        assert!(stderr.contains(needed), "says {needed:?}: {stderr}");
+    }
+    assert!(!stderr.contains("copy its server.pub over"), "{stderr}");
+    assert!(
+        !impostor
+            .log()
+            .contains("connection accepted for user alice"),
+        "{}",
+        impostor.log()
+    );
+}
+
+#[test]
 fn replayed_client_hello_on_a_new_connection_is_refused() {
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
@@ -423,6 +464,133 @@ fn repl_sends_lists_reads_and_deletes_from_piped_input() {
         .ok(format!("read {}\ndelete {}\ninbox\n", ids[0], ids[0]).as_bytes());
     assert!(out.contains("first line"), "{out}");
     assert_eq!(inbox_json(&dep, &server, "bob").len(), 1);
+}
+
+/// One character of every class the client's terminal-safety rule escapes (C0, DEL, C1, bidi
+/// controls, line separators, Unicode format characters including tags), for the tests below.
+const HOSTILE: &[(&str, char)] = &[
+    ("C0 escape", '\x1b'),
+    ("C0 carriage return", '\r'),
+    ("C0 bell", '\x07'),
+    ("DEL", '\x7f'),
+    ("C1 CSI", '\u{9b}'),
+    ("C1 next line", '\u{85}'),
+    ("bidi arabic letter mark", '\u{61c}'),
+    ("bidi left-to-right mark", '\u{200e}'),
+    ("bidi right-to-left mark", '\u{200f}'),
+    ("bidi embedding", '\u{202a}'),
+    ("bidi override", '\u{202e}'),
+    ("bidi isolate", '\u{2066}'),
+    ("bidi pop isolate", '\u{2069}'),
+    ("line separator", '\u{2028}'),
+    ("paragraph separator", '\u{2029}'),
+    ("Cf soft hyphen", '\u{ad}'),
+    ("Cf zero-width space", '\u{200b}'),
+    ("Cf zero-width non-joiner", '\u{200c}'),
+    ("Cf zero-width joiner", '\u{200d}'),
+    ("Cf word joiner", '\u{2060}'),
+    ("Cf invisible plus", '\u{2064}'),
+    ("Cf byte order mark", '\u{feff}'),
+    ("Cf tag begin", '\u{e0001}'),
+    ("Cf tag latin A", '\u{e0041}'),
+    ("Cf cancel tag", '\u{e007f}'),
+];
+
+/// How the client shows `c` to people: `\x1b` below U+0080, else `\u{202e}`.
+fn human_escape(c: char) -> String {
+    if (c as u32) < 0x80 {
+        format!("\\x{:02x}", c as u32)
+    } else {
+        format!("\\u{{{:x}}}", c as u32)
+    }
+}
+
+fn assert_no_raw_hostile(what: &str, out: &str) {
+    for &(class, c) in HOSTILE {
+        assert!(!out.contains(c), "{what}: raw {class} ({c:?}) in {out:?}");
+    }
+}
+
+#[test]
+fn hostile_text_is_escaped_for_people_and_exact_in_json() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    // Each class once in the title (one line) and once in the body, labelled by its position.
+    let title: String = HOSTILE.iter().map(|&(_, c)| format!("{c}.")).collect();
+    let body: String = HOSTILE
+        .iter()
+        .map(|&(class, c)| format!("{class}: <{c}>\n"))
+        .collect();
+    let out = send(&dep, &server, "alice", "bob", &title, &body);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // JSON: none raw in the bytes, the exact text back after parsing.
+    let listed = dep.client(&server, "bob").args(["inbox", "--json"]).ok(b"");
+    assert_no_raw_hostile("inbox --json", &listed);
+    let inbox: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(inbox[0]["title"], title.as_str());
+    let id = inbox[0]["id"].to_string();
+    let shown = dep
+        .client(&server, "bob")
+        .args(["read", &id, "--json"])
+        .ok(b"");
+    assert_no_raw_hostile("read --json", &shown);
+    let mail: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(mail["title"], title.as_str());
+    assert_eq!(mail["body"], body.as_str());
+
+    // People: only escapes, in the inbox line, the one-shot read and the REPL's read.
+    let line = dep.client(&server, "bob").args(["inbox"]).ok(b"");
+    let read = dep.client(&server, "bob").args(["read", &id]).ok(b"");
+    let repl = dep
+        .client(&server, "bob")
+        .ok(format!("read {id}\n").as_bytes());
+    for (what, out) in [("inbox", &line), ("read", &read), ("repl read", &repl)] {
+        assert_no_raw_hostile(what, out);
+        let escaped_title: String = HOSTILE
+            .iter()
+            .map(|&(_, c)| human_escape(c) + ".")
+            .collect();
+        assert!(out.contains(&escaped_title), "{what}: {out}");
+    }
+    for &(class, c) in HOSTILE {
+        let expected = format!("{class}: <{}>\n", human_escape(c));
+        assert!(read.contains(&expected), "read: {class}: {read}");
+        assert!(repl.contains(&expected), "repl read: {class}: {repl}");
+    }
+}
+
+#[test]
+fn regression_a_body_of_blank_lines_and_fake_headers_is_followed_by_the_real_ones() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let forged = format!(
+        "{}Message: 1\nFrom:    postmaster\nTitle:   Your password expired\n\nreply with it\n",
+        "\n".repeat(60)
+    );
+    let out = send(&dep, &server, "alice", "bob", "hello", &forged);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = inbox_json(&dep, &server, "bob")[0]["id"].to_string();
+    let repl = dep
+        .client(&server, "bob")
+        .ok(format!("read {id}\n").as_bytes());
+    let (_, tail) = repl
+        .rsplit_once(&format!("-- end of message {id}; its headers again --\n"))
+        .unwrap_or_else(|| panic!("no repeated headers after the body: {repl}"));
+    assert!(
+        tail.starts_with(&format!("Message: {id}\nFrom:    alice\n")),
+        "{tail}"
+    );
+    assert!(tail.contains("Title:   hello\n"), "{tail}");
+    assert!(!tail.contains("postmaster"), "{tail}");
 }
 
 #[test]

@@ -287,3 +287,43 @@ fn init_with_store_puts_users_in_postgresql_and_records_the_url_without_its_pass
     assert!(store.find_user("eve").unwrap().is_none());
     assert_eq!(store.counts().unwrap().users, 2);
 }
+
+#[test]
+fn fingerprint_prints_the_pinned_keys_fingerprint_and_refuses_a_bad_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    assert!(init(tmp.path()).status.success());
+    let fingerprint = |file: &str| {
+        let out = keygen(&["fingerprint", file], tmp.path(), None);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let server = fingerprint("d/server/server.pub");
+    let pinned =
+        forkmail_keygen::keyfile::load_public_key(&tmp.path().join("d/clients/alice/server.pub"))
+            .unwrap();
+    // The format the client names the pinned key in, on one line.
+    assert_eq!(server, format!("{}\n", pinned.fingerprint()));
+    assert!(server.starts_with("SHA256:") && server.len() == "SHA256:".len() + 43 + 1);
+    assert_eq!(fingerprint("d/clients/alice/server.pub"), server);
+    // The private key's public half is the same key.
+    assert_eq!(fingerprint("d/server/server.key"), server);
+    assert_ne!(fingerprint("d/clients/alice/user.key"), server);
+
+    std::fs::write(tmp.path().join("bad.pub"), "not a key").unwrap();
+    for bad in ["bad.pub", "missing.pub", "d/clients/alice/profile.toml"] {
+        let out = keygen(&["fingerprint", bad], tmp.path(), None);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{bad}: {stderr}");
+        assert!(stderr.contains(bad), "{bad}: {stderr}");
+        assert!(out.stdout.is_empty(), "{bad}");
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::error::AppError;
+use crate::escape::escape_line;
 use crate::session::{ConnectOptions, Session};
 use crate::{commands, repl};
 
@@ -70,7 +71,7 @@ impl Login<'_> {
     /// A progress message on stderr, with `-v` only.
     pub fn note(&self, message: &str) {
         if self.verbose {
-            let _ = writeln!(io::stderr(), "forkmail: {message}");
+            tell(message);
         }
     }
 }
@@ -92,8 +93,10 @@ pub fn print(text: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// A message for the user on stderr (prefixed like every error). Errors writing it are ignored:
-/// there is nowhere left to report them.
+/// A message for the user on stderr, on one line, prefixed like every error. Messages can hold
+/// text from the server or another user (an error echoing the server, a bad id typed back), so
+/// the whole line goes through [`escape_line`]: what was escaped already stays as it is. Errors
+/// writing it are ignored: there is nowhere left to report them.
 pub fn tell(message: &str) {
-    let _ = writeln!(io::stderr(), "forkmail: {message}");
+    let _ = writeln!(io::stderr(), "forkmail: {}", escape_line(message));
 }

@@ -1,64 +1,23 @@
 //! Rendering mail for a terminal and for scripts.
 //!
-//! Titles, sender names and bodies are written by other users, so they may hold escape sequences
-//! that would recolour the terminal, move the cursor, rewrite earlier lines, set the window title
-//! or worse. Human output therefore goes through [`escape_line`] (single-line fields) or
-//! [`escape_body`] (bodies, which keep their newlines and tabs): every control character comes out
-//! as visible text such as `\x1b`, never as the raw byte. Bidirectional overrides and line
-//! separators are escaped too, so text cannot make itself display in a misleading order.
+//! Every field another user or the server wrote goes through [`crate::escape`], the one rule for
+//! which characters may reach a terminal: [`escape_line`] for single-line fields, [`escape_body`]
+//! for bodies (which keep their newlines and tabs), and [`to_json`] for `--json`, which writes the
+//! same characters as `\uXXXX` escapes. Dates are RFC 3339 in UTC for scripts, minutes in UTC for
+//! people.
 //!
-//! `--json` output is the data as stored, with serde_json escaping control characters (`\u001b`)
-//! as JSON requires; dates are RFC 3339 in UTC in both forms.
+//! A body can also forge a header block on screen: blank lines, then `From:` and `Title:` lines of
+//! its own, with the real headers scrolled away. A body taller than [`REPEAT_HEADERS_AFTER_ROWS`]
+//! is therefore followed by the real headers again, so the last header block on screen is always
+//! the real one.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use forkmail_protocol::{Mail, MailSummary};
 use serde::Serialize;
 
-/// Escapes a single-line field (title, sender, recipient, server message): every control
-/// character, including newline and tab, becomes visible text.
-pub fn escape_line(text: &str) -> Cow<'_, str> {
-    escape(text, false)
-}
-
-/// Escapes a mail body: newlines and tabs stay, every other control character (carriage return
-/// included, which could overwrite a line) becomes visible text.
-pub fn escape_body(text: &str) -> Cow<'_, str> {
-    escape(text, true)
-}
-
-fn escape(text: &str, keep_layout: bool) -> Cow<'_, str> {
-    let keep = |c: char| keep_layout && (c == '\n' || c == '\t');
-    if !text.chars().any(|c| is_unsafe(c) && !keep(c)) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if !is_unsafe(c) || keep(c) {
-            out.push(c);
-        } else if (c as u32) < 0x80 {
-            // C0 controls and DEL: `\x1b`, `\x7f`, also `\n` and `\t` in single-line fields.
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        } else {
-            // C1 controls, bidi controls, line and paragraph separators.
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Characters that must not reach a terminal raw: Unicode control characters (C0, DEL, C1),
-/// bidirectional embedding/override/isolate marks, and the line/paragraph separators.
-fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200e}' | '\u{200f}' | '\u{061c}'   // LRM, RLM, ALM
-            | '\u{202a}'..='\u{202e}'               // embeddings and overrides
-            | '\u{2066}'..='\u{2069}'               // isolates
-            | '\u{2028}' | '\u{2029}')
-}
+use crate::escape::{escape_body, escape_line, to_json};
 
 /// A mail date for scripts: RFC 3339 in UTC, to the second (`2024-05-01T12:34:56Z`). A date
 /// outside chrono's range (only a broken server could send one) is rendered as the raw number.
@@ -99,22 +58,52 @@ pub fn inbox_line(mail: &MailSummary) -> String {
     )
 }
 
-/// A whole mail for people: headers, a blank line, the body ending in a newline.
+/// A body taller than this many terminal rows (at [`ASSUMED_COLUMNS`] columns) is followed by the
+/// headers again: with the six header lines it no longer fits a 24-row terminal, so the real
+/// headers may have scrolled away above a forged block.
+pub const REPEAT_HEADERS_AFTER_ROWS: usize = 16;
+
+/// Terminal width assumed when counting a body's rows; a narrower terminal only wraps more, and
+/// the client does not ask the terminal.
+pub const ASSUMED_COLUMNS: usize = 80;
+
+/// A whole mail for people: headers, a blank line, the body ending in a newline; and after a long
+/// body, a marker line and the same headers again.
 pub fn render_mail(mail: &Mail) -> String {
+    let headers = render_headers(mail);
+    let body = escape_body(&mail.body);
+    let mut out = format!("{headers}\n{body}");
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if rows(&body) > REPEAT_HEADERS_AFTER_ROWS {
+        out.push_str(&format!(
+            "-- end of message {}; its headers again --\n{headers}",
+            mail.id
+        ));
+    }
+    out
+}
+
+/// The header block, one field a line, each line ending in a newline.
+fn render_headers(mail: &Mail) -> String {
     let to: Vec<Cow<'_, str>> = mail.to.iter().map(|name| escape_line(name)).collect();
-    let mut out = format!(
-        "Message: {}\nFrom:    {}\nTo:      {}\nDate:    {}\nTitle:   {}\n\n",
+    format!(
+        "Message: {}\nFrom:    {}\nTo:      {}\nDate:    {}\nTitle:   {}\n",
         mail.id,
         escape_line(&mail.from),
         to.join(", "),
         human_date(mail.date_ms),
         escape_line(&mail.title)
-    );
-    out.push_str(&escape_body(&mail.body));
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out
+    )
+}
+
+/// Terminal rows that `text` takes at [`ASSUMED_COLUMNS`] columns (a tab counted as one column,
+/// which can only undercount by the width of the tab stops).
+fn rows(text: &str) -> usize {
+    text.lines()
+        .map(|line| line.chars().count().div_ceil(ASSUMED_COLUMNS).max(1))
+        .sum()
 }
 
 /// One inbox entry in `inbox --json`.
@@ -166,14 +155,12 @@ impl<'a> From<&'a Mail> for MailJson<'a> {
 /// `inbox --json`: a JSON array of [`SummaryJson`], on one line.
 pub fn inbox_json(mails: &[MailSummary]) -> String {
     let entries: Vec<SummaryJson<'_>> = mails.iter().map(SummaryJson::from).collect();
-    // Serializing strings, integers and booleans into a String cannot fail.
-    serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned())
+    to_json(&entries)
 }
 
 /// `read --json`: one JSON object, on one line.
 pub fn mail_json(mail: &Mail) -> String {
-    // Serializing strings, integers and booleans into a String cannot fail.
-    serde_json::to_string(&MailJson::from(mail)).unwrap_or_else(|_| "{}".to_owned())
+    to_json(&MailJson::from(mail))
 }
 
 #[cfg(test)]
@@ -181,6 +168,8 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::escape::is_unsafe;
+    use crate::escape::tests::CLASSES;
 
     const ATTACK: &str = "\x1b[2J\x1b]0;owned\x07\r\u{9b}31m\u{202e}gnp.exe\x7f";
 
@@ -224,16 +213,83 @@ mod tests {
     }
 
     #[test]
-    fn bodies_keep_newlines_and_tabs_single_lines_do_not() {
-        assert_eq!(escape_body("a\n\tb\r\n"), "a\n\tb\\x0d\n");
-        assert_eq!(escape_line("a\n\tb"), "a\\x0a\\x09b");
+    fn every_hostile_class_is_escaped_in_every_output() {
+        for &(class, c, human, json) in CLASSES {
+            let text = format!("x{c}y");
+            let summary = MailSummary {
+                from: text.clone(),
+                title: text.clone(),
+                ..summary()
+            };
+            let mail = Mail {
+                from: text.clone(),
+                to: vec![text.clone()],
+                title: text.clone(),
+                body: text.clone(),
+                ..mail()
+            };
+            let escaped = format!("x{human}y");
+            let line = inbox_line(&summary);
+            assert_terminal_safe(&line, false);
+            assert_eq!(line.matches(&escaped).count(), 2, "{class}: {line}");
+            let rendered = render_mail(&mail);
+            assert_terminal_safe(&rendered, true);
+            assert_eq!(rendered.matches(&escaped).count(), 4, "{class}: {rendered}");
+
+            let listed = inbox_json(std::slice::from_ref(&summary));
+            let shown = mail_json(&mail);
+            for (out, strings) in [(&listed, 2), (&shown, 4)] {
+                assert!(!out.chars().any(is_unsafe), "{class}: {out:?}");
+                assert_eq!(
+                    out.matches(&format!("x{json}y")).count(),
+                    strings,
+                    "{class}"
+                );
+            }
+            let listed: Value = serde_json::from_str(&listed).unwrap();
+            assert_eq!(listed[0]["title"], text, "{class}");
+            assert_eq!(listed[0]["from"], text, "{class}");
+            let shown: Value = serde_json::from_str(&shown).unwrap();
+            for field in ["from", "title", "body"] {
+                assert_eq!(shown[field], text, "{class}: {field}");
+            }
+            assert_eq!(shown["to"][0], text, "{class}");
+        }
     }
 
     #[test]
-    fn safe_text_is_borrowed_unchanged() {
-        let text = "Grüße, 世界! \\x1b is just text";
-        assert!(matches!(escape_line(text), Cow::Borrowed(t) if t == text));
-        assert!(matches!(escape_body("a\nb\t"), Cow::Borrowed(_)));
+    fn regression_a_long_body_cannot_forge_the_headers_on_screen() {
+        let forged = format!(
+            "{}From:    postmaster\nTitle:   Your password expired\n\nsend it to me\n",
+            "\n".repeat(40)
+        );
+        let mail = Mail {
+            body: forged,
+            ..mail()
+        };
+        let text = render_mail(&mail);
+        let tail = text
+            .rsplit_once("-- end of message 7; its headers again --\n")
+            .expect("the headers are repeated after a long body")
+            .1;
+        assert_eq!(tail, render_headers(&mail));
+        assert!(tail.contains("From:    alice\n"), "{tail}");
+        assert!(text.ends_with("Title:   t\\x09ab\\x0anl\n"), "{text}");
+    }
+
+    #[test]
+    fn headers_are_repeated_only_after_a_tall_body() {
+        let with_body = |body: String| render_mail(&Mail { body, ..mail() });
+        let marker = "its headers again";
+        let short = "line\n".repeat(REPEAT_HEADERS_AFTER_ROWS);
+        assert!(!with_body(short.clone()).contains(marker));
+        assert!(with_body(short + "one more\n").contains(marker));
+        // Rows, not lines: one long line wraps into many.
+        let wide = "w".repeat(ASSUMED_COLUMNS * REPEAT_HEADERS_AFTER_ROWS + 1);
+        assert!(with_body(wide).contains(marker));
+        assert_eq!(rows(""), 0);
+        assert_eq!(rows("a\n\nb"), 3);
+        assert_eq!(rows(&"é".repeat(81)), 2);
     }
 
     #[test]

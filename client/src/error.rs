@@ -15,7 +15,7 @@ use forkmail_protocol::{
     CloseReason, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
 };
 
-use crate::display::escape_line;
+use crate::escape::escape_line;
 
 /// Why a session could not be opened or a request could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +38,17 @@ pub enum ClientError {
     #[error("cannot connect to {addr}: {source}; is forkmail-server running there? Check server_addr in the profile or pass --server HOST:PORT")]
     Connect { addr: String, source: io::Error },
 
-    /// The server's hello is not signed by the key pinned in the profile.
-    #[error("the server's key does not match the pinned key in {} ({fingerprint}): this is not the server you configured, or its key was replaced; if the new key is genuine, copy its server.pub over the pinned file", .path.display())]
-    ServerKeyMismatch { path: PathBuf, fingerprint: String },
+    /// The server's hello is not signed by the key pinned in the profile. Protocol v1's hello
+    /// carries only the signature, not the key that made it, so the presented key's fingerprint
+    /// is unknown here. The message must never advise replacing the pinned key outright: that is
+    /// exactly what someone intercepting the connection would want.
+    #[error("the server's signature does not verify against the pinned server key {} ({fingerprint}), so the password was not sent: someone may be intercepting the connection, or the server's key was replaced. Before changing the pinned key, run `forkmail-keygen fingerprint DIR/server/server.pub` on the server host and compare: the same {fingerprint} means this connection is being intercepted (or server_addr points at another server), so do not log in; a different one means the key was replaced, so get the new server.pub from the server host by a means you trust", .path.display())]
+    ServerKeyMismatch {
+        /// The pinned key file, `server.pub` in the profile.
+        path: PathBuf,
+        /// The pinned key's fingerprint, as `forkmail-keygen fingerprint` prints it.
+        fingerprint: String,
+    },
 
     #[error("server busy: every session slot stayed taken for {waited_secs} s; try again shortly")]
     Busy { waited_secs: u32 },
@@ -187,9 +195,18 @@ mod tests {
         };
         let msg = err.to_string();
         assert!(
-            msg.starts_with("the server's key does not match the pinned key in /d/clients/bob/server.pub (SHA256:abcd): "),
+            msg.starts_with("the server's signature does not verify against the pinned server key /d/clients/bob/server.pub (SHA256:abcd), so the password was not sent: "),
             "{msg}"
         );
+        assert!(
+            msg.contains("someone may be intercepting the connection"),
+            "{msg}"
+        );
+        assert!(msg.contains("forkmail-keygen fingerprint"), "{msg}");
+        assert!(msg.contains("the same SHA256:abcd means"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        // Never the bare advice to overwrite the pinned key.
+        assert!(!msg.contains("copy its server.pub over"), "{msg}");
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! [`ConnectOptions`], then `send`, `inbox`, `read`, `delete`, `quit`, every failure a
 //! [`ClientError`] that says what happened and what to do. The rest is the program: [`cli`] (the
 //! command-line contract), [`app`] (password and login), [`commands`] (one-shot commands),
-//! [`repl`] (interactive use) and [`display`] (terminal-safe and JSON rendering).
+//! [`repl`] (interactive use), [`display`] (rendering mail for people and for `--json`) and
+//! [`escape`] (the one rule for which characters may reach a terminal).
 
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod display;
 pub mod error;
+pub mod escape;
 pub mod repl;
 pub mod session;
 

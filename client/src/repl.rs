@@ -19,8 +19,9 @@ use rustyline::DefaultEditor;
 
 use crate::app::{print, tell, Login};
 use crate::commands::{build_draft, parse_recipients, read_body_file};
-use crate::display::{escape_line, inbox_line, render_mail};
+use crate::display::{inbox_line, render_mail};
 use crate::error::{AppError, ClientError};
+use crate::escape::escape_line;
 use crate::session::Session;
 
 /// History file in the profile directory.

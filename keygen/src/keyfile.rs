@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use base64ct::{Base64Unpadded, Encoding};
 use ring::signature::RsaKeyPair;
 use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
 use rsa::pkcs8::{DecodePublicKey, EncodePrivateKey, LineEnding};
@@ -55,11 +56,13 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    /// `SHA256:` and the hex SHA-256 of the DER: what a person compares to check a pinned key.
+    /// `SHA256:` and the SHA-256 of the PKCS#1 DER in base64 without padding, written as OpenSSH
+    /// writes fingerprints: what a person compares to check a pinned key, and what
+    /// `forkmail-keygen fingerprint FILE` prints. (OpenSSH hashes its own key encoding, so the
+    /// two programs' fingerprints of one RSA key differ; compare forkmail's with forkmail's.)
     pub fn fingerprint(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.der);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("SHA256:{hex}")
+        format!("SHA256:{}", Base64Unpadded::encode_string(digest.as_ref()))
     }
 }
 
@@ -154,6 +157,21 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
     Ok(PublicKey { der })
 }
 
+/// The public key of a key file: a public key as [`load_public_key`] reads it, or the public half
+/// of a private key (so `fingerprint` works on `server.key` and `user.key` too).
+pub fn load_any_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
+    match load_public_key(path) {
+        Err(KeyFileError::WrongType { found, .. }) if found == "PRIVATE KEY" => {
+            use ring::signature::KeyPair;
+            let pair = load_private_key(path)?;
+            Ok(PublicKey {
+                der: pair.public_key().as_ref().to_vec(),
+            })
+        }
+        other => other,
+    }
+}
+
 fn read_pem(path: &Path, expected: &[&'static str]) -> Result<(String, Vec<u8>), KeyFileError> {
     let text = fs::read(path).map_err(|e| read_error(path, e))?;
     let (label, der) = pem_rfc7468::decode_vec(&text)
@@ -218,6 +236,21 @@ mod tests {
             load_public_key(&priv_path),
             Err(KeyFileError::WrongType { .. })
         ));
+        // Either file gives the same key, so the same fingerprint.
+        assert_eq!(load_any_public_key(&priv_path).unwrap(), key.public);
+        assert_eq!(load_any_public_key(&pub_path).unwrap(), key.public);
+    }
+
+    #[test]
+    fn fingerprints_are_sha256_in_unpadded_base64() {
+        let key = PublicKey {
+            der: b"abc".to_vec(),
+        };
+        // SHA-256("abc") = ba7816bf 8f01cfea ..., in base64 without the trailing '='.
+        assert_eq!(
+            key.fingerprint(),
+            "SHA256:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0"
+        );
     }
 
     #[test]

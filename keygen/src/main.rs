@@ -1,4 +1,5 @@
-//! `forkmail-keygen`: makes a forkmail deployment, once per deployment.
+//! `forkmail-keygen`: makes a forkmail deployment, once per deployment, and prints key
+//! fingerprints (`fingerprint FILE`) for checking the key a client has pinned.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use forkmail_keygen::deploy::{self, InitOptions, NewUser, UsersFile};
+use forkmail_keygen::keyfile::load_any_public_key;
 use forkmail_keygen::password::{
     Kdf, PasswordHash, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS,
 };
@@ -56,6 +58,13 @@ enum Command {
         dir: PathBuf,
         /// The new user's name: 1-32 of a-z 0-9 . _ -, starting with a letter or digit.
         name: String,
+    },
+    /// Print the fingerprint (SHA256:...) of a key file, e.g. DIR/server/server.pub on the server
+    /// host, to compare with the pinned key the client names.
+    Fingerprint {
+        /// A public key file (server.pub, on the server or in a profile) or a private key file
+        /// (server.key, user.key), whose public half is printed.
+        file: PathBuf,
     },
     /// Time one password hash with each PBKDF2 variant at OWASP's iteration counts.
     KdfBench,
@@ -144,6 +153,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .0
                     .display()
             );
+            Ok(())
+        }
+        Command::Fingerprint { file } => {
+            println!("{}", load_any_public_key(&file)?.fingerprint());
             Ok(())
         }
         Command::KdfBench => {

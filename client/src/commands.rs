@@ -1,4 +1,4 @@
-//! One-shot commands: `forkmail --profile P send|inbox|read|delete ...`.
+//! One-shot commands: `forkmail --profile P send|inbox|sent|read|delete ...`.
 //!
 //! Each logs in, does one thing, logs out and prints the result. The result is printed after
 //! logging out, so a reader that closes the pipe early (`| head`) cannot leave the session
@@ -16,7 +16,7 @@ use forkmail_protocol::Draft;
 
 use crate::app::{print, tell, Login};
 use crate::cli::Command;
-use crate::display::{inbox_json, inbox_line, mail_json, render_mail};
+use crate::display::{inbox_json, inbox_line, mail_json, render_mail, sent_json, sent_line};
 use crate::error::{AppError, ClientError};
 use crate::session::Session;
 
@@ -49,6 +49,20 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
                 Ok(())
             } else {
                 let lines: String = mails.iter().map(|m| inbox_line(m) + "\n").collect();
+                print(&lines)
+            }
+        }
+        Command::Sent { json } => {
+            let mut session = login.connect(login.options()?)?;
+            let mails = session.sent()?;
+            logout(session, login);
+            if *json {
+                print(&(sent_json(&mails) + "\n"))
+            } else if mails.is_empty() {
+                tell("nothing sent yet");
+                Ok(())
+            } else {
+                let lines: String = mails.iter().map(|m| sent_line(m) + "\n").collect();
                 print(&lines)
             }
         }

@@ -19,7 +19,7 @@ use rustyline::DefaultEditor;
 
 use crate::app::{print, tell, Login};
 use crate::commands::{build_draft, parse_recipients, read_body_file};
-use crate::display::{escape_line, inbox_line, render_mail};
+use crate::display::{escape_line, inbox_line, render_mail, sent_line};
 use crate::error::{AppError, ClientError};
 use crate::session::Session;
 
@@ -31,6 +31,7 @@ commands:
   send        write a mail: asks for the recipients (separated with ;), the title, then the
               body, ended by a line holding only '.' (or answer :file PATH to send a file)
   inbox       list the inbox: id, '*' if unread, date, sender, title
+  sent        list what you have sent: id, date, recipients, title
   read ID     show one mail and mark it read
   delete ID   delete one mail
   help        show this help
@@ -42,6 +43,7 @@ commands:
 pub enum ReplCommand {
     Send,
     Inbox,
+    Sent,
     Read(u64),
     Delete(u64),
     Help,
@@ -60,12 +62,13 @@ pub fn parse_command(line: &str) -> Result<ReplCommand, String> {
     match (name.as_str(), args.as_slice()) {
         ("send", []) => Ok(ReplCommand::Send),
         ("inbox", []) => Ok(ReplCommand::Inbox),
+        ("sent", []) => Ok(ReplCommand::Sent),
         ("read", [arg]) => Ok(ReplCommand::Read(id(arg)?)),
         ("delete", [arg]) => Ok(ReplCommand::Delete(id(arg)?)),
         ("help" | "?", []) => Ok(ReplCommand::Help),
         ("quit" | "exit", []) => Ok(ReplCommand::Quit),
         ("read" | "delete", _) => Err(format!("usage: {name} ID")),
-        ("send" | "inbox" | "help" | "quit" | "exit", _) => {
+        ("send" | "inbox" | "sent" | "help" | "quit" | "exit", _) => {
             Err(format!("{name} takes no arguments"))
         }
         _ => Err(format!("unknown command '{}'", escape_line(&name))),
@@ -180,6 +183,19 @@ fn execute(
                     .collect::<String>(),
             )
         }
+        ReplCommand::Sent => {
+            let mails = session.sent()?;
+            if mails.is_empty() {
+                tell("nothing sent yet");
+                return Ok(());
+            }
+            print(
+                &mails
+                    .iter()
+                    .map(|m| sent_line(m) + "\n")
+                    .collect::<String>(),
+            )
+        }
         ReplCommand::Read(id) => print(&render_mail(&session.read(id)?)),
         ReplCommand::Delete(id) => {
             session.delete(id)?;
@@ -262,6 +278,7 @@ mod tests {
     fn commands_parse() {
         assert_eq!(parse_command("send"), Ok(ReplCommand::Send));
         assert_eq!(parse_command("  inbox "), Ok(ReplCommand::Inbox));
+        assert_eq!(parse_command("sent"), Ok(ReplCommand::Sent));
         assert_eq!(parse_command("read 12"), Ok(ReplCommand::Read(12)));
         assert_eq!(parse_command("DELETE 3"), Ok(ReplCommand::Delete(3)));
         assert_eq!(parse_command("help"), Ok(ReplCommand::Help));

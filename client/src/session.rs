@@ -27,7 +27,7 @@ use forkmail_protocol::limits::{validate_body, validate_recipients, validate_tit
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
     now_millis, read_frame, write_frame, AuthResult, Draft, FrameError, HandshakeError, Mail,
-    MailSummary, Request, Response, SecureChannel, MAX_FRAME_LEN, MAX_HELLO_LEN,
+    MailSummary, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN, MAX_HELLO_LEN,
 };
 use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
@@ -215,6 +215,26 @@ impl Session {
         })
     }
 
+    /// Lists what this user has sent, oldest first, reading every page.
+    pub fn sent(&mut self) -> Result<Vec<SentSummary>, ClientError> {
+        self.guard(|s| {
+            let mut all = Vec::new();
+            let mut response = s.request(Request::Sent, "while listing sent mail")?;
+            loop {
+                match response {
+                    Response::SentPage { entries, more } => {
+                        all.extend(entries);
+                        if !more {
+                            return Ok(all);
+                        }
+                    }
+                    other => return Err(unexpected("SentPage", &other)),
+                }
+                response = s.receive("while listing sent mail")?;
+            }
+        })
+    }
+
     /// Reads one mail (the server marks it read).
     pub fn read(&mut self, id: u64) -> Result<Mail, ClientError> {
         self.guard(
@@ -398,6 +418,7 @@ fn unexpected(expected: &'static str, got: &Response) -> ClientError {
         Response::Goodbye => "Goodbye",
         Response::Error { .. } => "Error",
         Response::Closing(_) => "Closing",
+        Response::SentPage { .. } => "SentPage",
     };
     ClientError::Unexpected { expected, got }
 }

@@ -21,7 +21,7 @@ use forkmail_protocol::handshake::{CheckedHello, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
     AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    INBOX_PAGE_LEN,
+    INBOX_PAGE_LEN, SENT_PAGE_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{Store, StoreError};
@@ -269,6 +269,7 @@ impl Authenticated {
         let response = match request {
             Request::Send(draft) => self.send(store, draft),
             Request::Inbox => return self.inbox(store, stream).map(|()| Flow::Continue),
+            Request::Sent => return self.sent(store, stream).map(|()| Flow::Continue),
             Request::Read { id } => match store.read(&self.user, id) {
                 Ok(mail) => Response::Mail(mail),
                 Err(err) => error_response(err),
@@ -326,6 +327,25 @@ impl Authenticated {
             Ok(()) => Ok(()),
             // Nothing was sent yet only if the failure came before the first page; either way
             // the client gets an error frame in place of the rest of the listing.
+            Err(err) => self.respond(stream, &error_response(err)),
+        }
+    }
+
+    /// Pages as [`Self::inbox`] does: an error frame takes the place of the rest.
+    fn sent(&mut self, store: &mut dyn Store, stream: &TcpStream) -> Result<(), SessionError> {
+        let user = self.user.clone();
+        let mut written = Ok(());
+        let listed = store.sent(&user, SENT_PAGE_LEN, &mut |entries, more| {
+            written = self.respond(stream, &Response::SentPage { entries, more });
+            if written.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        written?;
+        match listed {
+            Ok(()) => Ok(()),
             Err(err) => self.respond(stream, &error_response(err)),
         }
     }

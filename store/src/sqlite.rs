@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::migrations::{
@@ -269,6 +269,11 @@ fn user_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 }
 
 /// Inserts one message, its body and its deliveries (recipients already checked).
+/// The recipient list as stored (`;`-separated, user names cannot contain `;`).
+fn split_recipients(stored: &str) -> Vec<String> {
+    stored.split(';').map(str::to_owned).collect()
+}
+
 fn insert_mail(
     conn: &Connection,
     from: &str,
@@ -297,6 +302,13 @@ fn insert_mail(
     for name in &draft.to {
         deliver.execute(params![name, id]).sql()?;
     }
+    conn.prepare_cached(
+        "INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+         SELECT id, sender, recipients, sent_ms, title FROM messages WHERE id = ?1",
+    )
+    .sql()?
+    .execute([id])
+    .sql()?;
     Ok(id as u64)
 }
 
@@ -405,6 +417,37 @@ impl Store for SqliteStore {
                 date_ms: row.get::<_, i64>(2).sql()? as u64,
                 title: row.get(3).sql()?,
                 read: row.get(4).sql()?,
+            });
+            if entries.len() == page_len && page(std::mem::take(&mut entries), true).is_break() {
+                return Ok(());
+            }
+        }
+        let _ = page(entries, false);
+        Ok(())
+    }
+
+    fn sent(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let page_len = page_len.max(1);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT message_id, recipients, sent_ms, title FROM sent
+                 WHERE sender = ?1 ORDER BY message_id",
+            )
+            .sql()?;
+        let mut rows = stmt.query([user]).sql()?;
+        let mut entries = Vec::with_capacity(page_len.min(64));
+        while let Some(row) = rows.next().sql()? {
+            entries.push(SentSummary {
+                id: row.get::<_, i64>(0).sql()? as u64,
+                to: split_recipients(&row.get::<_, String>(1).sql()?),
+                date_ms: row.get::<_, i64>(2).sql()? as u64,
+                title: row.get(3).sql()?,
             });
             if entries.len() == page_len && page(std::mem::take(&mut entries), true).is_break() {
                 return Ok(());
@@ -625,6 +668,7 @@ impl Store for SqliteStore {
             deliveries: count("deliveries")?,
             seen_nonces: count("seen_nonces")?,
             login_failures: count("login_failures")?,
+            sent: count("sent")?,
         })
     }
 

@@ -26,7 +26,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
-use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
@@ -316,6 +316,43 @@ impl Store for PgStore {
         }
     }
 
+    /// Keyset paging, as [`PgStore::inbox`], over the `sent_by_sender` index.
+    fn sent(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let limit = i64::try_from(page_len.max(1)).unwrap_or(i64::MAX);
+        let mut after = i64::MIN;
+        loop {
+            let entries: Vec<SentSummary> = self.run(|conn| {
+                let statement = conn.statements.get(&mut conn.client, queries::SENT_PAGE)?;
+                let rows = conn.client.query(&statement, &[&user, &after, &limit])?;
+                let entries = rows.iter().map(|row| {
+                    Ok(SentSummary {
+                        id: row.try_get::<_, i64>(0)? as u64,
+                        to: row
+                            .try_get::<_, &str>(1)?
+                            .split(';')
+                            .map(str::to_owned)
+                            .collect(),
+                        date_ms: row.try_get::<_, i64>(2)? as u64,
+                        title: row.try_get(3)?,
+                    })
+                });
+                Ok(entries.collect::<Result<_, ::postgres::Error>>()?)
+            })?;
+            let more = entries.len() as i64 == limit;
+            if let Some(last) = entries.last() {
+                after = last.id as i64;
+            }
+            if page(entries, more).is_break() || !more {
+                return Ok(());
+            }
+        }
+    }
+
     fn read(&mut self, user: &str, id: u64) -> Result<Mail, StoreError> {
         // One statement that marks the delivery read and returns the mail; running it twice
         // is harmless, so a lost connection is simply retried.
@@ -464,6 +501,7 @@ impl Store for PgStore {
                 deliveries: n(3)?,
                 seen_nonces: n(4)?,
                 login_failures: n(5)?,
+                sent: n(6)?,
             })
         })
     }

@@ -1,7 +1,17 @@
 //! What a user sent, and sending it exactly once: `forkmail sent` with the real server and
-//! client, in JSON and for people, including after every recipient deleted the mail.
+//! client, in JSON and for people, including after every recipient deleted the mail; a
+//! `SendOnce` repeated on the wire; and one-shot sends while serving children are SIGKILLed at
+//! random moments, every outcome checked against the store.
 
-use forkmail_testkit::{Deployment, Server};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use forkmail_protocol::messages::{Draft, Request, Response};
+use forkmail_testkit::{db, wire, Deployment, Server};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 fn sent_json(dep: &Deployment, server: &Server, user: &str) -> Vec<Value> {
@@ -76,4 +86,141 @@ fn sent_lists_what_was_sent_in_json_and_for_people_even_after_recipients_delete(
         after, listed,
         "the sent list survives the recipients' deletes"
     );
+}
+
+#[test]
+fn a_repeated_send_once_on_the_wire_returns_the_original_id_and_stores_one_copy() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let request = Request::SendOnce {
+        send_id: *b"sixteen byte id!",
+        draft: Draft {
+            to: vec!["bob".into()],
+            title: "once".into(),
+            body: "only one copy".into(),
+        },
+    };
+    let mut first = wire::login(&dep, server.addr, "alice");
+    let Response::Sent { id } = first.request(&request) else {
+        panic!("the first SendOnce is stored")
+    };
+    assert_eq!(
+        first.request(&request),
+        Response::Sent { id },
+        "same session"
+    );
+    drop(first);
+    // A new session, as a client reconnecting after a broken connection.
+    let mut again = wire::login(&dep, server.addr, "alice");
+    assert_eq!(
+        again.request(&request),
+        Response::Sent { id },
+        "new session"
+    );
+    // The same id from another sender is another send.
+    let mut bob = wire::login(&dep, server.addr, "bob");
+    let Response::Sent { id: bobs } = bob.request(&request) else {
+        panic!("bob may use the same send id")
+    };
+    assert_ne!(bobs, id);
+    drop(bob);
+    assert_eq!(db::counts(&dep.store()).messages, 2);
+    assert_eq!(
+        titles(&dep, "bob").get("once"),
+        Some(&2),
+        "one from alice, one from bob"
+    );
+    wire::assert_serves(again, &server);
+}
+
+/// How many copies of each title `user` holds, read through the store.
+fn titles(dep: &Deployment, user: &str) -> HashMap<String, usize> {
+    let mut copies = HashMap::new();
+    db::open(&dep.store())
+        .inbox(user, 1000, &mut |page, _| {
+            for mail in page {
+                *copies.entry(mail.title).or_insert(0) += 1;
+            }
+            ControlFlow::Continue(())
+        })
+        .expect("inbox through the store");
+    copies
+}
+
+/// The measurement of issue 8: serving children SIGKILLed at random moments while one-shot
+/// sends run. Each outcome is checked against the store: exit 0 means exactly one copy,
+/// "nothing was sent" means none, and no command ever leaves two.
+#[test]
+fn sends_with_serving_children_sigkilled_at_random_are_never_doubled_and_say_what_happened() {
+    const SENDS: usize = 60;
+    const TIME_LIMIT: Duration = Duration::from_secs(150);
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let body = "x".repeat(100_000);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let outcomes: Vec<(String, Option<i32>, String)> = std::thread::scope(|s| {
+        s.spawn(|| {
+            // A pseudo-random pause of 5-125 ms between kills, different every run.
+            let mut state = started.elapsed().as_nanos() as u64 | 1;
+            while !stop.load(Ordering::Relaxed) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                std::thread::sleep(Duration::from_millis(5 + state % 120));
+                for child in server.children() {
+                    let _ = kill(Pid::from_raw(child.pid), Signal::SIGKILL);
+                }
+            }
+        });
+        let mut outcomes = Vec::new();
+        for i in 0..SENDS {
+            if started.elapsed() > TIME_LIMIT {
+                break;
+            }
+            let title = format!("k{i}");
+            let out = dep
+                .client(&server, "alice")
+                .args(["send", "--to", "bob", "--title", &title])
+                .run(body.as_bytes());
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            outcomes.push((title, out.status.code(), stderr));
+        }
+        stop.store(true, Ordering::Relaxed);
+        outcomes
+    });
+    let copies = titles(&dep, "bob");
+    let (mut confirmed, mut not_sent, mut uncertain) = (0, 0, 0);
+    for (title, code, stderr) in &outcomes {
+        let n = copies.get(title).copied().unwrap_or(0);
+        if *code != Some(0) {
+            eprintln!("{title}: exit {code:?}: {}", stderr.trim());
+        }
+        assert!(n <= 1, "{title}: {n} copies from one command; {stderr}");
+        if *code == Some(0) {
+            confirmed += 1;
+            assert_eq!(n, 1, "{title}: exit 0 but {n} copies");
+        } else if stderr.contains("nothing was sent") {
+            not_sent += 1;
+            assert_eq!(n, 0, "{title}: said nothing was sent, but it was: {stderr}");
+        } else {
+            uncertain += 1;
+            assert_eq!(*code, Some(1), "{title}: {stderr}");
+            assert!(
+                stderr.contains("the mail may have been sent")
+                    && stderr.contains("check with `forkmail sent`"),
+                "{title}: a failure that is neither certain nor says it is uncertain: {stderr}"
+            );
+        }
+    }
+    eprintln!(
+        "{} sends under SIGKILL: {confirmed} confirmed, {not_sent} certainly not sent, \
+         {uncertain} uncertain",
+        outcomes.len()
+    );
+    assert!(
+        confirmed > 0,
+        "no send got through: the kills came too often to test anything"
+    );
+    assert!(db::integrity(&dep.store()).is_ok());
 }

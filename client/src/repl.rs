@@ -21,7 +21,7 @@ use crate::app::{print, tell, Login};
 use crate::commands::{build_draft, parse_recipients, read_body_file};
 use crate::display::{escape_line, inbox_line, render_mail, sent_line};
 use crate::error::{AppError, ClientError};
-use crate::session::Session;
+use crate::session::{send_with_one_repeat, ConnectOptions, Session};
 
 /// History file in the profile directory.
 pub const HISTORY_FILE: &str = "history.txt";
@@ -86,11 +86,14 @@ pub fn run(login: &Login<'_>) -> Result<(), AppError> {
         let _ = editor.load_history(&history);
     }
     let prompt = format!("{}> ", options.user);
-    let mut session = login.connect(options)?;
+    // The password stays in `options` (wiped when it goes) for the one repeat a broken send
+    // may need, for this REPL session only.
+    let options = login.with_password(options)?;
+    let mut session = login.open(&options)?;
     if interactive {
         tell("logged in; type help for the commands");
     }
-    let result = command_loop(&mut editor, &mut session, &prompt);
+    let result = command_loop(&mut editor, &mut session, &prompt, &options, login);
     if interactive {
         if let Err(err) = editor.save_history(&history) {
             login.note(&format!(
@@ -110,6 +113,8 @@ fn command_loop(
     editor: &mut DefaultEditor,
     session: &mut Session,
     prompt: &str,
+    options: &ConnectOptions,
+    login: &Login<'_>,
 ) -> Result<(), AppError> {
     loop {
         let line = match editor.readline(prompt) {
@@ -137,7 +142,7 @@ fn command_loop(
             ReplCommand::Quit => return Ok(()),
             other => {
                 session.check_alive()?;
-                match execute(other, editor, session) {
+                match execute(other, editor, session, options, login) {
                     Ok(()) => {}
                     Err(err) if ends_repl(&err) => return Err(err),
                     Err(err) => tell(&err.to_string()),
@@ -160,6 +165,8 @@ fn execute(
     command: ReplCommand,
     editor: &mut DefaultEditor,
     session: &mut Session,
+    options: &ConnectOptions,
+    login: &Login<'_>,
 ) -> Result<(), AppError> {
     match command {
         ReplCommand::Send => {
@@ -167,7 +174,7 @@ fn execute(
                 tell("not sent");
                 return Ok(());
             };
-            let id = session.send(&draft)?;
+            let id = send_with_one_repeat(session, options, &draft, &|m| login.note(m))?;
             print(&format!("sent message {id}\n"))
         }
         ReplCommand::Inbox => {

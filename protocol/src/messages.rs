@@ -117,7 +117,21 @@ pub enum Request {
     /// What this user has sent: answered by one or more [`Response::SentPage`] frames, the last
     /// with `more: false` (added after 0.1.0).
     Sent,
+    /// [`Request::Send`] with an id the client chose at random for this one send: the server
+    /// stores at most one message per sender and send id (remembered for at least
+    /// [`SEND_ID_RETENTION_MS`]) and answers a repeat with the first message's id, so a client
+    /// whose connection broke can send again without doubling the mail (added after 0.1.0).
+    SendOnce {
+        send_id: [u8; SEND_ID_LEN],
+        draft: Draft,
+    },
 }
+
+/// Length of a [`Request::SendOnce`] send id: 16 bytes from a CSPRNG.
+pub const SEND_ID_LEN: usize = 16;
+
+/// How long the server remembers a send id at least: 24 hours.
+pub const SEND_ID_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A mail to send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -150,6 +150,8 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|id| Request::Delete { id }),
         Just(Request::Quit),
         Just(Request::Sent),
+        (any::<[u8; SEND_ID_LEN]>(), draft())
+            .prop_map(|(send_id, draft)| Request::SendOnce { send_id, draft }),
     ]
 }
 

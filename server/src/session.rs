@@ -21,7 +21,7 @@ use forkmail_protocol::handshake::{CheckedHello, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
     AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    INBOX_PAGE_LEN, SENT_PAGE_LEN,
+    INBOX_PAGE_LEN, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{Store, StoreError};
@@ -267,7 +267,8 @@ impl Authenticated {
         request: Request,
     ) -> Result<Flow, SessionError> {
         let response = match request {
-            Request::Send(draft) => self.send(store, draft),
+            Request::Send(draft) => self.send(store, None, draft),
+            Request::SendOnce { send_id, draft } => self.send(store, Some(send_id), draft),
             Request::Inbox => return self.inbox(store, stream).map(|()| Flow::Continue),
             Request::Sent => return self.sent(store, stream).map(|()| Flow::Continue),
             Request::Read { id } => match store.read(&self.user, id) {
@@ -287,7 +288,14 @@ impl Authenticated {
         Ok(Flow::Continue)
     }
 
-    fn send(&self, store: &mut dyn Store, draft: Draft) -> Response {
+    /// Stores a draft; with a send id, at most once per (user, send id), a repeat answered
+    /// with the first message's id.
+    fn send(
+        &self,
+        store: &mut dyn Store,
+        send_id: Option<[u8; SEND_ID_LEN]>,
+        draft: Draft,
+    ) -> Response {
         let valid = validate_recipients(&draft.to)
             .and_then(|()| validate_title(&draft.title))
             .and_then(|()| validate_body(&draft.body));
@@ -297,7 +305,17 @@ impl Authenticated {
                 message: err.to_string(),
             };
         }
-        match store.send(&self.user, &draft, now_millis()) {
+        let stored = match send_id {
+            None => store.send(&self.user, &draft, now_millis()),
+            Some(send_id) => store.send_once(
+                &self.user,
+                &send_id,
+                &draft,
+                now_millis(),
+                SEND_ID_RETENTION_MS,
+            ),
+        };
+        match stored {
             Ok(id) => {
                 info!(
                     "an email from {} is sent to {} with content length {}",

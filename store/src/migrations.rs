@@ -10,7 +10,8 @@
 //! SQLite's `user_version` only. Version 2 adds `schema_migrations`, the record of what was
 //! applied when, and marks SQLite files with forkmail's `application_id`, so that a foreign
 //! database is told apart from an old forkmail one. Version 3 adds `sent`, each sender's
-//! record of what they sent, which outlives the recipients' deletes.
+//! record of what they sent, which outlives the recipients' deletes. Version 4 adds `send_ids`,
+//! which makes a repeated send (same sender, same send id) store nothing new.
 
 use crate::StoreError;
 
@@ -180,6 +181,34 @@ CREATE TABLE sent (
 CREATE INDEX sent_by_sender ON sent(sender, message_id);
 INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
     SELECT id, sender, recipients, sent_ms, title FROM messages;
+",
+    },
+    // At most one message per (sender, send id): the primary key settles two sessions racing
+    // with one id. `message_id` is NULL only inside the transaction that claims the id (the
+    // PostgreSQL backend claims it first, so a racing repeat waits on the key) and has no
+    // foreign key: the message may go with its last delivery while the id is remembered.
+    Migration {
+        version: 4,
+        name: "send_ids: a repeated send stores nothing new",
+        sqlite: "
+CREATE TABLE send_ids (
+    sender      TEXT NOT NULL,
+    send_id     BLOB NOT NULL,
+    message_id  INTEGER,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (sender, send_id)
+) WITHOUT ROWID;
+CREATE INDEX send_ids_by_age ON send_ids(created_ms);
+",
+        postgres: "
+CREATE TABLE send_ids (
+    sender      TEXT NOT NULL,
+    send_id     BYTEA NOT NULL,
+    message_id  BIGINT,
+    created_ms  BIGINT NOT NULL,
+    PRIMARY KEY (sender, send_id)
+);
+CREATE INDEX send_ids_by_age ON send_ids(created_ms);
 ",
     },
 ];

@@ -393,6 +393,52 @@ impl Store for SqliteStore {
         Ok(id)
     }
 
+    fn send_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &Draft,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
+        // step for every other process.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
+            .sql()?
+            .execute([now_ms.saturating_sub(retention_ms) as i64])
+            .sql()?;
+        let known: Option<Option<i64>> = tx
+            .prepare_cached("SELECT message_id FROM send_ids WHERE sender = ?1 AND send_id = ?2")
+            .sql()?
+            .query_row(params![from, send_id], |r| r.get(0))
+            .optional()
+            .sql()?;
+        if let Some(id) = known {
+            let id = id.ok_or_else(|| {
+                StoreError::Corrupt(format!("send id of {from} without a message"))
+            })?;
+            return Ok(id as u64);
+        }
+        for name in &draft.to {
+            if !user_exists(&tx, name)? {
+                return Err(StoreError::UnknownRecipient(name.clone()));
+            }
+        }
+        let id = insert_mail(&tx, from, draft, now_ms)?;
+        tx.prepare_cached(
+            "INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .sql()?
+        .execute(params![from, send_id, id as i64, now_ms as i64])
+        .sql()?;
+        tx.commit().sql()?;
+        Ok(id)
+    }
+
     fn inbox(
         &mut self,
         user: &str,

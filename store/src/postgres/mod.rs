@@ -279,6 +279,52 @@ impl Store for PgStore {
         })
     }
 
+    fn send_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &Draft,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_SEND_IDS)?;
+            tx.execute(&purge, &[&(now_ms.saturating_sub(retention_ms) as i64)])?;
+            let claim = conn.statements.get(&mut tx, queries::CLAIM_SEND_ID)?;
+            if tx.execute(&claim, &[&from, &send_id, &(now_ms as i64)])? == 0 {
+                // Another transaction stored this send and committed: answer with its id.
+                let known = conn.statements.get(&mut tx, queries::KNOWN_SEND_ID)?;
+                let id: Option<i64> = tx.query_one(&known, &[&from, &send_id])?.try_get(0)?;
+                let id = id.ok_or_else(|| {
+                    StoreError::Corrupt(format!("send id of {from} without a message"))
+                })?;
+                return Ok(id as u64);
+            }
+            if let Some(name) = first_unknown(&mut conn.statements, &mut tx, &draft.to)? {
+                return Err(StoreError::UnknownRecipient(name).into());
+            }
+            let statement = conn.statements.get(&mut tx, queries::SEND)?;
+            let id: i64 = tx
+                .query_one(
+                    &statement,
+                    &[
+                        &from,
+                        &draft.to.join(";"),
+                        &(now_ms as i64),
+                        &draft.title,
+                        &draft.body,
+                        &draft.to,
+                    ],
+                )?
+                .try_get(0)?;
+            let record = conn.statements.get(&mut tx, queries::RECORD_SEND_ID)?;
+            tx.execute(&record, &[&from, &send_id, &id])?;
+            tx.commit().map_err(Fail::Unsure)?;
+            Ok(id as u64)
+        })
+    }
+
     /// One query per page, resuming after the last id handed out (keyset paging): each page
     /// is an index range scan of `page_len` rows, the first arrives without the whole inbox
     /// being sorted, nothing is held open between pages, and a connection lost mid-listing is

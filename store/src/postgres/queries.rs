@@ -44,6 +44,21 @@ FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.recipient = $1 AND d.message_id > $2
 ORDER BY d.message_id LIMIT $3";
 
+pub(super) const PURGE_SEND_IDS: &str = "DELETE FROM send_ids WHERE created_ms < $1";
+
+/// Claims (sender, send id) before the mail is stored: a racing transaction with the same pair
+/// waits here on the primary key until this one commits (then inserts nothing) or rolls back
+/// (then claims it itself).
+pub(super) const CLAIM_SEND_ID: &str = "
+INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES ($1, $2, NULL, $3)
+ON CONFLICT (sender, send_id) DO NOTHING";
+
+pub(super) const KNOWN_SEND_ID: &str =
+    "SELECT message_id FROM send_ids WHERE sender = $1 AND send_id = $2";
+
+pub(super) const RECORD_SEND_ID: &str =
+    "UPDATE send_ids SET message_id = $3 WHERE sender = $1 AND send_id = $2";
+
 /// One page of a sender's records, after id `$2`: a range of `sent_by_sender`.
 pub(super) const SENT_PAGE: &str = "
 SELECT message_id, recipients, sent_ms, title FROM sent

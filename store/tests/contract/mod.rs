@@ -30,6 +30,9 @@ macro_rules! for_each_behaviour {
             inbox_pages_by_page_len_and_stops_on_break,
             sent_lists_each_senders_mail_and_outlives_every_delete,
             sent_pages_by_page_len_and_stops_on_break,
+            a_repeated_send_id_returns_the_first_id_and_stores_nothing,
+            racing_sends_with_one_send_id_store_one_message,
+            send_ids_older_than_the_retention_are_forgotten,
             a_replayed_nonce_is_refused,
             expired_nonces_are_purged,
             racing_sessions_record_a_nonce_once,
@@ -744,4 +747,113 @@ pub fn sent_pages_by_page_len_and_stops_on_break(b: &dyn Backend) {
         })
         .unwrap();
     assert_eq!(calls, 1, "Break stops the listing");
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+pub fn a_repeated_send_id_returns_the_first_id_and_stores_nothing(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let mail = draft(&["bob", "carol"], "once");
+    let id = store
+        .send_once("alice", b"0123456789abcdef", &mail, 10, DAY_MS)
+        .unwrap();
+    for at in [11, 10 + DAY_MS - 1] {
+        assert_eq!(
+            store
+                .send_once("alice", b"0123456789abcdef", &mail, at, DAY_MS)
+                .unwrap(),
+            id,
+            "a repeat at {at} answers the first id"
+        );
+    }
+    assert_eq!(
+        mail_counts(store.counts().unwrap()),
+        (1, 1, 2),
+        "stored once"
+    );
+    assert_eq!(sent(&mut *store, "alice").len(), 1);
+    // Another sender may use the same id; another id of the same sender is another mail.
+    let bobs = store
+        .send_once("bob", b"0123456789abcdef", &mail_to_alice(), 12, DAY_MS)
+        .unwrap();
+    let again = store
+        .send_once("alice", b"fedcba9876543210", &mail, 13, DAY_MS)
+        .unwrap();
+    assert!(bobs != id && again != id && bobs != again);
+    // A refused send records nothing: the same id may then carry a corrected draft.
+    let bad = draft(&["nobody"], "typo");
+    assert!(matches!(
+        store.send_once("carol", b"cccccccccccccccc", &bad, 14, DAY_MS),
+        Err(StoreError::UnknownRecipient(_))
+    ));
+    let fixed = store
+        .send_once(
+            "carol",
+            b"cccccccccccccccc",
+            &draft(&["bob"], "typo"),
+            15,
+            DAY_MS,
+        )
+        .unwrap();
+    assert_eq!(store.read("bob", fixed).unwrap().title, "typo");
+    // The recipients deleting the mail does not make a repeat store it again.
+    store.delete("bob", id).unwrap();
+    store.delete("carol", id).unwrap();
+    assert_eq!(
+        store
+            .send_once("alice", b"0123456789abcdef", &mail, 16, DAY_MS)
+            .unwrap(),
+        id
+    );
+    assert!(inbox(&mut *store, "bob").iter().all(|m| m.id != id));
+    store.check_integrity().unwrap();
+}
+
+fn mail_to_alice() -> Draft {
+    draft(&["alice"], "from bob")
+}
+
+/// Two connections, two threads, one send id per round: one message per round, and both are
+/// answered with its id.
+pub fn racing_sends_with_one_send_id_store_one_message(b: &dyn Backend) {
+    const ROUNDS: usize = 30;
+    let (at, mut store) = store_with_users(b);
+    let barrier = Barrier::new(2);
+    let ids: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut store = forkmail_store::open(&at).expect("open");
+                    (0..ROUNDS)
+                        .map(|round| {
+                            let send_id = format!("race {round:>11}");
+                            let mail = draft(&["bob"], &format!("r{round}"));
+                            barrier.wait();
+                            store
+                                .send_once("alice", send_id.as_bytes(), &mail, 10, DAY_MS)
+                                .unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(ids[0], ids[1], "both racers get the one id");
+    assert_eq!(store.counts().unwrap().messages, ROUNDS as u64);
+    store.check_integrity().unwrap();
+}
+
+pub fn send_ids_older_than_the_retention_are_forgotten(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let mail = draft(&["bob"], "old");
+    let first = store
+        .send_once("alice", b"aaaaaaaaaaaaaaaa", &mail, 1_000, DAY_MS)
+        .unwrap();
+    let later = 1_000 + DAY_MS + 1;
+    let second = store
+        .send_once("alice", b"aaaaaaaaaaaaaaaa", &mail, later, DAY_MS)
+        .unwrap();
+    assert_ne!(first, second, "past the retention the id is forgotten");
+    assert_eq!(store.counts().unwrap().messages, 2);
 }

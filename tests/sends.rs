@@ -74,6 +74,8 @@ fn sent_lists_what_was_sent_in_json_and_for_people_even_after_recipients_delete(
         !human.contains('\x1b'),
         "titles are made terminal-safe: {human:?}"
     );
+    let repl = dep.client(&server, "alice").ok(b"sent\nquit\n");
+    assert_eq!(repl, human, "the REPL verb lists the same lines");
 
     // Every recipient deletes: the mail is gone from the store, the sender still lists it.
     for (user, id) in [("bob", first), ("carol", first), ("carol", second)] {

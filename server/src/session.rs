@@ -394,7 +394,7 @@ fn error_response(err: StoreError) -> Response {
             (
                 ErrorCode::Unavailable,
                 "the mail store failed while saving this change: it may or may not have been \
-                 made; check (read your inbox, or ask the recipient) before trying again"
+                 made; check (`forkmail sent` for a send) before trying again"
                     .to_owned(),
             )
         }

@@ -531,3 +531,59 @@ fn unexpected(expected: &'static str, got: &Response) -> ClientError {
     };
     ClientError::Unexpected { expected, got }
 }
+
+#[cfg(test)]
+mod tests {
+    use forkmail_protocol::limits::LimitError;
+    use forkmail_protocol::CloseReason;
+
+    use super::*;
+
+    fn server(code: ErrorCode) -> ClientError {
+        ClientError::Server {
+            code,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_answers_that_say_so_count_as_nothing_stored() {
+        for refused in [
+            ClientError::Limit(LimitError::EmptyTitle),
+            server(ErrorCode::UnknownRecipient),
+            server(ErrorCode::InvalidRequest),
+        ] {
+            assert_eq!(judge(&refused), Attempt::DraftRefused, "{refused}");
+        }
+        for nothing in [
+            server(ErrorCode::Internal),
+            server(ErrorCode::NotFound),
+            ClientError::ServerClosed(CloseReason::ShuttingDown),
+        ] {
+            assert_eq!(judge(&nothing), Attempt::NothingStored, "{nothing}");
+        }
+        for unknown in [
+            // Also the answer of a store that lost its connection while committing.
+            server(ErrorCode::Unavailable),
+            ClientError::Disconnected {
+                during: "while sending the mail",
+            },
+            ClientError::Timeout {
+                during: "while sending the mail",
+                secs: 60,
+                hint: "",
+            },
+            ClientError::Unexpected {
+                expected: "Sent",
+                got: "Mail",
+            },
+        ] {
+            assert_eq!(judge(&unknown), Attempt::Unknown, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn send_ids_are_random() {
+        assert_ne!(new_send_id().unwrap(), new_send_id().unwrap());
+    }
+}

@@ -55,15 +55,25 @@ impl Login<'_> {
 
     /// Gets the password for `options.user`, then connects and logs in.
     pub fn connect(&self, options: ConnectOptions) -> Result<Session, AppError> {
+        self.open(&self.with_password(options)?)
+    }
+
+    /// The options with the password set (from the environment or the terminal); it is wiped
+    /// when they are dropped.
+    pub fn with_password(&self, options: ConnectOptions) -> Result<ConnectOptions, AppError> {
         let password = password(&options.user)?;
-        let options = options.with_password(password);
+        Ok(options.with_password(password))
+    }
+
+    /// Connects and logs in with options that hold the password.
+    pub fn open(&self, options: &ConnectOptions) -> Result<Session, AppError> {
         self.note(&format!(
             "connecting to {} as {}; pinned server key {}",
             options.server_addr,
             options.user,
             options.pinned_server_key.fingerprint()
         ));
-        let session = Session::connect(&options)?;
+        let session = Session::connect(options)?;
         self.note(&format!("logged in as {}", options.user));
         Ok(session)
     }

@@ -1,6 +1,6 @@
 //! The `forkmail` command line. Other tools (tests, benchmarks, scripts) rely on these names, so
 //! they are a contract: `--profile`, `--server`, `--connect-timeout`, and the subcommands `send`,
-//! `inbox`, `read`, `delete` with their flags. Without a subcommand the program is interactive.
+//! `inbox`, `sent`, `read`, `delete` with their flags. Without a subcommand the program is interactive.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Without a COMMAND, forkmail logs in once and reads commands interactively \
-(send, inbox, read ID, delete ID, help, quit).
+(send, inbox, sent, read ID, delete ID, help, quit).
 
 The password is taken from the FORKMAIL_PASSWORD environment variable, or asked for on the \
 terminal before connecting.
@@ -89,6 +89,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List what you have sent, oldest first: id, date, recipients, title. Kept after every
+    /// recipient deleted the mail.
+    Sent {
+        /// Print a JSON array of {id, to, date, title}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one mail (and mark it read).
     Read {
         /// The message id, as listed by inbox.
@@ -151,6 +158,8 @@ mod tests {
         );
         let cli = parse(&["--profile", "p", "inbox", "--json"]).unwrap();
         assert_eq!(cli.command, Some(Command::Inbox { json: true }));
+        let cli = parse(&["--profile", "p", "sent", "--json"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Sent { json: true }));
         let cli = parse(&["--profile", "p", "read", "12"]).unwrap();
         assert_eq!(
             cli.command,

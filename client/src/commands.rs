@@ -1,4 +1,4 @@
-//! One-shot commands: `forkmail --profile P send|inbox|read|delete ...`.
+//! One-shot commands: `forkmail --profile P send|inbox|sent|read|delete ...`.
 //!
 //! Each logs in, does one thing, logs out and prints the result. The result is printed after
 //! logging out, so a reader that closes the pipe early (`| head`) cannot leave the session
@@ -16,9 +16,9 @@ use forkmail_protocol::Draft;
 
 use crate::app::{print, tell, Login};
 use crate::cli::Command;
-use crate::display::{inbox_json, inbox_line, mail_json, render_mail};
+use crate::display::{inbox_json, inbox_line, mail_json, render_mail, sent_json, sent_line};
 use crate::error::{AppError, ClientError};
-use crate::session::Session;
+use crate::session::{send_with_one_repeat, Session};
 
 /// Runs one subcommand.
 pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
@@ -32,9 +32,11 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
                 None => read_body_stdin()?,
             };
             let draft = build_draft(to, title.clone(), body)?;
-            let options = login.options()?;
-            let mut session = login.connect(options)?;
-            let id = session.send(&draft)?;
+            // The password is kept (in memory, wiped when `options` goes) for the one repeat a
+            // broken send may need.
+            let options = login.with_password(login.options()?)?;
+            let mut session = login.open(&options).map_err(not_sent_if_client)?;
+            let id = send_with_one_repeat(&mut session, &options, &draft, &|m| login.note(m))?;
             logout(session, login);
             print(&format!("sent message {id}\n"))
         }
@@ -49,6 +51,20 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
                 Ok(())
             } else {
                 let lines: String = mails.iter().map(|m| inbox_line(m) + "\n").collect();
+                print(&lines)
+            }
+        }
+        Command::Sent { json } => {
+            let mut session = login.connect(login.options()?)?;
+            let mails = session.sent()?;
+            logout(session, login);
+            if *json {
+                print(&(sent_json(&mails) + "\n"))
+            } else if mails.is_empty() {
+                tell("nothing sent yet");
+                Ok(())
+            } else {
+                let lines: String = mails.iter().map(|m| sent_line(m) + "\n").collect();
                 print(&lines)
             }
         }
@@ -68,6 +84,14 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             logout(session, login);
             print(&format!("deleted message {id}\n"))
         }
+    }
+}
+
+/// A login that failed before the mail was written: nothing was sent.
+pub fn not_sent_if_client(err: AppError) -> AppError {
+    match err {
+        AppError::Client(err) => AppError::Client(ClientError::NotSent(Box::new(err))),
+        other => other,
     }
 }
 

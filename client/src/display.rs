@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use forkmail_protocol::{Mail, MailSummary};
+use forkmail_protocol::{Mail, MailSummary, SentSummary};
 use serde::Serialize;
 
 use crate::escape::{escape_body, escape_line, to_json};
@@ -56,6 +56,46 @@ pub fn inbox_line(mail: &MailSummary) -> String {
         escape_line(&mail.title),
         width = SENDER_WIDTH
     )
+}
+
+/// Widest recipient column in a sent listing; longer lists push the title right.
+const RECIPIENTS_WIDTH: usize = 20;
+
+/// One sent line: id, date, recipients (`;`-separated), title, all terminal-safe; laid out
+/// like [`inbox_line`] with the recipients where the sender is.
+pub fn sent_line(mail: &SentSummary) -> String {
+    let to: Vec<Cow<'_, str>> = mail.to.iter().map(|name| escape_line(name)).collect();
+    format!(
+        "{:>6}   {}  {:<width$}  {}",
+        mail.id,
+        human_date(mail.date_ms),
+        to.join(";"),
+        escape_line(&mail.title),
+        width = RECIPIENTS_WIDTH
+    )
+}
+
+/// One entry in `sent --json`.
+#[derive(Debug, Serialize)]
+pub struct SentJson<'a> {
+    pub id: u64,
+    pub to: &'a [String],
+    pub date: String,
+    pub title: &'a str,
+}
+
+/// `sent --json`: a JSON array of [`SentJson`], oldest first, on one line.
+pub fn sent_json(mails: &[SentSummary]) -> String {
+    let entries: Vec<SentJson<'_>> = mails
+        .iter()
+        .map(|m| SentJson {
+            id: m.id,
+            to: &m.to,
+            date: rfc3339(m.date_ms),
+            title: &m.title,
+        })
+        .collect();
+    to_json(&entries)
 }
 
 /// A body taller than this many terminal rows (at [`ASSUMED_COLUMNS`] columns) is followed by the
@@ -329,6 +369,7 @@ mod tests {
             }])
         );
         assert_eq!(inbox_json(&[]), "[]");
+        assert_eq!(sent_json(&[]), "[]");
         // JSON escapes control characters itself.
         assert!(!inbox_json(&[summary()]).contains('\x1b'));
     }

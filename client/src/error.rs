@@ -106,6 +106,17 @@ pub enum ClientError {
         got: &'static str,
     },
 
+    /// A send failed in a way that leaves no doubt: nothing was stored.
+    #[error("{}", nothing_was_sent(.0))]
+    NotSent(Box<ClientError>),
+
+    /// A send was written but not confirmed, and the one repeat with the same send id did not
+    /// settle it either: the mail may have been stored.
+    #[error(
+        "the mail may have been sent ({0}); check with `forkmail sent` before sending it again"
+    )]
+    MaybeSent(Box<ClientError>),
+
     /// A request after the session already ended (closed, broken or quit).
     #[error("the session has already ended; run forkmail again to log in")]
     SessionEnded,
@@ -115,7 +126,11 @@ impl ClientError {
     /// Whether the session is unusable after this error. Only a refused request ([`Self::Server`])
     /// and a draft refused before sending ([`Self::Limit`]) leave it open.
     pub fn ends_session(&self) -> bool {
-        !matches!(self, ClientError::Server { .. } | ClientError::Limit(_))
+        match self {
+            ClientError::Server { .. } | ClientError::Limit(_) => false,
+            ClientError::NotSent(cause) => cause.ends_session(),
+            _ => true,
+        }
     }
 
     /// Whether this error is the server ending the session (idle timeout, shutdown, EOF), which
@@ -125,6 +140,16 @@ impl ClientError {
             self,
             ClientError::ServerClosed(_) | ClientError::Disconnected { .. }
         )
+    }
+}
+
+/// The cause, saying that nothing was sent unless it already does.
+fn nothing_was_sent(cause: &ClientError) -> String {
+    let text = cause.to_string();
+    if text.contains("nothing was sent") {
+        text
+    } else {
+        format!("{text}; nothing was sent")
     }
 }
 
@@ -219,6 +244,26 @@ mod tests {
         assert!(!msg.contains('\x1b') && !msg.contains('\n'), "{msg:?}");
         assert!(msg.contains("unknown recipient"), "{msg}");
         assert!(!err.ends_session());
+    }
+
+    #[test]
+    fn send_outcomes_say_whether_anything_was_sent() {
+        let gone = ClientError::Disconnected {
+            during: "while sending the mail",
+        };
+        let maybe = ClientError::MaybeSent(Box::new(gone)).to_string();
+        assert!(
+            maybe.starts_with("the mail may have been sent (")
+                && maybe.ends_with("check with `forkmail sent` before sending it again"),
+            "{maybe}"
+        );
+        let refused = ClientError::NotSent(Box::new(ClientError::LoginFailed)).to_string();
+        assert!(
+            refused.ends_with("wrong password; nothing was sent"),
+            "{refused}"
+        );
+        let once = ClientError::NotSent(Box::new(ClientError::Limit(LimitError::EmptyTitle)));
+        assert_eq!(once.to_string().matches("nothing was sent").count(), 1);
     }
 
     #[test]

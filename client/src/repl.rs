@@ -19,10 +19,10 @@ use rustyline::DefaultEditor;
 
 use crate::app::{print, tell, Login};
 use crate::commands::{build_draft, parse_recipients, read_body_file};
-use crate::display::{inbox_line, render_mail};
+use crate::display::{inbox_line, render_mail, sent_line};
 use crate::error::{AppError, ClientError};
 use crate::escape::escape_line;
-use crate::session::Session;
+use crate::session::{send_with_one_repeat, ConnectOptions, Session};
 
 /// History file in the profile directory.
 pub const HISTORY_FILE: &str = "history.txt";
@@ -32,6 +32,7 @@ commands:
   send        write a mail: asks for the recipients (separated with ;), the title, then the
               body, ended by a line holding only '.' (or answer :file PATH to send a file)
   inbox       list the inbox: id, '*' if unread, date, sender, title
+  sent        list what you have sent: id, date, recipients, title
   read ID     show one mail and mark it read
   delete ID   delete one mail
   help        show this help
@@ -43,6 +44,7 @@ commands:
 pub enum ReplCommand {
     Send,
     Inbox,
+    Sent,
     Read(u64),
     Delete(u64),
     Help,
@@ -61,12 +63,13 @@ pub fn parse_command(line: &str) -> Result<ReplCommand, String> {
     match (name.as_str(), args.as_slice()) {
         ("send", []) => Ok(ReplCommand::Send),
         ("inbox", []) => Ok(ReplCommand::Inbox),
+        ("sent", []) => Ok(ReplCommand::Sent),
         ("read", [arg]) => Ok(ReplCommand::Read(id(arg)?)),
         ("delete", [arg]) => Ok(ReplCommand::Delete(id(arg)?)),
         ("help" | "?", []) => Ok(ReplCommand::Help),
         ("quit" | "exit", []) => Ok(ReplCommand::Quit),
         ("read" | "delete", _) => Err(format!("usage: {name} ID")),
-        ("send" | "inbox" | "help" | "quit" | "exit", _) => {
+        ("send" | "inbox" | "sent" | "help" | "quit" | "exit", _) => {
             Err(format!("{name} takes no arguments"))
         }
         _ => Err(format!("unknown command '{}'", escape_line(&name))),
@@ -84,11 +87,14 @@ pub fn run(login: &Login<'_>) -> Result<(), AppError> {
         let _ = editor.load_history(&history);
     }
     let prompt = format!("{}> ", options.user);
-    let mut session = login.connect(options)?;
+    // The password stays in `options` (wiped when it goes) for the one repeat a broken send
+    // may need, for this REPL session only.
+    let options = login.with_password(options)?;
+    let mut session = login.open(&options)?;
     if interactive {
         tell("logged in; type help for the commands");
     }
-    let result = command_loop(&mut editor, &mut session, &prompt);
+    let result = command_loop(&mut editor, &mut session, &prompt, &options, login);
     if interactive {
         if let Err(err) = editor.save_history(&history) {
             login.note(&format!(
@@ -108,6 +114,8 @@ fn command_loop(
     editor: &mut DefaultEditor,
     session: &mut Session,
     prompt: &str,
+    options: &ConnectOptions,
+    login: &Login<'_>,
 ) -> Result<(), AppError> {
     loop {
         let line = match editor.readline(prompt) {
@@ -135,7 +143,7 @@ fn command_loop(
             ReplCommand::Quit => return Ok(()),
             other => {
                 session.check_alive()?;
-                match execute(other, editor, session) {
+                match execute(other, editor, session, options, login) {
                     Ok(()) => {}
                     Err(err) if ends_repl(&err) => return Err(err),
                     Err(err) => tell(&err.to_string()),
@@ -158,6 +166,8 @@ fn execute(
     command: ReplCommand,
     editor: &mut DefaultEditor,
     session: &mut Session,
+    options: &ConnectOptions,
+    login: &Login<'_>,
 ) -> Result<(), AppError> {
     match command {
         ReplCommand::Send => {
@@ -165,7 +175,7 @@ fn execute(
                 tell("not sent");
                 return Ok(());
             };
-            let id = session.send(&draft)?;
+            let id = send_with_one_repeat(session, options, &draft, &|m| login.note(m))?;
             print(&format!("sent message {id}\n"))
         }
         ReplCommand::Inbox => {
@@ -178,6 +188,19 @@ fn execute(
                 &mails
                     .iter()
                     .map(|m| inbox_line(m) + "\n")
+                    .collect::<String>(),
+            )
+        }
+        ReplCommand::Sent => {
+            let mails = session.sent()?;
+            if mails.is_empty() {
+                tell("nothing sent yet");
+                return Ok(());
+            }
+            print(
+                &mails
+                    .iter()
+                    .map(|m| sent_line(m) + "\n")
                     .collect::<String>(),
             )
         }
@@ -263,6 +286,7 @@ mod tests {
     fn commands_parse() {
         assert_eq!(parse_command("send"), Ok(ReplCommand::Send));
         assert_eq!(parse_command("  inbox "), Ok(ReplCommand::Inbox));
+        assert_eq!(parse_command("sent"), Ok(ReplCommand::Sent));
         assert_eq!(parse_command("read 12"), Ok(ReplCommand::Read(12)));
         assert_eq!(parse_command("DELETE 3"), Ok(ReplCommand::Delete(3)));
         assert_eq!(parse_command("help"), Ok(ReplCommand::Help));

@@ -26,10 +26,11 @@ use forkmail_protocol::handshake::{client_auth, ClientHandshake};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
-    now_millis, read_frame, write_frame, AuthResult, Draft, FrameError, HandshakeError, Mail,
-    MailSummary, Request, Response, SecureChannel, MAX_FRAME_LEN, MAX_HELLO_LEN,
+    now_millis, read_frame, write_frame, AuthResult, Draft, ErrorCode, FrameError, HandshakeError,
+    Mail, MailSummary, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN, MAX_HELLO_LEN,
+    SEND_ID_LEN,
 };
-use ring::rand::SystemRandom;
+use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::RsaKeyPair;
 
 use crate::error::ClientError;
@@ -75,6 +76,14 @@ impl std::fmt::Debug for ConnectOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// The password is wiped from memory when the options go, so it lives no longer than the
+/// command or REPL session that needed it.
+impl Drop for ConnectOptions {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
     }
 }
 
@@ -195,6 +204,26 @@ impl Session {
         )
     }
 
+    /// Sends a mail with a send id ([`new_send_id`]): the server stores it at most once for
+    /// this user and id, and answers a repeat with the first message's id.
+    pub fn send_once(
+        &mut self,
+        send_id: &[u8; SEND_ID_LEN],
+        draft: &Draft,
+    ) -> Result<u64, ClientError> {
+        validate_recipients(&draft.to)?;
+        validate_title(&draft.title)?;
+        validate_body(&draft.body)?;
+        let request = Request::SendOnce {
+            send_id: *send_id,
+            draft: draft.clone(),
+        };
+        self.guard(|s| match s.request(request, "while sending the mail")? {
+            Response::Sent { id } => Ok(id),
+            other => Err(unexpected("Sent", &other)),
+        })
+    }
+
     /// Lists the inbox, newest page last as the server sends them, reading every page.
     pub fn inbox(&mut self) -> Result<Vec<MailSummary>, ClientError> {
         self.guard(|s| {
@@ -211,6 +240,26 @@ impl Session {
                     other => return Err(unexpected("InboxPage", &other)),
                 }
                 response = s.receive("while listing the inbox")?;
+            }
+        })
+    }
+
+    /// Lists what this user has sent, oldest first, reading every page.
+    pub fn sent(&mut self) -> Result<Vec<SentSummary>, ClientError> {
+        self.guard(|s| {
+            let mut all = Vec::new();
+            let mut response = s.request(Request::Sent, "while listing sent mail")?;
+            loop {
+                match response {
+                    Response::SentPage { entries, more } => {
+                        all.extend(entries);
+                        if !more {
+                            return Ok(all);
+                        }
+                    }
+                    other => return Err(unexpected("SentPage", &other)),
+                }
+                response = s.receive("while listing sent mail")?;
             }
         })
     }
@@ -326,6 +375,86 @@ impl Session {
     }
 }
 
+/// A fresh send id from the system's CSPRNG.
+pub fn new_send_id() -> Result<[u8; SEND_ID_LEN], ClientError> {
+    let mut id = [0u8; SEND_ID_LEN];
+    SystemRandom::new()
+        .fill(&mut id)
+        .map_err(|_| ClientError::Handshake(HandshakeError::Crypto))?;
+    Ok(id)
+}
+
+/// How one failed send attempt leaves the mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// The draft itself was refused (a limit, an unknown recipient): every attempt would be.
+    DraftRefused,
+    /// This attempt certainly stored nothing: an error answer that says so, or a `Closing`
+    /// that crossed the request (which the server then never processes, PROTOCOL.md §7.2).
+    NothingStored,
+    /// Written, then no answer (connection broken, timed out, store uncertain): unknown.
+    Unknown,
+}
+
+fn judge(err: &ClientError) -> Attempt {
+    match err {
+        ClientError::Limit(_)
+        | ClientError::Server {
+            code: ErrorCode::UnknownRecipient | ErrorCode::InvalidRequest,
+            ..
+        } => Attempt::DraftRefused,
+        // `Unavailable` also answers a store that lost its connection while committing.
+        ClientError::Server {
+            code: ErrorCode::Unavailable,
+            ..
+        } => Attempt::Unknown,
+        ClientError::Server { .. } | ClientError::ServerClosed(_) => Attempt::NothingStored,
+        _ => Attempt::Unknown,
+    }
+}
+
+/// Sends `draft` on `session` with a fresh send id and, if the outcome is unknown (or the
+/// server closed the session across the request), logs in again with `options` and repeats
+/// the same send, with the same id, once; `session` is then the new session. The error is
+/// [`ClientError::NotSent`] only when nothing can have been stored, else
+/// [`ClientError::MaybeSent`]. `note` hears about the repeat.
+pub fn send_with_one_repeat(
+    session: &mut Session,
+    options: &ConnectOptions,
+    draft: &Draft,
+    note: &dyn Fn(&str),
+) -> Result<u64, ClientError> {
+    let send_id = new_send_id().map_err(|e| ClientError::NotSent(Box::new(e)))?;
+    let first = match session.send_once(&send_id, draft) {
+        Ok(id) => return Ok(id),
+        Err(err) => err,
+    };
+    let maybe_stored = match judge(&first) {
+        Attempt::DraftRefused => return Err(ClientError::NotSent(Box::new(first))),
+        Attempt::NothingStored if matches!(first, ClientError::Server { .. }) => {
+            return Err(ClientError::NotSent(Box::new(first)))
+        }
+        Attempt::NothingStored => false,
+        Attempt::Unknown => true,
+    };
+    note(&format!(
+        "the send was not confirmed ({first}); logging in again to repeat it once"
+    ));
+    let mut fresh = match Session::connect(options) {
+        Ok(fresh) => fresh,
+        Err(_) if maybe_stored => return Err(ClientError::MaybeSent(Box::new(first))),
+        Err(err) => return Err(ClientError::NotSent(Box::new(err))),
+    };
+    let repeated = fresh.send_once(&send_id, draft);
+    *session = fresh;
+    repeated.map_err(|err| match judge(&err) {
+        // Had the first attempt stored the mail, the repeat would have been answered with its id.
+        Attempt::DraftRefused => ClientError::NotSent(Box::new(err)),
+        Attempt::NothingStored if !maybe_stored => ClientError::NotSent(Box::new(err)),
+        _ => ClientError::MaybeSent(Box::new(err)),
+    })
+}
+
 const HELLO: &str = "while sending the hello";
 const AWAITING_HELLO: &str = "while waiting for the server's hello";
 const LOGIN: &str = "while logging in";
@@ -398,6 +527,63 @@ fn unexpected(expected: &'static str, got: &Response) -> ClientError {
         Response::Goodbye => "Goodbye",
         Response::Error { .. } => "Error",
         Response::Closing(_) => "Closing",
+        Response::SentPage { .. } => "SentPage",
     };
     ClientError::Unexpected { expected, got }
+}
+
+#[cfg(test)]
+mod tests {
+    use forkmail_protocol::limits::LimitError;
+    use forkmail_protocol::CloseReason;
+
+    use super::*;
+
+    fn server(code: ErrorCode) -> ClientError {
+        ClientError::Server {
+            code,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_answers_that_say_so_count_as_nothing_stored() {
+        for refused in [
+            ClientError::Limit(LimitError::EmptyTitle),
+            server(ErrorCode::UnknownRecipient),
+            server(ErrorCode::InvalidRequest),
+        ] {
+            assert_eq!(judge(&refused), Attempt::DraftRefused, "{refused}");
+        }
+        for nothing in [
+            server(ErrorCode::Internal),
+            server(ErrorCode::NotFound),
+            ClientError::ServerClosed(CloseReason::ShuttingDown),
+        ] {
+            assert_eq!(judge(&nothing), Attempt::NothingStored, "{nothing}");
+        }
+        for unknown in [
+            // Also the answer of a store that lost its connection while committing.
+            server(ErrorCode::Unavailable),
+            ClientError::Disconnected {
+                during: "while sending the mail",
+            },
+            ClientError::Timeout {
+                during: "while sending the mail",
+                secs: 60,
+                hint: "",
+            },
+            ClientError::Unexpected {
+                expected: "Sent",
+                got: "Mail",
+            },
+        ] {
+            assert_eq!(judge(&unknown), Attempt::Unknown, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn send_ids_are_random() {
+        assert_ne!(new_send_id().unwrap(), new_send_id().unwrap());
+    }
 }

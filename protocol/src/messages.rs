@@ -114,7 +114,24 @@ pub enum Request {
     },
     /// Ends the session; answered by [`Response::Goodbye`].
     Quit,
+    /// What this user has sent: answered by one or more [`Response::SentPage`] frames, the last
+    /// with `more: false` (added after 0.1.0).
+    Sent,
+    /// [`Request::Send`] with an id the client chose at random for this one send: the server
+    /// stores at most one message per sender and send id (remembered for at least
+    /// [`SEND_ID_RETENTION_MS`]) and answers a repeat with the first message's id, so a client
+    /// whose connection broke can send again without doubling the mail (added after 0.1.0).
+    SendOnce {
+        send_id: [u8; SEND_ID_LEN],
+        draft: Draft,
+    },
 }
+
+/// Length of a [`Request::SendOnce`] send id: 16 bytes from a CSPRNG.
+pub const SEND_ID_LEN: usize = 16;
+
+/// How long the server remembers a send id at least: 24 hours.
+pub const SEND_ID_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A mail to send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +151,16 @@ pub struct MailSummary {
     pub read: bool,
 }
 
+/// One line of a sent listing: what the sender keeps of a mail after every recipient deleted
+/// it (no body, no read flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentSummary {
+    pub id: u64,
+    pub to: Vec<String>,
+    pub date_ms: u64,
+    pub title: String,
+}
+
 /// A whole mail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mail {
@@ -148,6 +175,11 @@ pub struct Mail {
 /// Most inbox entries in one [`Response::InboxPage`]; keeps every page far below the frame
 /// maximum (a summary is at most ~500 bytes).
 pub const INBOX_PAGE_LEN: usize = 1000;
+
+/// Most entries in one [`Response::SentPage`]; a sent summary with 64 recipients of 32
+/// characters and a 400-byte title stays under 3 KB, so a page is under 3 MB, below the frame
+/// maximum.
+pub const SENT_PAGE_LEN: usize = 1000;
 
 /// What the server answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +203,11 @@ pub enum Response {
     },
     /// Sent unprompted when the server ends the session; the connection closes after it.
     Closing(CloseReason),
+    /// One page of the answer to [`Request::Sent`], oldest first (added after 0.1.0).
+    SentPage {
+        entries: Vec<SentSummary>,
+        more: bool,
+    },
 }
 
 /// Machine-readable error classes; the accompanying message is for people.

@@ -149,6 +149,9 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|id| Request::Read { id }),
         any::<u64>().prop_map(|id| Request::Delete { id }),
         Just(Request::Quit),
+        Just(Request::Sent),
+        (any::<[u8; SEND_ID_LEN]>(), draft())
+            .prop_map(|(send_id, draft)| Request::SendOnce { send_id, draft }),
     ]
 }
 
@@ -162,6 +165,21 @@ fn summary() -> impl Strategy<Value = MailSummary> {
             read,
         },
     )
+}
+
+fn sent_summary() -> impl Strategy<Value = SentSummary> {
+    (
+        any::<u64>(),
+        prop::collection::vec(text(), 0..4),
+        any::<u64>(),
+        text(),
+    )
+        .prop_map(|(id, to, date_ms, title)| SentSummary {
+            id,
+            to,
+            date_ms,
+            title,
+        })
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -203,6 +221,8 @@ fn response() -> impl Strategy<Value = Response> {
             Just(CloseReason::ShuttingDown)
         ]
         .prop_map(Response::Closing),
+        (prop::collection::vec(sent_summary(), 0..8), any::<bool>())
+            .prop_map(|(entries, more)| Response::SentPage { entries, more }),
     ]
 }
 

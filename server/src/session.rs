@@ -21,7 +21,7 @@ use forkmail_protocol::handshake::{CheckedHello, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
     AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    INBOX_PAGE_LEN,
+    INBOX_PAGE_LEN, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{Store, StoreError};
@@ -267,8 +267,10 @@ impl Authenticated {
         request: Request,
     ) -> Result<Flow, SessionError> {
         let response = match request {
-            Request::Send(draft) => self.send(store, draft),
+            Request::Send(draft) => self.send(store, None, draft),
+            Request::SendOnce { send_id, draft } => self.send(store, Some(send_id), draft),
             Request::Inbox => return self.inbox(store, stream).map(|()| Flow::Continue),
+            Request::Sent => return self.sent(store, stream).map(|()| Flow::Continue),
             Request::Read { id } => match store.read(&self.user, id) {
                 Ok(mail) => Response::Mail(mail),
                 Err(err) => error_response(err),
@@ -286,7 +288,14 @@ impl Authenticated {
         Ok(Flow::Continue)
     }
 
-    fn send(&self, store: &mut dyn Store, draft: Draft) -> Response {
+    /// Stores a draft; with a send id, at most once per (user, send id), a repeat answered
+    /// with the first message's id.
+    fn send(
+        &self,
+        store: &mut dyn Store,
+        send_id: Option<[u8; SEND_ID_LEN]>,
+        draft: Draft,
+    ) -> Response {
         let valid = validate_recipients(&draft.to)
             .and_then(|()| validate_title(&draft.title))
             .and_then(|()| validate_body(&draft.body));
@@ -296,7 +305,17 @@ impl Authenticated {
                 message: err.to_string(),
             };
         }
-        match store.send(&self.user, &draft, now_millis()) {
+        let stored = match send_id {
+            None => store.send(&self.user, &draft, now_millis()),
+            Some(send_id) => store.send_once(
+                &self.user,
+                &send_id,
+                &draft,
+                now_millis(),
+                SEND_ID_RETENTION_MS,
+            ),
+        };
+        match stored {
             Ok(id) => {
                 info!(
                     "an email from {} is sent to {} with content length {}",
@@ -330,6 +349,25 @@ impl Authenticated {
         }
     }
 
+    /// Pages as [`Self::inbox`] does: an error frame takes the place of the rest.
+    fn sent(&mut self, store: &mut dyn Store, stream: &TcpStream) -> Result<(), SessionError> {
+        let user = self.user.clone();
+        let mut written = Ok(());
+        let listed = store.sent(&user, SENT_PAGE_LEN, &mut |entries, more| {
+            written = self.respond(stream, &Response::SentPage { entries, more });
+            if written.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        written?;
+        match listed {
+            Ok(()) => Ok(()),
+            Err(err) => self.respond(stream, &error_response(err)),
+        }
+    }
+
     fn respond(&mut self, mut stream: &TcpStream, response: &Response) -> Result<(), SessionError> {
         let frame = self.channel.seal(response, now_millis())?;
         write_frame(&mut stream, &frame)?;
@@ -356,7 +394,7 @@ fn error_response(err: StoreError) -> Response {
             (
                 ErrorCode::Unavailable,
                 "the mail store failed while saving this change: it may or may not have been \
-                 made; check (read your inbox, or ask the recipient) before trying again"
+                 made; check (`forkmail sent` for a send) before trying again"
                     .to_owned(),
             )
         }

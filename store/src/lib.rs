@@ -19,6 +19,10 @@
 //!   it is acknowledged only once committed durably;
 //! - message ids are never reused, and deleting one never renumbers another;
 //! - a recipient's delete removes only their delivery; the message goes with its last delivery;
+//! - a send with a send id is stored at most once per sender and id, however often repeated
+//!   or raced, while the id is remembered;
+//! - every send leaves the sender a record (id, recipients, date, title; not the body) that
+//!   outlives every recipient's delete;
 //! - recording a handshake nonce is atomic across processes and hosts: of two sessions racing
 //!   with one nonce, exactly one records it;
 //! - login failures count atomically across processes and hosts;
@@ -28,7 +32,7 @@
 
 use std::ops::ControlFlow;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 
 mod error;
 pub mod location;
@@ -78,6 +82,8 @@ pub struct Counts {
     pub deliveries: u64,
     pub seen_nonces: u64,
     pub login_failures: u64,
+    /// Senders' records of what they sent (schema version 3).
+    pub sent: u64,
 }
 
 /// One mail for [`Store::import`]: who sent it, when, and the draft.
@@ -119,6 +125,29 @@ pub trait Store {
         user: &str,
         page_len: usize,
         page: &mut dyn FnMut(Vec<MailSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
+
+    /// [`Store::send`] at most once per (`from`, `send_id`): in the same transaction, purges
+    /// send ids recorded before `now_ms - retention_ms`, then returns the message id already
+    /// recorded for this pair (storing nothing), or stores the mail and records the pair.
+    /// Of two connections racing with one pair, exactly one stores; the other returns its id.
+    fn send_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &Draft,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Calls `page` with what the user has sent, in id order (oldest first), `page_len` entries
+    /// at a time, as [`Store::inbox`] does. Entries stay after every recipient deleted the
+    /// message.
+    fn sent(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
 
     /// Reads one message from the user's mailbox and marks it read.

@@ -9,7 +9,9 @@
 //! Version 1 is the schema of release 0.1.0 (`fixtures/v0.1.0`), which recorded its version in
 //! SQLite's `user_version` only. Version 2 adds `schema_migrations`, the record of what was
 //! applied when, and marks SQLite files with forkmail's `application_id`, so that a foreign
-//! database is told apart from an old forkmail one.
+//! database is told apart from an old forkmail one. Version 3 adds `sent`, each sender's
+//! record of what they sent, which outlives the recipients' deletes. Version 4 adds `send_ids`,
+//! which makes a repeated send (same sender, same send id) store nothing new.
 
 use crate::StoreError;
 
@@ -149,11 +151,71 @@ INSERT INTO schema_migrations (version, name, applied_ms)
     VALUES (1, 'initial schema (release 0.1.0)', 0);
 ",
     },
+    // The sender's record of each send, kept when every recipient has deleted the message
+    // (no foreign key to `messages`, which goes with its last delivery). Backfilled from the
+    // messages still stored: a message deleted by all its recipients before this migration
+    // is gone, and so is its record.
+    Migration {
+        version: 3,
+        name: "sent: each sender's record of what they sent",
+        sqlite: "
+CREATE TABLE sent (
+    message_id  INTEGER PRIMARY KEY NOT NULL,
+    sender      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,
+    sent_ms     INTEGER NOT NULL,
+    title       TEXT NOT NULL
+);
+CREATE INDEX sent_by_sender ON sent(sender, message_id);
+INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+    SELECT id, sender, recipients, sent_ms, title FROM messages;
+",
+        postgres: "
+CREATE TABLE sent (
+    message_id  BIGINT PRIMARY KEY,
+    sender      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,
+    sent_ms     BIGINT NOT NULL,
+    title       TEXT NOT NULL
+);
+CREATE INDEX sent_by_sender ON sent(sender, message_id);
+INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+    SELECT id, sender, recipients, sent_ms, title FROM messages;
+",
+    },
+    // At most one message per (sender, send id): the primary key settles two sessions racing
+    // with one id. `message_id` is NULL only inside the transaction that claims the id (the
+    // PostgreSQL backend claims it first, so a racing repeat waits on the key) and has no
+    // foreign key: the message may go with its last delivery while the id is remembered.
+    Migration {
+        version: 4,
+        name: "send_ids: a repeated send stores nothing new",
+        sqlite: "
+CREATE TABLE send_ids (
+    sender      TEXT NOT NULL,
+    send_id     BLOB NOT NULL,
+    message_id  INTEGER,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (sender, send_id)
+) WITHOUT ROWID;
+CREATE INDEX send_ids_by_age ON send_ids(created_ms);
+",
+        postgres: "
+CREATE TABLE send_ids (
+    sender      TEXT NOT NULL,
+    send_id     BYTEA NOT NULL,
+    message_id  BIGINT,
+    created_ms  BIGINT NOT NULL,
+    PRIMARY KEY (sender, send_id)
+);
+CREATE INDEX send_ids_by_age ON send_ids(created_ms);
+",
+    },
 ];
 
 /// forkmail's invariants as counting queries that must all give 0, in SQL both backends run
 /// as it is (`check_integrity`).
-pub(crate) const INVARIANTS: [(&str, &str); 5] = [
+pub(crate) const INVARIANTS: [(&str, &str); 6] = [
     (
         "messages without a body",
         "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.message_id = m.id)",
@@ -173,6 +235,10 @@ pub(crate) const INVARIANTS: [(&str, &str); 5] = [
     (
         "deliveries to unknown users",
         "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = d.recipient)",
+    ),
+    (
+        "messages without a sent record",
+        "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sent s WHERE s.message_id = m.id)",
     ),
 ];
 

@@ -24,7 +24,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::migrations::{
@@ -349,6 +349,11 @@ fn user_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 }
 
 /// Inserts one message, its body and its deliveries (recipients already checked).
+/// The recipient list as stored (`;`-separated, user names cannot contain `;`).
+fn split_recipients(stored: &str) -> Vec<String> {
+    stored.split(';').map(str::to_owned).collect()
+}
+
 fn insert_mail(
     conn: &Connection,
     from: &str,
@@ -377,6 +382,13 @@ fn insert_mail(
     for name in &draft.to {
         deliver.execute(params![name, id]).sql()?;
     }
+    conn.prepare_cached(
+        "INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+         SELECT id, sender, recipients, sent_ms, title FROM messages WHERE id = ?1",
+    )
+    .sql()?
+    .execute([id])
+    .sql()?;
     Ok(id as u64)
 }
 
@@ -455,6 +467,52 @@ impl Store for SqliteStore {
         Ok(id)
     }
 
+    fn send_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &Draft,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
+        // step for every other process.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .sql()?;
+        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
+            .sql()?
+            .execute([now_ms.saturating_sub(retention_ms) as i64])
+            .sql()?;
+        let known: Option<Option<i64>> = tx
+            .prepare_cached("SELECT message_id FROM send_ids WHERE sender = ?1 AND send_id = ?2")
+            .sql()?
+            .query_row(params![from, send_id], |r| r.get(0))
+            .optional()
+            .sql()?;
+        if let Some(id) = known {
+            let id = id.ok_or_else(|| {
+                StoreError::Corrupt(format!("send id of {from} without a message"))
+            })?;
+            return Ok(id as u64);
+        }
+        for name in &draft.to {
+            if !user_exists(&tx, name)? {
+                return Err(StoreError::UnknownRecipient(name.clone()));
+            }
+        }
+        let id = insert_mail(&tx, from, draft, now_ms)?;
+        tx.prepare_cached(
+            "INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .sql()?
+        .execute(params![from, send_id, id as i64, now_ms as i64])
+        .sql()?;
+        tx.commit().sql()?;
+        Ok(id)
+    }
+
     fn inbox(
         &mut self,
         user: &str,
@@ -479,6 +537,37 @@ impl Store for SqliteStore {
                 date_ms: row.get::<_, i64>(2).sql()? as u64,
                 title: row.get(3).sql()?,
                 read: row.get(4).sql()?,
+            });
+            if entries.len() == page_len && page(std::mem::take(&mut entries), true).is_break() {
+                return Ok(());
+            }
+        }
+        let _ = page(entries, false);
+        Ok(())
+    }
+
+    fn sent(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let page_len = page_len.max(1);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT message_id, recipients, sent_ms, title FROM sent
+                 WHERE sender = ?1 ORDER BY message_id",
+            )
+            .sql()?;
+        let mut rows = stmt.query([user]).sql()?;
+        let mut entries = Vec::with_capacity(page_len.min(64));
+        while let Some(row) = rows.next().sql()? {
+            entries.push(SentSummary {
+                id: row.get::<_, i64>(0).sql()? as u64,
+                to: split_recipients(&row.get::<_, String>(1).sql()?),
+                date_ms: row.get::<_, i64>(2).sql()? as u64,
+                title: row.get(3).sql()?,
             });
             if entries.len() == page_len && page(std::mem::take(&mut entries), true).is_break() {
                 return Ok(());
@@ -689,6 +778,7 @@ impl Store for SqliteStore {
             deliveries: count("deliveries")?,
             seen_nonces: count("seen_nonces")?,
             login_failures: count("login_failures")?,
+            sent: count("sent")?,
         })
     }
 

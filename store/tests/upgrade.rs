@@ -99,6 +99,32 @@ fn upgrading_010_keeps_every_user_mail_read_flag_and_id() {
         summary(&inbox(store, "alice")),
         [(3, "carol", "Re: plans", false)]
     );
+    // The sent lists are backfilled from the messages still stored. Alice also sent 4, but
+    // its only recipient (bob) deleted it under 0.1.0, which removed the message: nothing is
+    // left to recover it from, so it is not listed.
+    let sent = |store: &mut dyn Store, user: &str| {
+        let mut all = Vec::new();
+        store
+            .sent(user, 2, &mut |page, _| {
+                all.extend(page);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        all.into_iter()
+            .map(|m| (m.id, m.to.join(";"), m.title))
+            .collect::<Vec<_>>()
+    };
+    let owned = |list: &[(u64, &str, &str)]| {
+        list.iter()
+            .map(|&(id, to, title)| (id, to.to_owned(), title.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sent(store, "alice"),
+        owned(&[(1, "bob", "Lunch"), (2, "bob;carol", "To both of you")])
+    );
+    assert_eq!(sent(store, "carol"), owned(&[(3, "alice", "Re: plans")]));
+    assert_eq!(sent(store, "bob"), owned(&[(5, "carol", "For Carol only")]));
     let mail = store.read("bob", 2).unwrap();
     assert_eq!(mail.to, ["bob", "carol"]);
     assert_eq!(mail.body, "Line one\nLine two with ünïcödé ✉\n");

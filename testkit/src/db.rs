@@ -35,7 +35,7 @@ pub fn counts(location: &StoreLocation) -> Counts {
 }
 
 /// Rows in `table` (`users`, `messages`, `bodies`, `deliveries`, `seen_nonces`,
-/// `login_failures`) of the SQLite store `db`.
+/// `login_failures`, `sent`) of the SQLite store `db`.
 pub fn count_rows(db: &Path, table: &str) -> i64 {
     let c = counts(&StoreLocation::Sqlite(db.to_owned()));
     let n = match table {
@@ -45,6 +45,7 @@ pub fn count_rows(db: &Path, table: &str) -> i64 {
         "deliveries" => c.deliveries,
         "seen_nonces" => c.seen_nonces,
         "login_failures" => c.login_failures,
+        "sent" => c.sent,
         other => panic!("{other:?} is not a table the store counts"),
     };
     n as i64

@@ -26,7 +26,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
-use forkmail_protocol::messages::{Draft, Mail, MailSummary};
+use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
@@ -279,6 +279,52 @@ impl Store for PgStore {
         })
     }
 
+    fn send_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &Draft,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_SEND_IDS)?;
+            tx.execute(&purge, &[&(now_ms.saturating_sub(retention_ms) as i64)])?;
+            let claim = conn.statements.get(&mut tx, queries::CLAIM_SEND_ID)?;
+            if tx.execute(&claim, &[&from, &send_id, &(now_ms as i64)])? == 0 {
+                // Another transaction stored this send and committed: answer with its id.
+                let known = conn.statements.get(&mut tx, queries::KNOWN_SEND_ID)?;
+                let id: Option<i64> = tx.query_one(&known, &[&from, &send_id])?.try_get(0)?;
+                let id = id.ok_or_else(|| {
+                    StoreError::Corrupt(format!("send id of {from} without a message"))
+                })?;
+                return Ok(id as u64);
+            }
+            if let Some(name) = first_unknown(&mut conn.statements, &mut tx, &draft.to)? {
+                return Err(StoreError::UnknownRecipient(name).into());
+            }
+            let statement = conn.statements.get(&mut tx, queries::SEND)?;
+            let id: i64 = tx
+                .query_one(
+                    &statement,
+                    &[
+                        &from,
+                        &draft.to.join(";"),
+                        &(now_ms as i64),
+                        &draft.title,
+                        &draft.body,
+                        &draft.to,
+                    ],
+                )?
+                .try_get(0)?;
+            let record = conn.statements.get(&mut tx, queries::RECORD_SEND_ID)?;
+            tx.execute(&record, &[&from, &send_id, &id])?;
+            tx.commit().map_err(Fail::Unsure)?;
+            Ok(id as u64)
+        })
+    }
+
     /// One query per page, resuming after the last id handed out (keyset paging): each page
     /// is an index range scan of `page_len` rows, the first arrives without the whole inbox
     /// being sorted, nothing is held open between pages, and a connection lost mid-listing is
@@ -302,6 +348,43 @@ impl Store for PgStore {
                         date_ms: row.try_get::<_, i64>(2)? as u64,
                         title: row.try_get(3)?,
                         read: row.try_get(4)?,
+                    })
+                });
+                Ok(entries.collect::<Result<_, ::postgres::Error>>()?)
+            })?;
+            let more = entries.len() as i64 == limit;
+            if let Some(last) = entries.last() {
+                after = last.id as i64;
+            }
+            if page(entries, more).is_break() || !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Keyset paging, as [`PgStore::inbox`], over the `sent_by_sender` index.
+    fn sent(
+        &mut self,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let limit = i64::try_from(page_len.max(1)).unwrap_or(i64::MAX);
+        let mut after = i64::MIN;
+        loop {
+            let entries: Vec<SentSummary> = self.run(|conn| {
+                let statement = conn.statements.get(&mut conn.client, queries::SENT_PAGE)?;
+                let rows = conn.client.query(&statement, &[&user, &after, &limit])?;
+                let entries = rows.iter().map(|row| {
+                    Ok(SentSummary {
+                        id: row.try_get::<_, i64>(0)? as u64,
+                        to: row
+                            .try_get::<_, &str>(1)?
+                            .split(';')
+                            .map(str::to_owned)
+                            .collect(),
+                        date_ms: row.try_get::<_, i64>(2)? as u64,
+                        title: row.try_get(3)?,
                     })
                 });
                 Ok(entries.collect::<Result<_, ::postgres::Error>>()?)
@@ -464,6 +547,7 @@ impl Store for PgStore {
                 deliveries: n(3)?,
                 seen_nonces: n(4)?,
                 login_failures: n(5)?,
+                sent: n(6)?,
             })
         })
     }

@@ -21,7 +21,7 @@ ON CONFLICT (name) DO NOTHING";
 pub(super) const FIND_USER: &str =
     "SELECT kdf, iterations, salt, hash, public_key FROM users WHERE name = $1";
 
-/// The message, its body and one delivery per recipient in one statement (one round trip);
+/// The message, its body, one delivery per recipient and the sender's record in one statement (one round trip);
 /// the foreign keys are checked at its end, when all three rows exist.
 pub(super) const SEND: &str = "
 WITH m AS (
@@ -31,6 +31,9 @@ WITH m AS (
     INSERT INTO bodies (message_id, body) SELECT id, $5::text FROM m
 ), d AS (
     INSERT INTO deliveries (recipient, message_id) SELECT r, m.id FROM m, unnest($6::text[]) AS r
+), s AS (
+    INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+    SELECT id, $1::text, $2::text, $3::bigint, $4::text FROM m
 )
 SELECT id FROM m";
 
@@ -40,6 +43,27 @@ SELECT d.message_id, m.sender, m.sent_ms, m.title, d.read
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.recipient = $1 AND d.message_id > $2
 ORDER BY d.message_id LIMIT $3";
+
+pub(super) const PURGE_SEND_IDS: &str = "DELETE FROM send_ids WHERE created_ms < $1";
+
+/// Claims (sender, send id) before the mail is stored: a racing transaction with the same pair
+/// waits here on the primary key until this one commits (then inserts nothing) or rolls back
+/// (then claims it itself).
+pub(super) const CLAIM_SEND_ID: &str = "
+INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES ($1, $2, NULL, $3)
+ON CONFLICT (sender, send_id) DO NOTHING";
+
+pub(super) const KNOWN_SEND_ID: &str =
+    "SELECT message_id FROM send_ids WHERE sender = $1 AND send_id = $2";
+
+pub(super) const RECORD_SEND_ID: &str =
+    "UPDATE send_ids SET message_id = $3 WHERE sender = $1 AND send_id = $2";
+
+/// One page of a sender's records, after id `$2`: a range of `sent_by_sender`.
+pub(super) const SENT_PAGE: &str = "
+SELECT message_id, recipients, sent_ms, title FROM sent
+WHERE sender = $1 AND message_id > $2
+ORDER BY message_id LIMIT $3";
 
 /// Marks the delivery read and returns the mail as it is (the update's own snapshot).
 pub(super) const READ: &str = "
@@ -90,9 +114,10 @@ pub(super) const CLEAR_FAILURES: &str = "DELETE FROM login_failures WHERE userna
 pub(super) const COUNTS: &str = "
 SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM messages),
        (SELECT count(*) FROM bodies), (SELECT count(*) FROM deliveries),
-       (SELECT count(*) FROM seen_nonces), (SELECT count(*) FROM login_failures)";
+       (SELECT count(*) FROM seen_nonces), (SELECT count(*) FROM login_failures),
+       (SELECT count(*) FROM sent)";
 
-/// Mails per round of the import: four statements per round instead of three per mail.
+/// Mails per round of the import: five statements per round instead of four per mail.
 const IMPORT_CHUNK: usize = 1000;
 
 /// Ids for a chunk, drawn from the identity column's sequence as `send` draws them.
@@ -108,6 +133,10 @@ INSERT INTO bodies (message_id, body) SELECT * FROM unnest($1::bigint[], $2::tex
 
 const IMPORT_DELIVERIES: &str = "
 INSERT INTO deliveries (recipient, message_id) SELECT * FROM unnest($1::text[], $2::bigint[])";
+
+const IMPORT_SENT: &str = "
+INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])";
 
 /// Stores every mail in one transaction, [`IMPORT_CHUNK`] at a time, checking each recipient
 /// once; the first unknown one (in the mails' order) fails the whole import.
@@ -156,6 +185,8 @@ pub(super) fn import(
         tx.execute(&insert, &[&ids, &bodies])?;
         let insert = statements.get(&mut tx, IMPORT_DELIVERIES)?;
         tx.execute(&insert, &[&to, &to_ids])?;
+        let insert = statements.get(&mut tx, IMPORT_SENT)?;
+        tx.execute(&insert, &[&ids, &senders, &recipients, &sent, &titles])?;
         stored += chunk.len() as u64;
     }
     tx.commit().map_err(Fail::Unsure)?;

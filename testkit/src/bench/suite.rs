@@ -135,7 +135,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
     setup::preload(&low, USER, SESSION_INBOX, PRELOAD_BODY_CHARS)?;
 
     progress("timing the building blocks in-process");
-    let user_key = connect_options(&low, USER, "unused:0")?.user_key;
+    let user_key = connect_options(&low, USER, "unused:0")?.user_key.clone();
     let cost_rows = costs::measure(
         &user_key,
         dir,

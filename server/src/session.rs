@@ -60,7 +60,7 @@ pub enum SessionError {
     Refused(Refusal),
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
-    #[error("invalid credentials for user {user}: {verdict:?}")]
+    #[error("login refused for user {user}: {verdict}")]
     Denied { user: String, verdict: Verdict },
     #[error("{0}")]
     Frame(#[from] FrameError),
@@ -205,10 +205,14 @@ impl ExpectAuth {
             }
         };
         let accepted = verdict == Verdict::Accepted;
-        let result = if accepted {
-            AuthResult::Accepted
-        } else {
-            AuthResult::Denied
+        let result = match verdict {
+            Verdict::Accepted => AuthResult::Accepted,
+            // Reached only once the user's key signature verified.
+            Verdict::Locked { remaining } => AuthResult::Locked {
+                remaining_secs: u32::try_from(remaining.as_millis().div_ceil(1000))
+                    .unwrap_or(u32::MAX),
+            },
+            _ => AuthResult::Denied,
         };
         write_frame(&mut stream, &channel.seal(&result, now_millis())?)?;
         if !accepted {

@@ -452,7 +452,8 @@ fn race_logins(dep: &Deployment, server: &Server, passwords: &[&str]) -> Vec<Aut
 }
 
 /// Regression: every racing attempt used to pass the lock check before any was counted, so
-/// attempts sent together tested more passwords than `--lockout-after` allows.
+/// attempts sent together tested more passwords than `--lockout-after` allows (twelve of
+/// these twelve, before the fix).
 #[test]
 fn concurrent_wrong_passwords_with_the_key_test_no_more_than_lockout_after() {
     let dep = slow_kdf_deployment();
@@ -485,7 +486,9 @@ fn concurrent_wrong_passwords_with_the_key_test_no_more_than_lockout_after() {
 }
 
 /// Regression: a correct password raced with wrong ones used to be tested, and accepted, while
-/// the wrong ones locked the account.
+/// the wrong ones locked the account (at three failures with `--lockout-after 4`, eight racing
+/// attempts tested four to seven passwords, and the correct one was accepted four times in
+/// five; now one is tested and the correct one is `Locked`).
 #[test]
 fn a_correct_password_raced_with_wrong_ones_at_the_limit_is_refused_as_locked() {
     let dep = slow_kdf_deployment();

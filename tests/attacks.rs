@@ -486,9 +486,11 @@ fn concurrent_wrong_passwords_with_the_key_test_no_more_than_lockout_after() {
 }
 
 /// Regression: a correct password raced with wrong ones used to be tested, and accepted, while
-/// the wrong ones locked the account (at three failures with `--lockout-after 4`, eight racing
-/// attempts tested four to seven passwords, and the correct one was accepted four times in
-/// five; now one is tested and the correct one is `Locked`).
+/// the wrong ones locked the account. Here the count is at the limit: nothing is tested, the
+/// right password included, and nothing more is counted. (Measured one failure short of it,
+/// eight racing attempts with one right password: before the fix four to seven wrong passwords
+/// were tested and the right one accepted four times in five; now one is tested and the right
+/// one is `Locked`, unless it is the one counted.)
 #[test]
 fn a_correct_password_raced_with_wrong_ones_at_the_limit_is_refused_as_locked() {
     let dep = slow_kdf_deployment();

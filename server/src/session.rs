@@ -195,8 +195,9 @@ impl ExpectAuth {
         ) {
             Ok(verdict) => verdict,
             Err(err) => {
-                // Sealed, so the client can trust it: the credentials were not checked and
-                // nothing was counted against the account.
+                // Sealed, so the client can trust it: the login did not happen, and nothing was
+                // counted against the account (unless only the clearing of the count after a
+                // right password failed: then that one attempt stays counted).
                 let _ = write_frame(
                     &mut stream,
                     &channel.seal(&AuthResult::Unavailable, now_millis())?,

@@ -12,7 +12,7 @@ use forkmail_protocol::messages::{
 };
 use forkmail_protocol::{decode, encode, now_millis};
 use forkmail_testkit::wire::{self, Wire};
-use forkmail_testkit::{bin, copy_tree, count_rows, wait_until, Deployment, Server};
+use forkmail_testkit::{bin, copy_tree, count_rows, wait_until, DeployOptions, Deployment, Server};
 use serde::Serialize;
 
 const CLOSE: Duration = Duration::from_secs(15);
@@ -381,10 +381,15 @@ fn repeated_wrong_passwords_lock_the_account_across_children_until_it_expires() 
     for _ in 0..3 {
         assert_eq!(attempt("guess"), AuthResult::Denied);
     }
-    // Locked: even the right password is refused, with the same answer.
-    assert_eq!(attempt("alice-pw"), AuthResult::Denied);
+    // Locked: even the right password is refused, and the key holder is told for how long.
+    assert!(matches!(
+        attempt("alice-pw"),
+        AuthResult::Locked {
+            remaining_secs: 1..=3
+        }
+    ));
     assert!(
-        server.wait_for_log("Locked", Duration::from_secs(5)),
+        server.wait_for_log("password not tested", Duration::from_secs(5)),
         "{}",
         server.log()
     );
@@ -394,10 +399,160 @@ fn repeated_wrong_passwords_lock_the_account_across_children_until_it_expires() 
         keyed.login_as(&dep, "bob", "bob-pw").1,
         AuthResult::Accepted
     );
-    // After the lock-out the right password works and clears the count.
+    // After the lock-out the right password works and clears the count, its own included.
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(attempt("alice-pw"), AuthResult::Accepted);
     assert_eq!(count_rows(&dep.database(), "login_failures"), 0);
+}
+
+/// How many tested passwords, and how many refusals of a locked account, the server logged
+/// (each once by the session's child; the parent repeats it as the session's end).
+fn verdicts_logged(server: &Server) -> (usize, usize) {
+    let log = server.log();
+    let refusals = || log.lines().filter(|line| line.contains("login failed: "));
+    (
+        refusals()
+            .filter(|line| line.contains("password tested and"))
+            .count(),
+        refusals()
+            .filter(|line| line.contains("password not tested"))
+            .count(),
+    )
+}
+
+/// A password check slow enough for racing attempts to overlap, as at production cost.
+fn slow_kdf_deployment() -> Deployment {
+    Deployment::with_options(
+        &["alice", "bob"],
+        DeployOptions {
+            kdf_iterations: 20_000,
+            ..DeployOptions::FAST
+        },
+    )
+}
+
+/// Logs in as alice with her key, `passwords.len()` sessions at once: every handshake is done
+/// first, then all the passwords are sent together.
+fn race_logins(dep: &Deployment, server: &Server, passwords: &[&str]) -> Vec<AuthResult> {
+    let barrier = std::sync::Barrier::new(passwords.len());
+    std::thread::scope(|s| {
+        let racers: Vec<_> = passwords
+            .iter()
+            .map(|&password| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let keyed = wire::hello(server.addr, "alice").finish(dep, "alice");
+                    barrier.wait();
+                    keyed.login_as(dep, "alice", password).1
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+/// Regression: every racing attempt used to pass the lock check before any was counted, so
+/// attempts sent together tested more passwords than `--lockout-after` allows (twelve of
+/// these twelve, before the fix).
+#[test]
+fn concurrent_wrong_passwords_with_the_key_test_no_more_than_lockout_after() {
+    let dep = slow_kdf_deployment();
+    let server = dep.start_server(&[
+        "--lockout-after",
+        "4",
+        "--lockout-secs",
+        "600",
+        "--max-sessions",
+        "12",
+    ]);
+    let results = race_logins(&dep, &server, &["guess"; 12]);
+    let denied = results.iter().filter(|&r| *r == AuthResult::Denied).count();
+    let locked = results
+        .iter()
+        .filter(|r| matches!(r, AuthResult::Locked { .. }))
+        .count();
+    assert_eq!((denied, locked), (4, 8), "{results:?}");
+    let failures = forkmail_testkit::db::open(&dep.store())
+        .login_failures("alice")
+        .unwrap()
+        .expect("counted");
+    assert_eq!(failures.failures, 4);
+    assert!(
+        wait_until(Duration::from_secs(10), || verdicts_logged(&server)
+            == (4, 8)),
+        "{}",
+        server.log()
+    );
+}
+
+/// Regression: a correct password raced with wrong ones used to be tested, and accepted, while
+/// the wrong ones locked the account. Here the count is at the limit: nothing is tested, the
+/// right password included, and nothing more is counted. (Measured one failure short of it,
+/// eight racing attempts with one right password: before the fix four to seven wrong passwords
+/// were tested and the right one accepted four times in five; now one is tested and the right
+/// one is `Locked`, unless it is the one counted.)
+#[test]
+fn a_correct_password_raced_with_wrong_ones_at_the_limit_is_refused_as_locked() {
+    let dep = slow_kdf_deployment();
+    let server = dep.start_server(&["--lockout-after", "4", "--lockout-secs", "600"]);
+    for _ in 0..4 {
+        let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+        assert_eq!(keyed.login_as(&dep, "alice", "guess").1, AuthResult::Denied);
+    }
+    let results = race_logins(&dep, &server, &["guess", "guess", "alice-pw", "guess"]);
+    assert!(
+        results.iter().all(|r| matches!(
+            r,
+            AuthResult::Locked {
+                remaining_secs: 590..=600
+            }
+        )),
+        "{results:?}"
+    );
+    let failures = forkmail_testkit::db::open(&dep.store())
+        .login_failures("alice")
+        .unwrap()
+        .expect("counted");
+    assert_eq!(failures.failures, 4, "a locked attempt counts nothing");
+    assert!(
+        wait_until(Duration::from_secs(10), || verdicts_logged(&server)
+            == (4, 4)),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_locked_account_is_told_to_the_key_holder_only_and_the_client_prints_the_minutes() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--lockout-after", "2", "--lockout-secs", "600"]);
+    for _ in 0..2 {
+        let out = dep
+            .client(&server, "alice")
+            .password("guess")
+            .args(["inbox"])
+            .run(b"");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("wrong password"), "{stderr}");
+    }
+    let out = dep.client(&server, "alice").args(["inbox"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("account locked for 10 more minutes after too many wrong passwords"),
+        "{stderr}"
+    );
+    // Whoever lacks alice's key learns nothing: the same Denied as any wrong credential.
+    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let (s, result) = keyed.login_as(&dep, "bob", "alice-pw");
+    assert_eq!(result, AuthResult::Denied);
+    let keyed = wire::hello(server.addr, "mallory").finish(&dep, "alice");
+    let (unknown, _) = keyed.login_as(&dep, "alice", "alice-pw");
+    assert_eq!(
+        s.wire.received.last().unwrap().len(),
+        unknown.wire.received.last().unwrap().len()
+    );
 }
 
 #[test]
@@ -408,6 +563,11 @@ fn attempts_without_the_users_key_cannot_lock_the_user_out() {
         let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
         assert_eq!(keyed.login_as(&dep, "bob", "guess").1, AuthResult::Denied);
     }
+    assert_eq!(
+        count_rows(&dep.database(), "login_failures"),
+        0,
+        "nothing counted"
+    );
     let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
     assert_eq!(
         keyed.login_as(&dep, "alice", "alice-pw").1,

@@ -234,7 +234,7 @@ fn wrong_password_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("login failed"), "{stderr}");
     assert!(
-        server.wait_for_log("invalid credentials", Duration::from_secs(5)),
+        server.wait_for_log("password tested and wrong", Duration::from_secs(5)),
         "{}",
         server.log()
     );

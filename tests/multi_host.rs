@@ -133,8 +133,13 @@ fn wrong_passwords_count_across_hosts_and_the_lock_holds_on_both() {
     for (addr, host) in [(&a1, &host1), (&a2, &host2)] {
         let out = client(&dep, addr, "carol").args(["inbox"]).run(b"");
         assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            host.wait_for_log("Locked", Duration::from_secs(10)),
+            stderr.contains("account locked for 10 more minutes"),
+            "{stderr}"
+        );
+        assert!(
+            host.wait_for_log("password not tested", Duration::from_secs(10)),
             "{}",
             host.log()
         );

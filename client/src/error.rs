@@ -68,6 +68,11 @@ pub enum ClientError {
     #[error("login failed: unknown user, wrong key or wrong password")]
     LoginFailed,
 
+    /// The server verified the user's key, but too many wrong passwords have locked the
+    /// account; the password was not tested.
+    #[error("account locked for {} after too many wrong passwords; try again then", more_minutes(*remaining_secs))]
+    Locked { remaining_secs: u32 },
+
     #[error("timed out after {secs} s {during}; the server may be overloaded or unreachable, try again later{hint}")]
     Timeout {
         during: &'static str,
@@ -150,6 +155,15 @@ fn nothing_was_sent(cause: &ClientError) -> String {
         text
     } else {
         format!("{text}; nothing was sent")
+    }
+}
+
+/// "N more minutes", rounded up; under a minute, "less than a minute".
+fn more_minutes(secs: u32) -> String {
+    match secs.div_ceil(60) {
+        _ if secs < 60 => "less than a minute".to_owned(),
+        1 => "1 more minute".to_owned(),
+        minutes => format!("{minutes} more minutes"),
     }
 }
 
@@ -281,5 +295,21 @@ mod tests {
             "the server closed the session: the session was idle for too long; run forkmail again to log in"
         );
         assert!(AppError::Output(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
+        let locked = AppError::Client(ClientError::Locked { remaining_secs: 1 });
+        assert_eq!(locked.exit_code(), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn a_locked_account_says_how_many_minutes_are_left_rounded_up() {
+        let said = |remaining_secs| ClientError::Locked { remaining_secs }.to_string();
+        assert_eq!(
+            said(900),
+            "account locked for 15 more minutes after too many wrong passwords; try again then"
+        );
+        assert!(said(841).contains(" 15 more minutes "), "{}", said(841));
+        assert!(said(61).contains(" 2 more minutes "), "{}", said(61));
+        assert!(said(60).contains(" 1 more minute "), "{}", said(60));
+        assert!(said(59).contains(" less than a minute "), "{}", said(59));
+        assert!(said(0).contains(" less than a minute "), "{}", said(0));
     }
 }

@@ -187,6 +187,7 @@ impl Session {
             }),
             AuthResult::Denied => Err(ClientError::LoginFailed),
             AuthResult::Unavailable => Err(ClientError::StoreUnavailable),
+            AuthResult::Locked { remaining_secs } => Err(ClientError::Locked { remaining_secs }),
         }
     }
 

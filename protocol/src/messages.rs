@@ -98,6 +98,13 @@ pub enum AuthResult {
     /// The credentials could not be checked: the mail store is unavailable. Nothing was
     /// counted against the account (added after 0.1.0).
     Unavailable,
+    /// The key signature verified, but too many wrong passwords have locked the account for
+    /// `remaining_secs` more seconds (rounded up): the password was not tested, and nothing was
+    /// counted. Only a client holding the user's key gets this; everyone else gets `Denied`
+    /// (added after 0.1.0).
+    Locked {
+        remaining_secs: u32,
+    },
 }
 
 /// What an authenticated client may ask.

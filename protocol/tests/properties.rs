@@ -255,8 +255,13 @@ round_trip!(response_round_trips, response(), Response);
 
 proptest! {
     #[test]
-    fn auth_result_round_trips(accepted in any::<bool>()) {
-        let value = if accepted { AuthResult::Accepted } else { AuthResult::Denied };
+    fn auth_result_round_trips(which in 0..4u8, remaining_secs in any::<u32>()) {
+        let value = match which {
+            0 => AuthResult::Accepted,
+            1 => AuthResult::Denied,
+            2 => AuthResult::Unavailable,
+            _ => AuthResult::Locked { remaining_secs },
+        };
         prop_assert_eq!(decode::<AuthResult>(&encode(&value)).unwrap(), value);
     }
 
@@ -316,4 +321,16 @@ proptest! {
         prop_assert!(result.is_err());
         prop_assert!(largest <= DECODE_ALLOCATION_BOUND, "allocated {largest}");
     }
+}
+
+/// Variant indices are wire format: `Locked` was appended after `Unavailable` (PROTOCOL.md §4, §11).
+#[test]
+fn auth_result_locked_is_appended_with_its_seconds_as_a_varint() {
+    assert_eq!(encode(&AuthResult::Unavailable), [0x02]);
+    assert_eq!(
+        encode(&AuthResult::Locked {
+            remaining_secs: 900
+        }),
+        [0x03, 0x84, 0x07]
+    );
 }

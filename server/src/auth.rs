@@ -4,17 +4,24 @@
 //! The signature over the transcript is checked first and is cheap. The password is only
 //! *considered* when the signature is valid, so a password guesser without the user's key learns
 //! nothing about the password. PBKDF2 runs exactly once on every attempt whatever failed — against
-//! the user's stored hash, or against a decoy of the same cost — so unknown user, wrong key, wrong
-//! password and a locked account give the same answer after the same work.
+//! the user's stored hash, or against a decoy of the same cost — so unknown user, wrong key and
+//! wrong password give the same answer after the same work. A locked account does the same work
+//! too, but is answered as locked (PROTOCOL.md §5.4): only the holder of the user's key can get
+//! that far, and telling them how long to wait is what the lock-out is for.
 //!
-//! Throttling counts wrong passwords presented *with a valid key signature*: those are the only
+//! Throttling counts passwords presented *with a valid key signature*: those are the only
 //! attempts that test a password. Attempts without the user's key cannot learn anything and are
-//! not counted, so nobody can lock a user out without holding that user's private key. After
-//! [`ThrottlePolicy::free_failures`] consecutive failures each further failure locks the account
-//! for a doubling delay, and at [`ThrottlePolicy::lockout_after`] for the full lock-out. The state
-//! lives in the store, so every forked child (and every host on a shared store) sees it; a success
-//! clears it.
+//! not counted, so nobody can lock a user out without holding that user's private key. Each such
+//! attempt is counted as a failure, and the lock that count earns set, *before* its password is
+//! hashed ([`Store::begin_login_attempt`], one transaction); a correct password then clears the
+//! count. So attempts racing each other are counted one after another, and each lock refuses
+//! every attempt counted after it: at most [`ThrottlePolicy::lockout_after`] passwords are ever
+//! tested before the full lock-out, however many sessions guess at once. After
+//! [`ThrottlePolicy::free_failures`] consecutive failures each further one locks the account for a
+//! doubling delay. The state lives in the store, so every forked child (and every host on a
+//! shared store) sees it.
 
+use std::fmt;
 use std::time::Duration;
 
 use forkmail_keygen::password::PasswordHash;
@@ -22,7 +29,7 @@ use forkmail_protocol::handshake::{verify_client_signature, TranscriptHash};
 use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
 use forkmail_protocol::messages::ClientAuth;
 
-use forkmail_store::{Store, StoreError};
+use forkmail_store::{Attempt, Store, StoreError};
 
 /// What an unknown user is checked against, so that every failure costs the same.
 pub struct Decoy {
@@ -55,15 +62,56 @@ impl ThrottlePolicy {
     }
 }
 
-/// The outcome of an attempt. The client is told only accepted or denied; the reason is logged.
+/// The outcome of an attempt. The client is told accepted, locked (only once the key signature
+/// verified) or denied; the reason is logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
     UnknownUser,
     PasswordTooLong,
     BadSignature,
-    BadPassword { failures: u32, locked_for: Duration },
-    Locked { remaining: Duration },
+    /// The password was tested and was wrong: the `failures`-th consecutive one.
+    BadPassword {
+        failures: u32,
+        locked_for: Duration,
+    },
+    /// The key signature verified but the account is locked: the password was not tested.
+    Locked {
+        remaining: Duration,
+    },
+}
+
+/// In words, for the log: each tested password says so, and nothing else does.
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accepted => f.write_str("password tested and accepted"),
+            Verdict::UnknownUser => f.write_str("no such user; nothing counted"),
+            Verdict::PasswordTooLong => f.write_str("password too long; nothing counted"),
+            Verdict::BadSignature => {
+                f.write_str("signature does not verify with the user's key; nothing counted")
+            }
+            Verdict::BadPassword {
+                failures,
+                locked_for,
+            } if locked_for.is_zero() => {
+                write!(f, "password tested and wrong ({failures} in a row)")
+            }
+            Verdict::BadPassword {
+                failures,
+                locked_for,
+            } => write!(
+                f,
+                "password tested and wrong ({failures} in a row); account locked for {} s",
+                locked_for.as_millis().div_ceil(1000)
+            ),
+            Verdict::Locked { remaining } => write!(
+                f,
+                "account locked for {} more s; password not tested",
+                remaining.as_millis().div_ceil(1000)
+            ),
+        }
+    }
 }
 
 /// Decides whether `auth` proves that the client is `user`.
@@ -96,23 +144,26 @@ pub fn authenticate(
         decoy.password.verify(&auth.password);
         return Ok(Verdict::BadSignature);
     }
-    let locked_until = store.login_failures(user)?.map(|f| f.locked_until_ms);
-    if let Some(until) = locked_until.filter(|&until| until > now_ms) {
-        decoy.password.verify(&auth.password);
-        return Ok(Verdict::Locked {
-            remaining: Duration::from_millis(until - now_ms),
-        });
+    let lock_for = |failures| policy.lock_for(failures).as_millis() as u64;
+    match store.begin_login_attempt(user, now_ms, &lock_for)? {
+        Attempt::Locked { until_ms } => {
+            decoy.password.verify(&auth.password);
+            Ok(Verdict::Locked {
+                remaining: Duration::from_millis(until_ms.saturating_sub(now_ms)),
+            })
+        }
+        Attempt::Counted { failures } => {
+            if password.verify(&auth.password) {
+                // This attempt was counted too: a user who types right is not locked by it.
+                store.clear_login_failures(user)?;
+                return Ok(Verdict::Accepted);
+            }
+            Ok(Verdict::BadPassword {
+                failures,
+                locked_for: policy.lock_for(failures),
+            })
+        }
     }
-    if password.verify(&auth.password) {
-        store.clear_login_failures(user)?;
-        return Ok(Verdict::Accepted);
-    }
-    let recorded =
-        store.record_login_failure(user, now_ms, &|n| policy.lock_for(n).as_millis() as u64)?;
-    Ok(Verdict::BadPassword {
-        failures: recorded.failures,
-        locked_for: Duration::from_millis(recorded.locked_until_ms.saturating_sub(now_ms)),
-    })
 }
 
 #[cfg(test)]
@@ -128,5 +179,24 @@ mod tests {
         };
         let secs: Vec<u64> = (1..=9).map(|n| p.lock_for(n).as_secs()).collect();
         assert_eq!(secs, vec![0, 0, 0, 1, 2, 4, 8, 900, 900]);
+    }
+
+    #[test]
+    fn the_log_tells_a_tested_password_from_a_locked_account() {
+        let wrong = Verdict::BadPassword {
+            failures: 4,
+            locked_for: Duration::from_millis(1_500),
+        };
+        assert_eq!(
+            wrong.to_string(),
+            "password tested and wrong (4 in a row); account locked for 2 s"
+        );
+        let locked = Verdict::Locked {
+            remaining: Duration::from_millis(899_001),
+        };
+        assert_eq!(
+            locked.to_string(),
+            "account locked for 900 more s; password not tested"
+        );
     }
 }

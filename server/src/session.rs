@@ -60,7 +60,7 @@ pub enum SessionError {
     Refused(Refusal),
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
-    #[error("invalid credentials for user {user}: {verdict:?}")]
+    #[error("login refused for user {user}: {verdict}")]
     Denied { user: String, verdict: Verdict },
     #[error("{0}")]
     Frame(#[from] FrameError),
@@ -195,8 +195,9 @@ impl ExpectAuth {
         ) {
             Ok(verdict) => verdict,
             Err(err) => {
-                // Sealed, so the client can trust it: the credentials were not checked and
-                // nothing was counted against the account.
+                // Sealed, so the client can trust it: the login did not happen, and nothing was
+                // counted against the account (unless only the clearing of the count after a
+                // right password failed: then that one attempt stays counted).
                 let _ = write_frame(
                     &mut stream,
                     &channel.seal(&AuthResult::Unavailable, now_millis())?,
@@ -205,10 +206,14 @@ impl ExpectAuth {
             }
         };
         let accepted = verdict == Verdict::Accepted;
-        let result = if accepted {
-            AuthResult::Accepted
-        } else {
-            AuthResult::Denied
+        let result = match verdict {
+            Verdict::Accepted => AuthResult::Accepted,
+            // Reached only once the user's key signature verified.
+            Verdict::Locked { remaining } => AuthResult::Locked {
+                remaining_secs: u32::try_from(remaining.as_millis().div_ceil(1000))
+                    .unwrap_or(u32::MAX),
+            },
+            _ => AuthResult::Denied,
         };
         write_frame(&mut stream, &channel.seal(&result, now_millis())?)?;
         if !accepted {

@@ -25,7 +25,9 @@
 //!   outlives every recipient's delete;
 //! - recording a handshake nonce is atomic across processes and hosts: of two sessions racing
 //!   with one nonce, exactly one records it;
-//! - login failures count atomically across processes and hosts;
+//! - a login attempt is counted, or refused as locked, atomically across processes and hosts,
+//!   before its password is tested: however many race, no more are counted than the lock they
+//!   earn allows;
 //! - a failed operation changes nothing.
 
 #![forbid(unsafe_code)]
@@ -71,6 +73,18 @@ pub struct LoginFailures {
     pub failures: u32,
     /// Until when (ms since the epoch) logins are refused; in the past when not locked.
     pub locked_until_ms: u64,
+}
+
+/// What [`Store::begin_login_attempt`] decided about one attempt to test a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The account is locked until `until_ms` (ms since the epoch): the password must not be
+    /// tested, and nothing was counted.
+    Locked { until_ms: u64 },
+    /// The attempt is counted as the `failures`-th consecutive failure, and the lock that
+    /// count earns is set, before the password is tested; a success then clears it
+    /// ([`Store::clear_login_failures`]).
+    Counted { failures: u32 },
 }
 
 /// Row counts, for tests, the benchmark and operators.
@@ -171,16 +185,20 @@ pub trait Store {
     /// The user's current failure count and lock, if any failure is recorded.
     fn login_failures(&mut self, user: &str) -> Result<Option<LoginFailures>, StoreError>;
 
-    /// Counts one more consecutive failure for `user` and sets the lock `lock_for` gives for
-    /// the new count (in ms from `now_ms`), atomically across processes and hosts.
-    fn record_login_failure(
+    /// Called before a password is tested. If `user` is locked at `now_ms`, returns
+    /// [`Attempt::Locked`] and counts nothing. Otherwise counts this attempt as one more
+    /// consecutive failure, sets the lock `lock_for` gives for the new count (in ms from
+    /// `now_ms`; 0 for none) and returns [`Attempt::Counted`]. Check, count and lock are one
+    /// transaction, atomic across processes and hosts, so attempts racing each other are
+    /// serialised: the lock earned by the k-th counted attempt refuses every attempt after it.
+    fn begin_login_attempt(
         &mut self,
         user: &str,
         now_ms: u64,
         lock_for: &dyn Fn(u32) -> u64,
-    ) -> Result<LoginFailures, StoreError>;
+    ) -> Result<Attempt, StoreError>;
 
-    /// A successful login forgets earlier failures.
+    /// A successful login forgets earlier failures, its own counted attempt included.
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError>;
 
     /// Stores many mails in one transaction (the benchmark's preload): all or nothing, with

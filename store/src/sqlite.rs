@@ -31,7 +31,8 @@ use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword, UserRecord,
+    Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
+    UserRecord,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -699,13 +700,27 @@ impl Store for SqliteStore {
             .sql()
     }
 
-    fn record_login_failure(
+    fn begin_login_attempt(
         &mut self,
         user: &str,
         now_ms: u64,
         lock_for: &dyn Fn(u32) -> u64,
-    ) -> Result<LoginFailures, StoreError> {
+    ) -> Result<Attempt, StoreError> {
+        // IMMEDIATE takes the write lock before the read: no other attempt can count between
+        // this one's check and its count.
         let tx = self.write_transaction()?;
+        let locked_until_ms: Option<i64> = tx
+            .prepare_cached("SELECT locked_until_ms FROM login_failures WHERE user = ?1")
+            .sql()?
+            .query_row([user], |r| r.get(0))
+            .optional()
+            .sql()?;
+        if let Some(until_ms) = locked_until_ms
+            .map(|ms| ms as u64)
+            .filter(|&ms| ms > now_ms)
+        {
+            return Ok(Attempt::Locked { until_ms });
+        }
         let failures: u32 = tx
             .prepare_cached(
                 "INSERT INTO login_failures (user, failures, last_ms, locked_until_ms)
@@ -716,16 +731,15 @@ impl Store for SqliteStore {
             .sql()?
             .query_row(params![user, now_ms as i64], |r| r.get(0))
             .sql()?;
-        let locked_until_ms = now_ms.saturating_add(lock_for(failures));
-        tx.prepare_cached("UPDATE login_failures SET locked_until_ms = ?2 WHERE user = ?1")
-            .sql()?
-            .execute(params![user, locked_until_ms as i64])
-            .sql()?;
+        let lock_ms = lock_for(failures);
+        if lock_ms > 0 {
+            tx.prepare_cached("UPDATE login_failures SET locked_until_ms = ?2 WHERE user = ?1")
+                .sql()?
+                .execute(params![user, now_ms.saturating_add(lock_ms) as i64])
+                .sql()?;
+        }
         tx.commit().sql()?;
-        Ok(LoginFailures {
-            failures,
-            locked_until_ms,
-        })
+        Ok(Attempt::Counted { failures })
     }
 
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {

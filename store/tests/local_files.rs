@@ -84,7 +84,7 @@ fn a_send_into_a_deleted_database_is_refused_not_acknowledged() {
         store.delete("alice", 1).err(),
         store.record_nonce(b"n", 0, 1).err(),
         store.clear_login_failures("alice").err(),
-        store.record_login_failure("alice", 0, &|_| 0).err(),
+        store.begin_login_attempt("alice", 0, &|_| 0).err(),
         store.add_user(&user("bob"), 0).err(),
     ] {
         assert!(

@@ -76,6 +76,12 @@ impl Deployment {
         )
     }
 
+    /// As [`Deployment::new`], with other key size or password-hash cost (a race test wants a
+    /// password check slow enough to race with).
+    pub fn with_options(users: &[&str], options: DeployOptions) -> Self {
+        Self::in_temp(users, options)
+    }
+
     fn in_temp(users: &[&str], options: DeployOptions) -> Self {
         let temp = tempfile::tempdir().expect("a temporary directory");
         let root = temp.path().join("d");

@@ -33,7 +33,8 @@ use self::schema::{Mode, Probe};
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
-    Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword, UserRecord,
+    Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
+    UserRecord,
 };
 
 mod connection;
@@ -482,27 +483,31 @@ impl Store for PgStore {
         })
     }
 
-    fn record_login_failure(
+    fn begin_login_attempt(
         &mut self,
         user: &str,
         now_ms: u64,
         lock_for: &dyn Fn(u32) -> u64,
-    ) -> Result<LoginFailures, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
-            let count = conn.statements.get(&mut tx, queries::COUNT_FAILURE)?;
-            let failures: i32 = tx
-                .query_one(&count, &[&user, &(now_ms as i64)])?
-                .try_get(0)?;
-            let failures = failures as u32;
-            let locked_until_ms = now_ms.saturating_add(lock_for(failures));
-            let lock = conn.statements.get(&mut tx, queries::SET_LOCK)?;
-            tx.execute(&lock, &[&user, &(locked_until_ms as i64)])?;
+            let count = conn.statements.get(&mut tx, queries::COUNT_ATTEMPT)?;
+            let Some(row) = tx.query_opt(&count, &[&user, &(now_ms as i64)])? else {
+                let locked = conn.statements.get(&mut tx, queries::LOCKED_UNTIL)?;
+                let until_ms: i64 = tx.query_one(&locked, &[&user])?.try_get(0)?;
+                // Nothing was written: rolled back on drop.
+                return Ok(Attempt::Locked {
+                    until_ms: until_ms as u64,
+                });
+            };
+            let failures = row.try_get::<_, i32>(0)? as u32;
+            let lock_ms = lock_for(failures);
+            if lock_ms > 0 {
+                let lock = conn.statements.get(&mut tx, queries::SET_LOCK)?;
+                tx.execute(&lock, &[&user, &(now_ms.saturating_add(lock_ms) as i64)])?;
+            }
             tx.commit().map_err(Fail::Unsure)?;
-            Ok(LoginFailures {
-                failures,
-                locked_until_ms,
-            })
+            Ok(Attempt::Counted { failures })
         })
     }
 

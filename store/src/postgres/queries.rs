@@ -98,13 +98,19 @@ INSERT INTO seen_nonces (nonce, expires_ms) VALUES ($1, $2) ON CONFLICT (nonce) 
 pub(super) const LOGIN_FAILURES: &str =
     "SELECT failures, locked_until_ms FROM login_failures WHERE username = $1";
 
-/// Atomic across sessions: a concurrent increment waits for the row lock, then adds to the
-/// committed count.
-pub(super) const COUNT_FAILURE: &str = "
+/// Counts an attempt unless the account is locked, in one statement: a concurrent attempt waits
+/// for the row lock, then re-checks the lock and adds to the committed count. A locked row is
+/// not updated (no row returned) but stays locked by this transaction, so [`LOCKED_UNTIL`] then
+/// reads the lock that refused it.
+pub(super) const COUNT_ATTEMPT: &str = "
 INSERT INTO login_failures (username, failures, last_ms, locked_until_ms) VALUES ($1, 1, $2, 0)
 ON CONFLICT (username) DO UPDATE
     SET failures = login_failures.failures + 1, last_ms = EXCLUDED.last_ms
+    WHERE login_failures.locked_until_ms <= EXCLUDED.last_ms
 RETURNING failures";
+
+pub(super) const LOCKED_UNTIL: &str =
+    "SELECT locked_until_ms FROM login_failures WHERE username = $1";
 
 pub(super) const SET_LOCK: &str =
     "UPDATE login_failures SET locked_until_ms = $2 WHERE username = $1";

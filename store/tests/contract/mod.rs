@@ -12,8 +12,8 @@ use std::sync::Barrier;
 
 use forkmail_protocol::messages::{Draft, MailSummary, SentSummary};
 use forkmail_store::{
-    Counts, ImportedMail, Store, StoreError, StoreLocation, StoredPassword, UserRecord,
-    CURRENT_VERSION,
+    Attempt, Counts, ImportedMail, LoginFailures, Store, StoreError, StoreLocation, StoredPassword,
+    UserRecord, CURRENT_VERSION,
 };
 
 /// Invokes `$m! { name, ... }` with every behaviour below: the one list both backends use.
@@ -36,8 +36,8 @@ macro_rules! for_each_behaviour {
             a_replayed_nonce_is_refused,
             expired_nonces_are_purged,
             racing_sessions_record_a_nonce_once,
-            login_failures_count_lock_and_clear,
-            racing_login_failures_all_count,
+            login_attempts_count_lock_and_clear,
+            racing_login_attempts_count_no_more_than_the_lock_allows,
             a_taken_user_name_is_refused,
             find_user_round_trips,
             import_is_all_or_nothing,
@@ -364,51 +364,103 @@ pub fn racing_sessions_record_a_nonce_once(b: &dyn Backend) {
     assert_eq!(wins[0].len(), ROUNDS);
 }
 
-pub fn login_failures_count_lock_and_clear(b: &dyn Backend) {
+pub fn login_attempts_count_lock_and_clear(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     assert_eq!(store.login_failures("bob").unwrap(), None);
     let asked = RefCell::new(Vec::new());
+    // No lock for the first attempt, then n seconds for the n-th.
     let lock_for = |n: u32| {
         asked.borrow_mut().push(n);
-        u64::from(n) * 1_000
+        if n < 2 {
+            0
+        } else {
+            u64::from(n) * 1_000
+        }
     };
-    for n in 1..=3u32 {
-        let f = store
-            .record_login_failure("bob", 50_000, &lock_for)
-            .unwrap();
+    let begin = |store: &mut Box<dyn Store>, now_ms| {
+        store.begin_login_attempt("bob", now_ms, &lock_for).unwrap()
+    };
+    assert_eq!(begin(&mut store, 50_000), Attempt::Counted { failures: 1 });
+    assert_eq!(begin(&mut store, 50_000), Attempt::Counted { failures: 2 });
+    assert_eq!(*asked.borrow(), [1, 2], "lock_for gets the new count");
+    let counted = Some(LoginFailures {
+        failures: 2,
+        locked_until_ms: 52_000,
+    });
+    assert_eq!(store.login_failures("bob").unwrap(), counted);
+    // Locked: refused, and nothing counted or asked.
+    for now_ms in [50_000, 51_999] {
         assert_eq!(
-            (f.failures, f.locked_until_ms),
-            (n, 50_000 + u64::from(n) * 1_000)
+            begin(&mut store, now_ms),
+            Attempt::Locked { until_ms: 52_000 }
         );
-        assert_eq!(store.login_failures("bob").unwrap(), Some(f));
     }
-    assert_eq!(*asked.borrow(), [1, 2, 3], "lock_for gets the new count");
+    assert_eq!(store.login_failures("bob").unwrap(), counted);
+    assert_eq!(*asked.borrow(), [1, 2], "a locked attempt asks for no lock");
+    // The lock ends at its instant.
+    assert_eq!(begin(&mut store, 52_000), Attempt::Counted { failures: 3 });
+    assert_eq!(
+        store
+            .login_failures("bob")
+            .unwrap()
+            .map(|f| f.locked_until_ms),
+        Some(55_000)
+    );
     assert_eq!(store.login_failures("carol").unwrap(), None, "per user");
+    assert_eq!(
+        store.begin_login_attempt("carol", 50_000, &|_| 0).unwrap(),
+        Attempt::Counted { failures: 1 },
+        "bob's lock is not carol's"
+    );
     store.clear_login_failures("bob").unwrap();
     assert_eq!(store.login_failures("bob").unwrap(), None);
-    let f = store.record_login_failure("bob", 60_000, &|_| 0).unwrap();
-    assert_eq!(f.failures, 1, "counting starts again after a clear");
+    assert_eq!(
+        begin(&mut store, 50_000),
+        Attempt::Counted { failures: 1 },
+        "counting starts again after a clear, even inside the old lock"
+    );
 }
 
-/// Two connections counting failures for one user at once lose no increment.
-pub fn racing_login_failures_all_count(b: &dyn Backend) {
-    const EACH: u32 = 50;
+/// Connections beginning attempts for one user at once lose no count and count no more than
+/// the lock allows: with a lock earned at the `LIMIT`-th failure, exactly `LIMIT` of them are
+/// counted (each may test a password), and every other one is refused as locked.
+pub fn racing_login_attempts_count_no_more_than_the_lock_allows(b: &dyn Backend) {
+    const RACERS: usize = 4;
+    const EACH: usize = 25;
+    const LIMIT: u32 = 60;
     let (at, mut store) = store_with_users(b);
-    let barrier = Barrier::new(2);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                let mut store = forkmail_store::open(&at).expect("open");
-                barrier.wait();
-                for _ in 0..EACH {
-                    store.record_login_failure("bob", 1, &|_| 0).unwrap();
-                }
-            });
-        }
+    let barrier = Barrier::new(RACERS);
+    let lock_for = |n: u32| if n >= LIMIT { 600_000 } else { 0 };
+    let counted: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut store = forkmail_store::open(&at).expect("open");
+                    barrier.wait();
+                    (0..EACH)
+                        .filter_map(|_| match store.begin_login_attempt("bob", 1, &lock_for) {
+                            Ok(Attempt::Counted { failures }) => Some(failures),
+                            Ok(Attempt::Locked { until_ms }) => {
+                                assert_eq!(until_ms, 600_001);
+                                None
+                            }
+                            Err(err) => panic!("{err}"),
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
     });
+    let mut counted: Vec<u32> = counted.concat();
+    counted.sort_unstable();
+    assert_eq!(counted, (1..=LIMIT).collect::<Vec<_>>(), "each count once");
     assert_eq!(
-        store.login_failures("bob").unwrap().map(|f| f.failures),
-        Some(2 * EACH)
+        store.login_failures("bob").unwrap(),
+        Some(LoginFailures {
+            failures: LIMIT,
+            locked_until_ms: 600_001
+        })
     );
 }
 

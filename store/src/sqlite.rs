@@ -67,7 +67,7 @@ impl SqliteStore {
         }
         let made = (|| {
             let conn = connect(path, OpenFlags::empty())?;
-            conn.pragma_update(None, "journal_mode", "WAL").sql()?;
+            enable_wal(&conn).sql()?;
             match migrate_conn(&conn, path, true)? {
                 Migrated { from: 0, .. } => Ok(()),
                 _ => Err(StoreError::Exists(path.display().to_string())),
@@ -148,7 +148,7 @@ pub fn migrate(path: &Path) -> Result<Migrated, StoreError> {
         Probe::Version(v) if v <= CURRENT_VERSION => {}
         probe => return Err(refusal(path, probe)),
     }
-    conn.pragma_update(None, "journal_mode", "WAL").sql()?;
+    enable_wal(&conn).sql()?;
     migrate_conn(&conn, path, false)
 }
 
@@ -175,10 +175,29 @@ fn connect(path: &Path, extra: OpenFlags) -> Result<Connection, StoreError> {
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    enable_wal(conn)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Switches the file to WAL (a no-op when it is already). Switching from a rollback journal needs
+/// the exclusive lock, and when two connections ask at once SQLite answers one of them "busy" at
+/// once instead of waiting (it cannot tell who should go first), so this waits and asks again, up
+/// to the busy timeout. (Two servers starting together on a file in rollback-journal mode.)
+fn enable_wal(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One migration per `BEGIN IMMEDIATE` transaction, the version re-read under the write lock,
@@ -229,7 +248,21 @@ fn migrate_conn(conn: &Connection, path: &Path, allow_empty: bool) -> Result<Mig
     }
 }
 
+/// Reads what the file holds from one snapshot: outside a transaction the three reads below
+/// would each see the file as it is at that moment, and a migration committed between them (by
+/// another server starting at the same time) would look like a foreign database (regression:
+/// `two_migrators_apply_each_migration_once` failed so in CI).
 fn probe(conn: &Connection) -> Result<Probe, rusqlite::Error> {
+    if !conn.is_autocommit() {
+        return probe_snapshot(conn);
+    }
+    let snapshot = conn.unchecked_transaction()?;
+    let probe = probe_snapshot(&snapshot)?;
+    snapshot.commit()?;
+    Ok(probe)
+}
+
+fn probe_snapshot(conn: &Connection) -> Result<Probe, rusqlite::Error> {
     let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
     let user_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let tables: Vec<String> = conn

@@ -5,6 +5,7 @@
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use forkmail_protocol::messages::{Draft, ErrorCode, Request, Response};
 use forkmail_testkit::mounts::ReadOnlyMount;
@@ -256,8 +257,9 @@ fn draft() -> Request {
     })
 }
 
-/// Sends on a session whose database `swap` takes away after login: refused, never `Sent`.
-fn send_after(swap: impl FnOnce(&Deployment)) -> (Deployment, String) {
+/// Sends on a session whose database `swap` takes away after login: refused, never `Sent`, and
+/// the server logs `logged` (waited for: the log reaches the test through a pipe).
+fn send_after(swap: impl FnOnce(&Deployment), logged: &str) -> Deployment {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&[]);
     let mut session = wire::login(&dep, server.addr, "alice");
@@ -270,29 +272,34 @@ fn send_after(swap: impl FnOnce(&Deployment)) -> (Deployment, String) {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let log = server.log();
+    assert!(
+        server.wait_for_log(logged, Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
     drop(server);
-    (dep, log)
+    dep
 }
 
 #[test]
 fn a_database_deleted_under_a_session_refuses_the_next_send() {
-    let (_dep, log) = send_after(|dep| std::fs::remove_file(dep.database()).unwrap());
-    assert!(
-        log.contains("was deleted after this session opened it"),
-        "{log}"
+    send_after(
+        |dep| std::fs::remove_file(dep.database()).unwrap(),
+        "was deleted after this session opened it",
     );
 }
 
 #[test]
 fn a_database_replaced_under_a_session_refuses_the_next_send() {
-    let (dep, log) = send_after(|dep| {
-        let copy = dep.scratch("copy.db");
-        let other = Deployment::new(&["alice", "bob"]);
-        std::fs::copy(other.database(), &copy).unwrap();
-        std::fs::rename(&copy, dep.database()).unwrap();
-    });
-    assert!(log.contains("another file was put in its place"), "{log}");
+    let dep = send_after(
+        |dep| {
+            let copy = dep.scratch("copy.db");
+            let other = Deployment::new(&["alice", "bob"]);
+            std::fs::copy(other.database(), &copy).unwrap();
+            std::fs::rename(&copy, dep.database()).unwrap();
+        },
+        "another file was put in its place",
+    );
     assert_eq!(
         db::counts(&dep.store()).messages,
         0,

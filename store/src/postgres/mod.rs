@@ -204,6 +204,33 @@ fn first_unknown(
     }
 }
 
+/// Checks every recipient and stores the message, its body, its deliveries and the sender's
+/// record, inside the caller's transaction; returns the new id.
+fn store_mail(
+    statements: &mut Statements,
+    tx: &mut ::postgres::Transaction<'_>,
+    from: &str,
+    draft: &Draft,
+    now_ms: u64,
+) -> Result<i64, Fail> {
+    if let Some(name) = first_unknown(statements, tx, &draft.to)? {
+        return Err(StoreError::UnknownRecipient(name).into());
+    }
+    let statement = statements.get(tx, queries::SEND)?;
+    let row = tx.query_one(
+        &statement,
+        &[
+            &from,
+            &draft.to.join(";"),
+            &(now_ms as i64),
+            &draft.title,
+            &draft.body,
+            &draft.to,
+        ],
+    )?;
+    Ok(row.try_get(0)?)
+}
+
 impl Store for PgStore {
     fn location(&self) -> String {
         describe(&self.url)
@@ -258,23 +285,7 @@ impl Store for PgStore {
     fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
-            if let Some(name) = first_unknown(&mut conn.statements, &mut tx, &draft.to)? {
-                return Err(StoreError::UnknownRecipient(name).into());
-            }
-            let statement = conn.statements.get(&mut tx, queries::SEND)?;
-            let id: i64 = tx
-                .query_one(
-                    &statement,
-                    &[
-                        &from,
-                        &draft.to.join(";"),
-                        &(now_ms as i64),
-                        &draft.title,
-                        &draft.body,
-                        &draft.to,
-                    ],
-                )?
-                .try_get(0)?;
+            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms)?;
             tx.commit().map_err(Fail::Unsure)?;
             Ok(id as u64)
         })
@@ -302,23 +313,7 @@ impl Store for PgStore {
                 })?;
                 return Ok(id as u64);
             }
-            if let Some(name) = first_unknown(&mut conn.statements, &mut tx, &draft.to)? {
-                return Err(StoreError::UnknownRecipient(name).into());
-            }
-            let statement = conn.statements.get(&mut tx, queries::SEND)?;
-            let id: i64 = tx
-                .query_one(
-                    &statement,
-                    &[
-                        &from,
-                        &draft.to.join(";"),
-                        &(now_ms as i64),
-                        &draft.title,
-                        &draft.body,
-                        &draft.to,
-                    ],
-                )?
-                .try_get(0)?;
+            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms)?;
             let record = conn.statements.get(&mut tx, queries::RECORD_SEND_ID)?;
             tx.execute(&record, &[&from, &send_id, &id])?;
             tx.commit().map_err(Fail::Unsure)?;

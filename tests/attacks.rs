@@ -10,7 +10,7 @@ use forkmail_protocol::frame::encode_frame;
 use forkmail_protocol::messages::{
     AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
 };
-use forkmail_protocol::{decode, encode, now_millis};
+use forkmail_protocol::{decode, encode, now_millis, PROTOCOL_VERSION};
 use forkmail_testkit::wire::{self, Wire};
 use forkmail_testkit::{bin, copy_tree, count_rows, wait_until, DeployOptions, Deployment, Server};
 use serde::Serialize;
@@ -295,14 +295,17 @@ fn stale_and_future_frames_end_the_session() {
 #[test]
 fn protocol_version_downgrade_is_refused() {
     let (dep, server) = setup();
-    for version in [0u16, 2, u16::MAX] {
+    // Versions 1 and 2 are both spoken; anything else is refused naming the newest.
+    for version in [0u16, 3, u16::MAX] {
         let mut w = Wire::connect(server.addr);
         w.send_frame(&hello_with("alice", |h| h.version = version))
             .unwrap();
         let reply = wire::server_reply(&w.recv_frame().expect("refusal"));
         assert_eq!(
             reply,
-            ServerReply::Refused(Refusal::UnsupportedVersion { supported: 1 })
+            ServerReply::Refused(Refusal::UnsupportedVersion {
+                supported: PROTOCOL_VERSION
+            })
         );
     }
     assert_healthy(&dep, &server);

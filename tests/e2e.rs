@@ -1,10 +1,17 @@
 //! End to end: a deployment made by `forkmail-keygen`'s library, the real forked
 //! `forkmail-server` and the real `forkmail` client, as a person or a script would use them.
 
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, ErrorCode, Refusal, Request, Response, ServerReply};
-use forkmail_testkit::{bin, count_rows, wait_until, wire, Deployment, Server};
+use forkmail_protocol::messages::{
+    AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
+};
+use forkmail_protocol::{decode, encode, read_frame, write_frame, MAX_HELLO_LEN};
+use forkmail_testkit::{bin, count_rows, wait_until, wire, ClientCmd, Deployment, Server};
 use serde_json::Value;
 
 fn inbox_json(dep: &Deployment, server: &Server, user: &str) -> Vec<Value> {
@@ -258,6 +265,17 @@ fn wrong_pinned_server_key_is_refused() {
     );
 }
 
+/// What `forkmail-keygen fingerprint` prints for `dep`'s `server/server.pub`.
+fn keygen_fingerprint(dep: &Deployment) -> String {
+    let out = std::process::Command::new(bin("forkmail-keygen"))
+        .arg("fingerprint")
+        .arg(dep.server_dir().join("server.pub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 #[test]
 fn server_of_another_deployment_is_reported_as_a_possible_interception() {
     // A profile pointed at a server with another key: what an attacker in the middle, who cannot
@@ -271,16 +289,20 @@ fn server_of_another_deployment_is_reported_as_a_possible_interception() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     // The fingerprint named is the pinned key's, as `forkmail-keygen fingerprint` prints it on
     // the real server host.
-    let real = std::process::Command::new(bin("forkmail-keygen"))
-        .arg("fingerprint")
-        .arg(dep.server_dir().join("server.pub"))
-        .output()
-        .unwrap();
-    assert!(real.status.success());
-    let fingerprint = String::from_utf8(real.stdout).unwrap();
+    let fingerprint = keygen_fingerprint(&dep);
     assert!(
-        stderr.contains(&format!("({})", fingerprint.trim())),
+        stderr.contains(&format!("({fingerprint})")),
         "names the pinned fingerprint {fingerprint}: {stderr}"
+    );
+    // And the key the impostor presented (protocol version 2), as `forkmail-keygen fingerprint`
+    // prints it on the other deployment's server host.
+    let presented = keygen_fingerprint(&other);
+    assert_ne!(presented, fingerprint);
+    assert!(
+        stderr.contains(&format!(
+            "the server presented {presented}; your profile pins {fingerprint}"
+        )),
+        "names the presented fingerprint {presented}: {stderr}"
     );
     for needed in [
         "someone may be intercepting the connection",
@@ -771,4 +793,84 @@ fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
         .args(["send", "--to", "bob", "--title", "after the upgrade"])
         .ok(b"new mail\n");
     assert_eq!(sent.trim(), "sent message 6");
+}
+
+#[test]
+fn version_1_hello_of_a_0_1_0_client_still_logs_in() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let mut hello = wire::hello_version(server.addr, "alice", 1);
+    let reply = hello.wire.recv_frame().expect("server hello");
+    // 0.1.0's reply: variant 0, version 1, no key.
+    let ServerReply::Hello(sh) = wire::server_reply(&reply) else {
+        panic!("expected a version 1 hello");
+    };
+    assert_eq!(sh.core.version, 1);
+    let pinned =
+        forkmail_keygen::keyfile::load_public_key(&dep.profile("alice").join("server.pub"))
+            .unwrap();
+    let established = hello
+        .state
+        .finish(
+            &reply,
+            &pinned.der,
+            forkmail_protocol::now_millis(),
+            forkmail_protocol::replay::DEFAULT_WINDOW_MS,
+        )
+        .expect("a version 1 handshake");
+    let keyed = wire::Keyed {
+        wire: hello.wire,
+        established,
+    };
+    let (session, result) = keyed.login_as(&dep, "alice", &dep.password("alice"));
+    assert_eq!(result, AuthResult::Accepted);
+    wire::assert_serves(session, &server);
+}
+
+#[test]
+fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() {
+    // A stand-in for a 0.1.0 server in front of the real one: it refuses any hello but version
+    // 1 as 0.1.0 does, and relays a version 1 connection to the real server.
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let front = TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let (versions_tx, versions) = mpsc::channel();
+    let real = server.addr;
+    let relay = thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = front.accept().unwrap();
+            let hello = read_frame(&mut conn, MAX_HELLO_LEN).unwrap();
+            let version = decode::<ClientHello>(&hello).unwrap().version;
+            versions_tx.send(version).unwrap();
+            if version != 1 {
+                let refusal = ServerReply::Refused(Refusal::UnsupportedVersion { supported: 1 });
+                write_frame(&mut conn, &encode(&refusal)).unwrap();
+                continue;
+            }
+            let mut upstream = TcpStream::connect(real).unwrap();
+            write_frame(&mut upstream, &hello).unwrap();
+            let (mut up_read, mut conn_write) =
+                (upstream.try_clone().unwrap(), conn.try_clone().unwrap());
+            let down = thread::spawn(move || {
+                let _ = io::copy(&mut up_read, &mut conn_write);
+                let _ = conn_write.shutdown(Shutdown::Write);
+            });
+            let _ = io::copy(&mut conn, &mut upstream);
+            let _ = upstream.shutdown(Shutdown::Write);
+            let _ = down.join();
+            return;
+        }
+    });
+    let out = ClientCmd::new(&dep.profile("alice"), &front_addr.to_string())
+        .password(&dep.password("alice"))
+        .args(["inbox"])
+        .run(b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    relay.join().unwrap();
+    assert_eq!(versions.try_iter().collect::<Vec<_>>(), [2, 1]);
 }

@@ -7,7 +7,7 @@
 //! program meets (terminal prompts, standard output, usage mistakes) and decides the exit code.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use forkmail_keygen::KeyFileError;
 use forkmail_protocol::limits::LimitError;
@@ -38,16 +38,20 @@ pub enum ClientError {
     #[error("cannot connect to {addr}: {source}; is forkmail-server running there? Check server_addr in the profile or pass --server HOST:PORT")]
     Connect { addr: String, source: io::Error },
 
-    /// The server's hello is not signed by the key pinned in the profile. Protocol v1's hello
-    /// carries only the signature, not the key that made it, so the presented key's fingerprint
-    /// is unknown here. The message must never advise replacing the pinned key outright: that is
-    /// exactly what someone intercepting the connection would want.
-    #[error("the server's signature does not verify against the pinned server key {} ({fingerprint}), so the password was not sent: someone may be intercepting the connection, or the server's key was replaced. Before changing the pinned key, run `forkmail-keygen fingerprint DIR/server/server.pub` on the server host and compare: the same {fingerprint} means this connection is being intercepted (or server_addr points at another server), so do not log in; a different one means the key was replaced, so get the new server.pub from the server host by a means you trust", .path.display())]
+    /// The server's hello is not signed by the key pinned in the profile. A protocol version 2
+    /// hello carries the key the server presented, and the message names its fingerprint beside
+    /// the pinned one; a version 1 server (0.1.0) sends no key, so only the pinned one is named.
+    /// The message must never advise replacing the pinned key outright: that is exactly what
+    /// someone intercepting the connection would want.
+    #[error("{}", key_mismatch(path, fingerprint, presented.as_deref()))]
     ServerKeyMismatch {
         /// The pinned key file, `server.pub` in the profile.
         path: PathBuf,
         /// The pinned key's fingerprint, as `forkmail-keygen fingerprint` prints it.
         fingerprint: String,
+        /// The fingerprint of the key the server presented (protocol version 2), unverified:
+        /// whoever answered may have sent any key. `None` from a version 1 server.
+        presented: Option<String>,
     },
 
     #[error("server busy: every session slot stayed taken for {waited_secs} s; try again shortly")]
@@ -207,6 +211,28 @@ pub enum AppError {
     Output(#[from] io::Error),
 }
 
+/// The one-line message of [`ClientError::ServerKeyMismatch`].
+fn key_mismatch(path: &Path, pinned: &str, presented: Option<&str>) -> String {
+    let head = format!(
+        "the server's signature does not verify against the pinned server key {} ({pinned}), so the password was not sent: ",
+        path.display()
+    );
+    let compare = format!(
+        "Before changing the pinned key, run `forkmail-keygen fingerprint DIR/server/server.pub` on the server host and compare: the same {pinned} means this connection is being intercepted (or server_addr points at another server), so do not log in; a different one means the key was replaced, so get the new server.pub from the server host by a means you trust"
+    );
+    match presented {
+        None => format!(
+            "{head}someone may be intercepting the connection, or the server's key was replaced. {compare}"
+        ),
+        Some(presented) if presented == pinned => format!(
+            "{head}the server presented the very key your profile pins ({pinned}), yet the signature does not verify, so the hello was altered in transit: someone may be intercepting the connection or tampering with it. Do not log in and keep the pinned key (`forkmail-keygen fingerprint DIR/server/server.pub` on the server host should print the same {pinned}); try again later or from another network"
+        ),
+        Some(presented) => format!(
+            "{head}the server presented {presented}; your profile pins {pinned}: someone may be intercepting the connection, or the server's key was replaced (the presented key is not proof of either: whoever answered chose it). {compare}"
+        ),
+    }
+}
+
 impl AppError {
     /// 2 for usage errors (including limits broken on the command line), else 1.
     pub fn exit_code(&self) -> u8 {
@@ -231,6 +257,7 @@ mod tests {
         let err = ClientError::ServerKeyMismatch {
             path: PathBuf::from("/d/clients/bob/server.pub"),
             fingerprint: "SHA256:abcd".into(),
+            presented: None,
         };
         let msg = err.to_string();
         assert!(
@@ -246,6 +273,46 @@ mod tests {
         assert!(!msg.contains('\n'), "one line: {msg}");
         // Never the bare advice to overwrite the pinned key.
         assert!(!msg.contains("copy its server.pub over"), "{msg}");
+    }
+
+    #[test]
+    fn key_mismatch_names_the_presented_key_beside_the_pinned_one() {
+        let mismatch = |presented: Option<&str>| {
+            ClientError::ServerKeyMismatch {
+                path: PathBuf::from("/d/clients/bob/server.pub"),
+                fingerprint: "SHA256:abcd".into(),
+                presented: presented.map(str::to_owned),
+            }
+            .to_string()
+        };
+        let v1 = mismatch(None);
+        assert!(!v1.contains("presented"), "{v1}");
+
+        let other = mismatch(Some("SHA256:wxyz"));
+        assert!(
+            other.contains("the server presented SHA256:wxyz; your profile pins SHA256:abcd"),
+            "{other}"
+        );
+        assert!(other.contains("the same SHA256:abcd means"), "{other}");
+        for msg in [&v1, &other] {
+            assert!(
+                msg.contains("someone may be intercepting the connection"),
+                "{msg}"
+            );
+            assert!(msg.contains("forkmail-keygen fingerprint"), "{msg}");
+        }
+
+        let same = mismatch(Some("SHA256:abcd"));
+        assert!(
+            same.contains("presented the very key your profile pins (SHA256:abcd)"),
+            "{same}"
+        );
+        assert!(same.contains("altered in transit"), "{same}");
+        assert!(same.contains("keep the pinned key"), "{same}");
+        for msg in [&v1, &other, &same] {
+            assert!(!msg.contains('\n'), "one line: {msg}");
+            assert!(!msg.contains("copy its server.pub over"), "{msg}");
+        }
     }
 
     #[test]

@@ -22,13 +22,13 @@ use std::time::Duration;
 use forkmail_keygen::keyfile::{load_private_key, load_public_key};
 use forkmail_keygen::layout::ProfileDir;
 use forkmail_keygen::{Profile, PublicKey};
-use forkmail_protocol::handshake::{client_auth, ClientHandshake};
+use forkmail_protocol::handshake::{client_auth, fallback_version, ClientHandshake, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
     now_millis, read_frame, write_frame, AuthResult, Draft, ErrorCode, FrameError, HandshakeError,
-    Mail, MailSummary, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN, MAX_HELLO_LEN,
-    SEND_ID_LEN,
+    Mail, MailSummary, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN,
+    MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::RsaKeyPair;
@@ -136,41 +136,24 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, checks the server against the pinned key and logs in.
+    /// Connects, checks the server against the pinned key and logs in. Offers protocol version
+    /// 2 first; a server that speaks only version 1 (0.1.0) refuses that, and the login starts
+    /// over once on a new connection with a fresh version 1 hello (PROTOCOL.md §5.5).
     pub fn connect(options: &ConnectOptions) -> Result<Session, ClientError> {
-        let stream = tcp_connect(&options.server_addr, options.connect_timeout)?;
-        let io = |source: io::Error| ClientError::Connection {
-            during: "while setting up the connection",
-            source: FrameError::Io(source),
-        };
-        stream.set_nodelay(true).map_err(io)?;
-        stream
-            .set_write_timeout(Some(options.io_timeout))
-            .map_err(io)?;
-        stream
-            .set_read_timeout(Some(options.connect_timeout))
-            .map_err(io)?;
-        let mut stream = stream;
         let rng = SystemRandom::new();
-
-        let (handshake, hello) = ClientHandshake::start(&options.user, now_millis(), &rng)
-            .map_err(ClientError::Handshake)?;
+        let (mut stream, established) = match handshake(options, PROTOCOL_VERSION, &rng)? {
+            Ok(done) => done,
+            Err(err) => match fallback_version(PROTOCOL_VERSION, &err) {
+                Some(older) => {
+                    handshake(options, older, &rng)?.map_err(|err| handshake_error(err, options))?
+                }
+                None => return Err(handshake_error(err, options)),
+            },
+        };
         let io_secs = options.io_timeout.as_secs();
-        write_frame(&mut stream, &hello).map_err(|e| frame_error(e, HELLO, io_secs))?;
-        let reply = read_frame(&mut stream, MAX_HELLO_LEN)
-            .map_err(|e| frame_error(e, AWAITING_HELLO, options.connect_timeout.as_secs()))?;
-        let established = handshake
-            .finish(
-                &reply,
-                &options.pinned_server_key.der,
-                now_millis(),
-                DEFAULT_WINDOW_MS,
-            )
-            .map_err(|e| handshake_error(e, options))?;
-
         stream
             .set_read_timeout(Some(options.io_timeout))
-            .map_err(io)?;
+            .map_err(|e| io_error(e, SETUP))?;
         let auth = client_auth(&established, &options.user_key, &options.password, &rng)
             .map_err(ClientError::Handshake)?;
         let mut channel = established.channel;
@@ -456,10 +439,44 @@ pub fn send_with_one_repeat(
     })
 }
 
+const SETUP: &str = "while setting up the connection";
 const HELLO: &str = "while sending the hello";
 const AWAITING_HELLO: &str = "while waiting for the server's hello";
 const LOGIN: &str = "while logging in";
 const IDLE: &str = "while the session was idle";
+
+/// One connection and one hello in `version`, up to the checked server hello. Failing to
+/// connect or to move a frame is the outer error; a refused or unverified hello is the inner
+/// one, which the caller may answer by starting over in an older version.
+fn handshake(
+    options: &ConnectOptions,
+    version: u16,
+    rng: &SystemRandom,
+) -> Result<Result<(TcpStream, Established), HandshakeError>, ClientError> {
+    let mut stream = tcp_connect(&options.server_addr, options.connect_timeout)?;
+    let io = |e| io_error(e, SETUP);
+    stream.set_nodelay(true).map_err(io)?;
+    stream
+        .set_write_timeout(Some(options.io_timeout))
+        .map_err(io)?;
+    stream
+        .set_read_timeout(Some(options.connect_timeout))
+        .map_err(io)?;
+    let (state, hello) = ClientHandshake::start_version(&options.user, version, now_millis(), rng)
+        .map_err(ClientError::Handshake)?;
+    write_frame(&mut stream, &hello)
+        .map_err(|e| frame_error(e, HELLO, options.io_timeout.as_secs()))?;
+    let reply = read_frame(&mut stream, MAX_SERVER_HELLO_LEN)
+        .map_err(|e| frame_error(e, AWAITING_HELLO, options.connect_timeout.as_secs()))?;
+    Ok(state
+        .finish(
+            &reply,
+            &options.pinned_server_key.der,
+            now_millis(),
+            DEFAULT_WINDOW_MS,
+        )
+        .map(|established| (stream, established)))
+}
 
 /// Resolves `addr` and connects to the first address that answers.
 fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
@@ -509,9 +526,11 @@ fn io_error(err: io::Error, during: &'static str) -> ClientError {
 
 fn handshake_error(err: HandshakeError, options: &ConnectOptions) -> ClientError {
     match err {
-        HandshakeError::BadServerSignature => ClientError::ServerKeyMismatch {
+        HandshakeError::BadServerSignature { presented_key } => ClientError::ServerKeyMismatch {
             path: options.pinned_server_key_path(),
             fingerprint: options.pinned_server_key.fingerprint(),
+            // Unverified: only named in the message, never trusted.
+            presented: presented_key.map(|der| PublicKey { der }.fingerprint()),
         },
         HandshakeError::Busy { waited_secs } => ClientError::Busy { waited_secs },
         HandshakeError::Refused(refusal) => ClientError::Refused(refusal),

@@ -12,8 +12,15 @@ pub enum HandshakeError {
     UnsupportedVersion { ours: u16, theirs: u16 },
     #[error("the peer's clock is {} s away from ours (limit {} s); check both clocks", skew_ms / 1000, window_ms / 1000)]
     StaleTimestamp { skew_ms: i64, window_ms: u64 },
+    /// `presented_key` is the key the server's version 2 hello carried (DER `RSAPublicKey`),
+    /// unverified: only for naming it in the error message, never for trust. `None` in
+    /// version 1, whose hello carries no key.
     #[error("the server's signature does not match the pinned server key: this is not the server you configured, or its key changed")]
-    BadServerSignature,
+    BadServerSignature { presented_key: Option<Vec<u8>> },
+    #[error(
+        "the server answered our protocol version {offered} hello with a hello of another version"
+    )]
+    MismatchedHello { offered: u16 },
     #[error("the server is busy: every session slot stayed taken for {waited_secs} s; try again shortly")]
     Busy { waited_secs: u32 },
     #[error("the server refused the handshake: {0}")]

@@ -15,6 +15,12 @@ pub const MAX_FRAME_LEN: usize = 4_000_000 + 64 * 1024;
 /// (an RSA-4096 signature is 512); an unauthenticated peer gets no more than this.
 pub const MAX_HELLO_LEN: usize = 2048;
 
+/// The largest server hello a client accepts: a version 2 hello carries the server's public key
+/// beside the signature, which for RSA-8192 (the largest key verification accepts) is about
+/// 2,150 bytes in all. Only clients read with this limit; the server still reads hellos with
+/// [`MAX_HELLO_LEN`].
+pub const MAX_SERVER_HELLO_LEN: usize = 4096;
+
 /// The largest sealed frame accepted before the client has authenticated: a `ClientAuth` holds a
 /// signature (512 bytes for RSA-4096) and a password of at most
 /// [`MAX_PASSWORD_LEN`](crate::limits::MAX_PASSWORD_LEN) bytes, plus envelope and tag.

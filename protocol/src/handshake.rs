@@ -6,9 +6,11 @@
 //! ClientHello{version, user, nonce_c, ts_c, X_c}  ->
 //!                                                     check version, |ts_c - now| <= window,
 //!                                                     record nonce_c (refuse if seen)
-//!                <- ServerReply::Hello{core{version, nonce_s, ts_s, X_s}, sig_s}
+//!                <- ServerReply::Hello{core{version, nonce_s, ts_s, X_s}, sig_s}         (v1)
+//!                <- ServerReply::HelloWithKey{core, public_key, sig_s}                  (v2)
 //! check version, ts_s, sig_s against the pinned key
-//! th     = SHA-256("forkmail/1 transcript" || len||ClientHello bytes || len||core bytes)
+//! th     = SHA-256("forkmail/1 transcript" || len||ClientHello bytes || len||core bytes
+//!                  [|| len||public_key, v2 only])
 //! sig_s  = RSA-PSS-SHA256(server key, "forkmail/1 server signature\0" || th)
 //! prk    = HKDF-Extract(salt = th, X25519(x_c, X_s))
 //! k_c2s  = HKDF-Expand(prk, "forkmail/1 client to server", 32)
@@ -21,6 +23,11 @@
 //! The types follow the handshake's states: a [`ClientHandshake`] can only be finished with a
 //! server reply, a [`CheckedHello`] only exists for a hello whose version and timestamp passed,
 //! and only an [`Established`] session has a [`SecureChannel`].
+//!
+//! Version 2 differs from version 1 only in the server's key riding along in its hello, so
+//! that a client whose pinned key does not verify the signature can say which key it was shown
+//! ([`HandshakeError::BadServerSignature`]). The client offers version 2 and, refused by a
+//! server that speaks only version 1, starts over in version 1 ([`fallback_version`]).
 
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::digest::{self, SHA256};
@@ -29,14 +36,17 @@ use ring::rand::SecureRandom;
 use ring::signature::{self, RsaKeyPair};
 
 use crate::channel::{Direction, SecureChannel};
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, DecodeError};
 use crate::error::HandshakeError;
 use crate::messages::{
-    ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore, ServerReply, NONCE_LEN,
-    X25519_PUBLIC_LEN,
+    ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore, ServerHelloWithKey,
+    ServerReply, MAX_PRESENTED_KEY_LEN, NONCE_LEN, X25519_PUBLIC_LEN,
 };
 use crate::replay::check_fresh;
-use crate::PROTOCOL_VERSION;
+use crate::{PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+
+/// Protocol version 1: the server's hello carries no key (0.1.0 speaks only this).
+const V1: u16 = 1;
 
 const TRANSCRIPT_LABEL: &[u8] = b"forkmail/1 transcript";
 const SERVER_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 server signature\0";
@@ -63,19 +73,39 @@ pub struct Established {
 pub struct ClientHandshake {
     ephemeral: EphemeralPrivateKey,
     hello_bytes: Vec<u8>,
+    /// The version the hello offered; the server's hello must be in the same one.
+    version: u16,
 }
 
 impl ClientHandshake {
-    /// Makes a fresh hello for `user`. Returns the state and the frame body to send.
+    /// Makes a fresh hello for `user` in the newest version, [`PROTOCOL_VERSION`]. Returns the
+    /// state and the frame body to send.
     pub fn start(
         user: &str,
         now_ms: u64,
         rng: &dyn SecureRandom,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        Self::start_version(user, PROTOCOL_VERSION, now_ms, rng)
+    }
+
+    /// Makes a fresh hello for `user` in `version`, one of [`SUPPORTED_VERSIONS`]: version 1
+    /// after [`fallback_version`] said so.
+    pub fn start_version(
+        user: &str,
+        version: u16,
+        now_ms: u64,
+        rng: &dyn SecureRandom,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            return Err(HandshakeError::UnsupportedVersion {
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            });
+        }
         let ephemeral =
             EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Crypto)?;
         let hello = ClientHello {
-            version: PROTOCOL_VERSION,
+            version,
             user: user.to_owned(),
             nonce: random_nonce(rng)?,
             timestamp_ms: now_ms,
@@ -86,13 +116,20 @@ impl ClientHandshake {
             Self {
                 ephemeral,
                 hello_bytes: hello_bytes.clone(),
+                version,
             },
             hello_bytes,
         ))
     }
 
+    /// The version this handshake's hello offered.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
     /// Checks the server's reply against the pinned server key (DER `RSAPublicKey`) and derives
-    /// the session keys.
+    /// the session keys. A key the server presented (version 2) is never used to verify
+    /// anything; it only comes back in [`HandshakeError::BadServerSignature`].
     pub fn finish(
         self,
         reply: &[u8],
@@ -100,28 +137,42 @@ impl ClientHandshake {
         now_ms: u64,
         window_ms: u64,
     ) -> Result<Established, HandshakeError> {
-        let hello = match decode::<ServerReply>(reply)? {
-            ServerReply::Hello(hello) => hello,
+        let (core, signature, presented_key) = match decode::<ServerReply>(reply)? {
+            ServerReply::Hello(ServerHello { core, signature }) if self.version == V1 => {
+                (core, signature, None)
+            }
+            ServerReply::HelloWithKey(ServerHelloWithKey {
+                core,
+                public_key,
+                signature,
+            }) if self.version != V1 => {
+                if public_key.len() > MAX_PRESENTED_KEY_LEN {
+                    return Err(HandshakeError::Decode(DecodeError::Malformed));
+                }
+                (core, signature, Some(public_key))
+            }
+            ServerReply::Hello(_) | ServerReply::HelloWithKey(_) => {
+                return Err(HandshakeError::MismatchedHello {
+                    offered: self.version,
+                })
+            }
             ServerReply::Busy { waited_secs } => return Err(HandshakeError::Busy { waited_secs }),
             ServerReply::Refused(refusal) => return Err(HandshakeError::Refused(refusal)),
         };
-        if hello.core.version != PROTOCOL_VERSION {
+        if core.version != self.version {
             return Err(HandshakeError::UnsupportedVersion {
-                ours: PROTOCOL_VERSION,
-                theirs: hello.core.version,
+                ours: self.version,
+                theirs: core.version,
             });
         }
-        let th = transcript_hash(&self.hello_bytes, &hello.core);
+        let th = transcript_hash_parts(&self.hello_bytes, &core, presented_key.as_deref());
         signature::UnparsedPublicKey::new(PSS_VERIFY, pinned_server_key)
-            .verify(
-                &signed_message(SERVER_SIGNATURE_CONTEXT, &th),
-                &hello.signature,
-            )
-            .map_err(|_| HandshakeError::BadServerSignature)?;
+            .verify(&signed_message(SERVER_SIGNATURE_CONTEXT, &th), &signature)
+            .map_err(|_| HandshakeError::BadServerSignature { presented_key })?;
         // Checked after the signature so that a forged reply cannot make us blame the clock.
-        check_fresh(hello.core.timestamp_ms, now_ms, window_ms)
+        check_fresh(core.timestamp_ms, now_ms, window_ms)
             .map_err(|skew_ms| HandshakeError::StaleTimestamp { skew_ms, window_ms })?;
-        let (c2s, s2c) = derive_keys(self.ephemeral, &hello.core.x25519_public, &th)?;
+        let (c2s, s2c) = derive_keys(self.ephemeral, &core.x25519_public, &th)?;
         Ok(Established {
             channel: SecureChannel::new(
                 c2s,
@@ -131,6 +182,23 @@ impl ClientHandshake {
             ),
             transcript_hash: th,
         })
+    }
+}
+
+/// The version to start over in after `err` answered a hello of version `offered`, if any: a
+/// server that refuses with `UnsupportedVersion { supported }` for an older version this build
+/// also speaks (a 0.1.0 server says `supported: 1`). The caller makes a fresh hello (new nonce,
+/// new ephemeral key) on a new connection, once. A man in the middle who forges the refusal
+/// gains nothing: the version 1 handshake is verified against the same pinned key, and only the
+/// key in the error message is lost.
+pub fn fallback_version(offered: u16, err: &HandshakeError) -> Option<u16> {
+    match *err {
+        HandshakeError::Refused(Refusal::UnsupportedVersion { supported })
+            if supported < offered && SUPPORTED_VERSIONS.contains(&supported) =>
+        {
+            Some(supported)
+        }
+        _ => None,
     }
 }
 
@@ -165,11 +233,12 @@ pub struct CheckedHello {
 }
 
 impl CheckedHello {
-    /// Decodes a client hello and checks its version and timestamp. `received_at_ms` is when the
-    /// hello arrived, which may be earlier than now if it waited in the server's queue.
+    /// Decodes a client hello and checks its version (one of [`SUPPORTED_VERSIONS`]) and
+    /// timestamp. `received_at_ms` is when the hello arrived, which may be earlier than now if it
+    /// waited in the server's queue. A refused version is answered with the newest one we speak.
     pub fn check(bytes: Vec<u8>, received_at_ms: u64, window_ms: u64) -> Result<Self, Refusal> {
         let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
-        if hello.version != PROTOCOL_VERSION {
+        if !SUPPORTED_VERSIONS.contains(&hello.version) {
             return Err(Refusal::UnsupportedVersion {
                 supported: PROTOCOL_VERSION,
             });
@@ -183,8 +252,9 @@ impl CheckedHello {
         Ok(Self { hello, bytes })
     }
 
-    /// Makes the server's signed hello and derives the session keys. Returns the reply frame
-    /// body and the established session.
+    /// Makes the server's signed hello, in the version the client's hello named, and derives
+    /// the session keys. Returns the reply frame body and the established session. A version 1
+    /// reply is exactly what 0.1.0 sends; a version 2 reply adds `server_key`'s public key.
     pub fn respond(
         self,
         server_key: &RsaKeyPair,
@@ -194,12 +264,13 @@ impl CheckedHello {
         let ephemeral =
             EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Crypto)?;
         let core = ServerHelloCore {
-            version: PROTOCOL_VERSION,
+            version: self.hello.version,
             nonce: random_nonce(rng)?,
             timestamp_ms: now_ms,
             x25519_public: public_key_bytes(&ephemeral)?,
         };
-        let th = transcript_hash(&self.bytes, &core);
+        let public_key = (self.hello.version != V1).then(|| server_key.public().as_ref().to_vec());
+        let th = transcript_hash_parts(&self.bytes, &core, public_key.as_deref());
         let mut sig = vec![0u8; server_key.public().modulus_len()];
         server_key
             .sign(
@@ -210,10 +281,17 @@ impl CheckedHello {
             )
             .map_err(|_| HandshakeError::Crypto)?;
         let (c2s, s2c) = derive_keys(ephemeral, &self.hello.x25519_public, &th)?;
-        let reply = encode(&ServerReply::Hello(ServerHello {
-            core,
-            signature: sig,
-        }));
+        let reply = encode(&match public_key {
+            None => ServerReply::Hello(ServerHello {
+                core,
+                signature: sig,
+            }),
+            Some(public_key) => ServerReply::HelloWithKey(ServerHelloWithKey {
+                core,
+                public_key,
+                signature: sig,
+            }),
+        });
         Ok((
             reply,
             Established {
@@ -237,12 +315,30 @@ pub fn verify_client_signature(user_public_key: &[u8], th: &TranscriptHash, sig:
         .is_ok()
 }
 
-/// The transcript hash over the exact client hello bytes and the server's hello core.
+/// The version 1 transcript hash over the exact client hello bytes and the server's hello core.
 pub fn transcript_hash(client_hello: &[u8], server_core: &ServerHelloCore) -> TranscriptHash {
+    transcript_hash_parts(client_hello, server_core, None)
+}
+
+/// The version 2 transcript hash: version 1's parts, then the public key the server presented.
+pub fn transcript_hash_with_key(
+    client_hello: &[u8],
+    server_core: &ServerHelloCore,
+    public_key: &[u8],
+) -> TranscriptHash {
+    transcript_hash_parts(client_hello, server_core, Some(public_key))
+}
+
+/// Each part length-prefixed (u32 big-endian) after the label; the key only in version 2.
+fn transcript_hash_parts(
+    client_hello: &[u8],
+    server_core: &ServerHelloCore,
+    public_key: Option<&[u8]>,
+) -> TranscriptHash {
     let core = encode(server_core);
     let mut ctx = digest::Context::new(&SHA256);
     ctx.update(TRANSCRIPT_LABEL);
-    for part in [client_hello, &core[..]] {
+    for part in [client_hello, &core[..]].into_iter().chain(public_key) {
         ctx.update(&(part.len() as u32).to_be_bytes());
         ctx.update(part);
     }

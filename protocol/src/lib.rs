@@ -19,12 +19,21 @@ pub mod replay;
 pub use channel::{Opened, SecureChannel};
 pub use codec::{decode, encode, DecodeError};
 pub use error::{HandshakeError, ProtocolError};
-pub use frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN};
+pub use frame::{
+    read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN, MAX_HELLO_LEN,
+    MAX_SERVER_HELLO_LEN,
+};
 pub use messages::*;
 
-/// The protocol version this build speaks. A peer offering any other version is refused: there
-/// is no negotiation, so there is nothing to downgrade to (PROTOCOL.md §1).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks, and the one its client offers first
+/// (PROTOCOL.md §1). Version 2 is version 1 plus the server's public key in its hello.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Every version this build speaks. The server answers each hello in the version it names and
+/// refuses any other; a client that is refused with an older `supported` version starts over
+/// with a fresh hello in that version ([`handshake::fallback_version`]). Nothing is gained by
+/// forcing that fallback: the pinned key verifies the server's signature in every version.
+pub const SUPPORTED_VERSIONS: [u16; 2] = [1, 2];
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp on the wire.
 pub fn now_millis() -> u64 {

@@ -43,15 +43,36 @@ pub struct ServerHello {
     pub signature: Vec<u8>,
 }
 
+/// The server's hello in protocol version 2 (PROTOCOL.md §5): version 1's plus the server's
+/// public key, so that a client whose pinned key does not verify the signature can name the key
+/// it was shown. The key is hashed into the transcript after the core, so the signature covers
+/// it; still, a client never trusts it (it only fingerprints it for the error message): trust
+/// comes from the pinned key alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHelloWithKey {
+    pub core: ServerHelloCore,
+    /// The server's public key, DER `RSAPublicKey` (the bytes of `server.pub`'s key), at most
+    /// [`MAX_PRESENTED_KEY_LEN`] bytes.
+    pub public_key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// The largest `public_key` a client accepts in a [`ServerHelloWithKey`]: an RSA-8192 key,
+/// the largest that verification accepts, is 1,038 bytes of DER.
+pub const MAX_PRESENTED_KEY_LEN: usize = 1100;
+
 /// The server's answer to a [`ClientHello`], in the clear.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerReply {
-    /// The handshake goes on.
+    /// The handshake goes on (protocol version 1).
     Hello(ServerHello),
     /// Every session slot stayed taken for the whole queue timeout.
     Busy { waited_secs: u32 },
     /// The hello was refused before any key material was spent on it.
     Refused(Refusal),
+    /// The handshake goes on (protocol version 2: the answer to a version 2 hello; added after
+    /// 0.1.0).
+    HelloWithKey(ServerHelloWithKey),
 }
 
 /// Why a hello was refused. Unauthenticated, so a client treats it as advice only.

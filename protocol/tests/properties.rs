@@ -118,10 +118,23 @@ fn server_reply() -> impl Strategy<Value = ServerReply> {
                 signature,
             })
         });
+    let hello_with_key = (hello.clone(), prop::collection::vec(any::<u8>(), 0..600)).prop_map(
+        |(hello, public_key)| {
+            let ServerReply::Hello(ServerHello { core, signature }) = hello else {
+                unreachable!("the strategy above makes only hellos")
+            };
+            ServerReply::HelloWithKey(ServerHelloWithKey {
+                core,
+                public_key,
+                signature,
+            })
+        },
+    );
     prop_oneof![
         hello,
         any::<u32>().prop_map(|waited_secs| ServerReply::Busy { waited_secs }),
         refusal().prop_map(ServerReply::Refused),
+        hello_with_key,
     ]
 }
 
@@ -332,5 +345,32 @@ fn auth_result_locked_is_appended_with_its_seconds_as_a_varint() {
             remaining_secs: 900
         }),
         [0x03, 0x84, 0x07]
+    );
+}
+
+/// Variant indices are wire format: `HelloWithKey` (protocol version 2) was appended after
+/// `Refused`, and version 1's `Hello` is still variant 0 (PROTOCOL.md §4, §5).
+#[test]
+fn server_hello_with_key_is_appended_after_refused() {
+    let core = ServerHelloCore {
+        version: 2,
+        nonce: [0xaa; 32],
+        timestamp_ms: 1,
+        x25519_public: [0xbb; 32],
+    };
+    let core_bytes = encode(&core);
+    let v1 = encode(&ServerReply::Hello(ServerHello {
+        core: core.clone(),
+        signature: vec![0xcc],
+    }));
+    assert_eq!(v1, [&[0x00][..], &core_bytes, &[0x01, 0xcc]].concat());
+    let v2 = encode(&ServerReply::HelloWithKey(ServerHelloWithKey {
+        core,
+        public_key: vec![0xdd, 0xee],
+        signature: vec![0xcc],
+    }));
+    assert_eq!(
+        v2,
+        [&[0x03][..], &core_bytes, &[0x02, 0xdd, 0xee], &[0x01, 0xcc]].concat()
     );
 }

@@ -12,7 +12,7 @@ use forkmail_protocol::frame::{encode_frame, read_frame, FrameError, MAX_FRAME_L
 use forkmail_protocol::handshake::{client_auth, ClientHandshake, Established};
 use forkmail_protocol::messages::{AuthResult, Request, Response, ServerReply};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
-use forkmail_protocol::{decode, now_millis, SecureChannel};
+use forkmail_protocol::{decode, now_millis, SecureChannel, PROTOCOL_VERSION};
 use ring::rand::SystemRandom;
 
 use crate::deployment::Deployment;
@@ -92,10 +92,21 @@ pub fn hello(addr: SocketAddr, user: &str) -> Hello {
     hello_on(Wire::connect(addr), user)
 }
 
+/// Connects and sends a fresh hello for `user` in protocol `version` (1 is what a 0.1.0 client
+/// sends).
+pub fn hello_version(addr: SocketAddr, user: &str, version: u16) -> Hello {
+    hello_version_on(Wire::connect(addr), user, version)
+}
+
 /// Sends a fresh hello for `user` on a connection that may already carry bytes (a PROXY
 /// protocol header, say).
-pub fn hello_on(mut wire: Wire, user: &str) -> Hello {
-    let (state, hello) = ClientHandshake::start(user, now_millis(), &SystemRandom::new()).unwrap();
+pub fn hello_on(wire: Wire, user: &str) -> Hello {
+    hello_version_on(wire, user, PROTOCOL_VERSION)
+}
+
+fn hello_version_on(mut wire: Wire, user: &str, version: u16) -> Hello {
+    let (state, hello) =
+        ClientHandshake::start_version(user, version, now_millis(), &SystemRandom::new()).unwrap();
     wire.send_frame(&hello).unwrap();
     Hello { wire, state, hello }
 }

@@ -80,7 +80,12 @@ fn messages(hello: &[u8]) -> Vec<Vec<u8>> {
         x25519_public: [9; X25519_PUBLIC_LEN],
     };
     out.push(encode(&ServerReply::Hello(ServerHello {
-        core,
+        core: core.clone(),
+        signature: vec![0xab; 256],
+    })));
+    out.push(encode(&ServerReply::HelloWithKey(ServerHelloWithKey {
+        core: ServerHelloCore { version: 2, ..core },
+        public_key: vec![0x30; 270],
         signature: vec![0xab; 256],
     })));
     out.push(encode(&ServerReply::Busy { waited_secs: 30 }));

@@ -82,30 +82,193 @@ fn ciphertext_does_not_contain_the_plaintext() {
 }
 
 #[test]
-fn wrong_pinned_server_key_is_refused() {
+fn wrong_pinned_server_key_is_refused_naming_the_presented_key() {
     let rng = SystemRandom::new();
     let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
     let (reply, _) = respond(hello, &rng);
     let err = client
         .finish(&reply, &public(other_key()), NOW, WINDOW)
         .unwrap_err();
-    assert!(matches!(err, HandshakeError::BadServerSignature), "{err:?}");
+    let HandshakeError::BadServerSignature { presented_key } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(presented_key, Some(public(server_key())));
+}
+
+#[test]
+fn wrong_pinned_server_key_in_version_1_names_no_presented_key() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start_version("alice", 1, NOW, &rng).unwrap();
+    let (reply, _) = respond(hello, &rng);
+    let err = client
+        .finish(&reply, &public(other_key()), NOW, WINDOW)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandshakeError::BadServerSignature {
+                presented_key: None
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn version_1_hello_gets_the_version_1_reply_as_0_1_0_sends_it() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start_version("alice", 1, NOW, &rng).unwrap();
+    assert_eq!(decode::<ClientHello>(&hello).unwrap().version, 1);
+    let (reply, server) = respond(hello.clone(), &rng);
+    // Variant 0, `Hello`, and nothing but the core and the signature: 0.1.0's reply.
+    let ServerReply::Hello(sh) = decode::<ServerReply>(&reply).unwrap() else {
+        panic!("expected a version 1 hello");
+    };
+    assert_eq!(sh.core.version, 1);
+    assert_eq!(reply[0], 0x00);
+    assert_eq!(reply, encode(&ServerReply::Hello(sh.clone())));
+    assert_eq!(server.transcript_hash, transcript_hash(&hello, &sh.core));
+    let client = client
+        .finish(&reply, &public(server_key()), NOW, WINDOW)
+        .unwrap();
+    assert_eq!(client.transcript_hash, server.transcript_hash);
+}
+
+#[test]
+fn version_2_hello_gets_the_server_key_covered_by_the_signature() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    assert_eq!(client.version(), 2);
+    assert_eq!(decode::<ClientHello>(&hello).unwrap().version, 2);
+    let (reply, server) = respond(hello.clone(), &rng);
+    let ServerReply::HelloWithKey(sh) = decode::<ServerReply>(&reply).unwrap() else {
+        panic!("expected a version 2 hello");
+    };
+    assert_eq!(reply[0], 0x03, "appended after Refused");
+    assert_eq!(sh.core.version, 2);
+    assert_eq!(sh.public_key, public(server_key()));
+    assert_eq!(
+        server.transcript_hash,
+        transcript_hash_with_key(&hello, &sh.core, &sh.public_key)
+    );
+    assert_ne!(server.transcript_hash, transcript_hash(&hello, &sh.core));
+    let client = client
+        .finish(&reply, &public(server_key()), NOW, WINDOW)
+        .unwrap();
+    assert_eq!(client.transcript_hash, server.transcript_hash);
+}
+
+#[test]
+fn substituted_presented_key_fails_verification() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (reply, _) = respond(hello, &rng);
+    let ServerReply::HelloWithKey(mut sh) = decode::<ServerReply>(&reply).unwrap() else {
+        panic!("expected a version 2 hello");
+    };
+    sh.public_key = public(other_key());
+    let forged = encode(&ServerReply::HelloWithKey(sh));
+    let err = client
+        .finish(&forged, &public(server_key()), NOW, WINDOW)
+        .unwrap_err();
+    let HandshakeError::BadServerSignature { presented_key } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(presented_key, Some(public(other_key())));
+}
+
+#[test]
+fn oversized_presented_key_is_refused() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (reply, _) = respond(hello, &rng);
+    let ServerReply::HelloWithKey(mut sh) = decode::<ServerReply>(&reply).unwrap() else {
+        panic!("expected a version 2 hello");
+    };
+    sh.public_key = vec![0; MAX_PRESENTED_KEY_LEN + 1];
+    let err = client
+        .finish(
+            &encode(&ServerReply::HelloWithKey(sh)),
+            &public(server_key()),
+            NOW,
+            WINDOW,
+        )
+        .unwrap_err();
+    assert!(matches!(err, HandshakeError::Decode(_)), "{err:?}");
+}
+
+#[test]
+fn hello_in_another_version_than_offered_is_refused() {
+    let rng = SystemRandom::new();
+    let (v1_client, v1_hello) = ClientHandshake::start_version("alice", 1, NOW, &rng).unwrap();
+    let (v2_client, v2_hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (v1_reply, _) = respond(v1_hello, &rng);
+    let (v2_reply, _) = respond(v2_hello, &rng);
+    for (client, reply, offered) in [(v1_client, v2_reply, 1), (v2_client, v1_reply, 2)] {
+        let err = client
+            .finish(&reply, &public(server_key()), NOW, WINDOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::MismatchedHello { offered: o } if o == offered),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn client_falls_back_to_version_1_only_when_refused_for_it() {
+    let refused = |supported| HandshakeError::Refused(Refusal::UnsupportedVersion { supported });
+    // What a 0.1.0 server answers a version 2 hello.
+    assert_eq!(fallback_version(2, &refused(1)), Some(1));
+    // Never a second fallback, never upwards, never to a version this build does not speak.
+    assert_eq!(fallback_version(1, &refused(1)), None);
+    assert_eq!(fallback_version(2, &refused(2)), None);
+    assert_eq!(fallback_version(2, &refused(3)), None);
+    assert_eq!(fallback_version(2, &refused(0)), None);
+    for other in [
+        HandshakeError::Refused(Refusal::Replayed),
+        HandshakeError::Busy { waited_secs: 1 },
+        HandshakeError::BadServerSignature {
+            presented_key: None,
+        },
+    ] {
+        assert_eq!(fallback_version(2, &other), None, "{other:?}");
+    }
+}
+
+#[test]
+fn client_starts_only_versions_it_speaks() {
+    let rng = SystemRandom::new();
+    for version in [0, 3, u16::MAX] {
+        assert!(ClientHandshake::start_version("alice", version, NOW, &rng).is_err());
+    }
 }
 
 #[test]
 fn server_hello_with_substituted_ephemeral_key_is_refused() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
-    let (reply, _) = respond(hello, &rng);
-    let ServerReply::Hello(mut sh) = decode::<ServerReply>(&reply).unwrap() else {
-        panic!("expected a hello");
-    };
-    sh.core.x25519_public[0] ^= 1;
-    let forged = encode(&ServerReply::Hello(sh));
-    let err = client
-        .finish(&forged, &public(server_key()), NOW, WINDOW)
-        .unwrap_err();
-    assert!(matches!(err, HandshakeError::BadServerSignature), "{err:?}");
+    for version in SUPPORTED_VERSIONS {
+        let (client, hello) = ClientHandshake::start_version("alice", version, NOW, &rng).unwrap();
+        let (reply, _) = respond(hello, &rng);
+        let forged = match decode::<ServerReply>(&reply).unwrap() {
+            ServerReply::Hello(mut sh) => {
+                sh.core.x25519_public[0] ^= 1;
+                encode(&ServerReply::Hello(sh))
+            }
+            ServerReply::HelloWithKey(mut sh) => {
+                sh.core.x25519_public[0] ^= 1;
+                encode(&ServerReply::HelloWithKey(sh))
+            }
+            other => panic!("expected a hello: {other:?}"),
+        };
+        let err = client
+            .finish(&forged, &public(server_key()), NOW, WINDOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::BadServerSignature { .. }),
+            "version {version}: {err:?}"
+        );
+    }
 }
 
 #[test]
@@ -117,7 +280,10 @@ fn server_hello_signed_for_another_session_is_refused() {
     let err = client_b
         .finish(&reply_a, &public(server_key()), NOW, WINDOW)
         .unwrap_err();
-    assert!(matches!(err, HandshakeError::BadServerSignature), "{err:?}");
+    assert!(
+        matches!(err, HandshakeError::BadServerSignature { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -153,14 +319,20 @@ fn other_protocol_versions_are_refused() {
     let rng = SystemRandom::new();
     let (_, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
     let mut hello: ClientHello = decode(&hello).unwrap();
-    hello.version = 0;
-    let err = CheckedHello::check(encode(&hello), NOW, WINDOW).unwrap_err();
-    assert_eq!(
-        err,
-        Refusal::UnsupportedVersion {
-            supported: PROTOCOL_VERSION
-        }
-    );
+    for version in [0, 3, u16::MAX] {
+        hello.version = version;
+        let err = CheckedHello::check(encode(&hello), NOW, WINDOW).unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::UnsupportedVersion {
+                supported: PROTOCOL_VERSION
+            }
+        );
+    }
+    for version in SUPPORTED_VERSIONS {
+        hello.version = version;
+        assert!(CheckedHello::check(encode(&hello), NOW, WINDOW).is_ok());
+    }
 }
 
 #[test]
@@ -200,7 +372,7 @@ fn server_signature_is_not_accepted_as_a_client_signature() {
     let _ = client
         .finish(&reply, &public(server_key()), NOW, WINDOW)
         .unwrap();
-    let ServerReply::Hello(sh) = decode::<ServerReply>(&reply).unwrap() else {
+    let ServerReply::HelloWithKey(sh) = decode::<ServerReply>(&reply).unwrap() else {
         panic!("expected a hello");
     };
     assert!(!verify_client_signature(
@@ -299,4 +471,81 @@ fn stale_frame_is_refused() {
         .open_fresh::<Request>(frame, NOW, WINDOW)
         .unwrap_err();
     assert!(matches!(err, ProtocolError::Stale { .. }), "{err:?}");
+}
+
+/// The transcript hashes of PROTOCOL.md §11: version 1's is unchanged by version 2, and version
+/// 2's adds the presented key (a toy DER `RSAPublicKey`, for checking the hash only).
+#[test]
+fn transcript_hashes_match_the_worked_example() {
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let mut nonce = [0u8; NONCE_LEN];
+    for (i, b) in nonce.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let hello = |version| ClientHello {
+        version,
+        user: "alice".into(),
+        nonce,
+        timestamp_ms: 1_700_000_000_000,
+        x25519_public: hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+            .try_into()
+            .unwrap(),
+    };
+    let core = |version| ServerHelloCore {
+        version,
+        nonce: [0xa5; NONCE_LEN],
+        timestamp_ms: 1_700_000_000_250,
+        x25519_public: hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+            .try_into()
+            .unwrap(),
+    };
+    assert_eq!(
+        transcript_hash(&encode(&hello(1)), &core(1)).to_vec(),
+        hex("1403a259120afe58fa712e9f4692cfb2aa6ae6c65bc14b4a8b8df04893845a6d")
+    );
+    assert_eq!(
+        transcript_hash_with_key(&encode(&hello(2)), &core(2), &hex("3006020101020103")).to_vec(),
+        hex("f06598d1357172c35ccf7659a8fb3711c63b3e744d15b0ddfe2422541f98f4d9")
+    );
+}
+
+#[test]
+fn rewritten_hello_version_fails_verification() {
+    // A man in the middle rewrites the version in the client's hello (2 to 1, or 1 to 2) and
+    // rewraps the server's answer in the form the client expects: the signature covers the hello
+    // the server saw, not the one the client sent.
+    let rng = SystemRandom::new();
+    for (offered, rewritten) in [(2u16, 1u16), (1, 2)] {
+        let (client, hello) = ClientHandshake::start_version("alice", offered, NOW, &rng).unwrap();
+        let mut altered: ClientHello = decode(&hello).unwrap();
+        altered.version = rewritten;
+        let (reply, _) = respond(encode(&altered), &rng);
+        let (mut core, signature) = match decode::<ServerReply>(&reply).unwrap() {
+            ServerReply::Hello(sh) => (sh.core, sh.signature),
+            ServerReply::HelloWithKey(sh) => (sh.core, sh.signature),
+            other => panic!("expected a hello: {other:?}"),
+        };
+        core.version = offered;
+        let rewrapped = encode(&if offered == 1 {
+            ServerReply::Hello(ServerHello { core, signature })
+        } else {
+            ServerReply::HelloWithKey(ServerHelloWithKey {
+                core,
+                public_key: public(server_key()),
+                signature,
+            })
+        });
+        let err = client
+            .finish(&rewrapped, &public(server_key()), NOW, WINDOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::BadServerSignature { .. }),
+            "offered {offered}: {err:?}"
+        );
+    }
 }

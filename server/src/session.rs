@@ -336,30 +336,34 @@ impl Authenticated {
 
     fn inbox(&mut self, store: &mut dyn Store, stream: &TcpStream) -> Result<(), SessionError> {
         let user = self.user.clone();
-        let mut sent = Ok(());
-        let listed = store.inbox(&user, INBOX_PAGE_LEN, &mut |entries, more| {
-            sent = self.respond(stream, &Response::InboxPage { entries, more });
-            if sent.is_ok() {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
-            }
-        });
-        sent?;
-        match listed {
-            Ok(()) => Ok(()),
-            // Nothing was sent yet only if the failure came before the first page; either way
-            // the client gets an error frame in place of the rest of the listing.
-            Err(err) => self.respond(stream, &error_response(err)),
-        }
+        self.pages(
+            stream,
+            |page| store.inbox(&user, INBOX_PAGE_LEN, page),
+            |entries, more| Response::InboxPage { entries, more },
+        )
     }
 
-    /// Pages as [`Self::inbox`] does: an error frame takes the place of the rest.
     fn sent(&mut self, store: &mut dyn Store, stream: &TcpStream) -> Result<(), SessionError> {
         let user = self.user.clone();
+        self.pages(
+            stream,
+            |page| store.sent(&user, SENT_PAGE_LEN, page),
+            |entries, more| Response::SentPage { entries, more },
+        )
+    }
+
+    /// Writes each page `list` produces as the response `frame` makes of it, stopping the
+    /// listing if the client cannot be written to. If the store fails, the client gets an error
+    /// frame in place of the rest of the listing (before the first page, or after some).
+    fn pages<T>(
+        &mut self,
+        stream: &TcpStream,
+        list: impl FnOnce(&mut dyn FnMut(Vec<T>, bool) -> ControlFlow<()>) -> Result<(), StoreError>,
+        frame: impl Fn(Vec<T>, bool) -> Response,
+    ) -> Result<(), SessionError> {
         let mut written = Ok(());
-        let listed = store.sent(&user, SENT_PAGE_LEN, &mut |entries, more| {
-            written = self.respond(stream, &Response::SentPage { entries, more });
+        let listed = list(&mut |entries, more| {
+            written = self.respond(stream, &frame(entries, more));
             if written.is_ok() {
                 ControlFlow::Continue(())
             } else {
@@ -431,7 +435,7 @@ fn error_response(err: StoreError) -> Response {
     Response::Error { code, message }
 }
 
-/// Refuses a hello before any key is exchanged, and says why in the log.
+/// Refuses a hello before any key is exchanged; the caller logs why.
 fn refuse(mut stream: &TcpStream, refusal: Refusal) -> SessionError {
     let _ = write_frame(&mut stream, &encode(&ServerReply::Refused(refusal)));
     SessionError::Refused(refusal)

@@ -187,6 +187,40 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// One query per page, resuming after the last id handed out (keyset paging): `sql` takes
+    /// (user, after id, limit) and returns rows in id order; `id_of` gives a row's id. Each page is an index range scan
+    /// of `page_len` rows, the first arrives without the whole list being sorted, nothing is
+    /// held open between pages, and a connection lost mid-listing is replaced without
+    /// repeating a page. The last call has `more == false`, as the contract says.
+    fn keyset_pages<T>(
+        &mut self,
+        sql: &'static str,
+        user: &str,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<T>, bool) -> ControlFlow<()>,
+        decode: impl Fn(&::postgres::Row) -> Result<T, ::postgres::Error>,
+        id_of: impl Fn(&T) -> u64,
+    ) -> Result<(), StoreError> {
+        let limit = i64::try_from(page_len.max(1)).unwrap_or(i64::MAX);
+        let mut after = i64::MIN;
+        loop {
+            let entries: Vec<T> = self.run(|conn| {
+                let statement = conn.statements.get(&mut conn.client, sql)?;
+                let rows = conn.client.query(&statement, &[&user, &after, &limit])?;
+                Ok(rows.iter().map(&decode).collect::<Result<_, _>>()?)
+            })?;
+            let more = entries.len() as i64 == limit;
+            if let Some(last) = entries.last() {
+                after = id_of(last) as i64;
+            }
+            if page(entries, more).is_break() || !more {
+                return Ok(());
+            }
+        }
+    }
+}
+
 fn to_sql_id(id: u64) -> Result<i64, Fail> {
     i64::try_from(id).map_err(|_| Fail::Store(StoreError::NotFound(id)))
 }
@@ -321,78 +355,57 @@ impl Store for PgStore {
         })
     }
 
-    /// One query per page, resuming after the last id handed out (keyset paging): each page
-    /// is an index range scan of `page_len` rows, the first arrives without the whole inbox
-    /// being sorted, nothing is held open between pages, and a connection lost mid-listing is
-    /// replaced without repeating a page.
+    /// Keyset paging ([`PgStore::keyset_pages`]) over the deliveries primary key.
     fn inbox(
         &mut self,
         user: &str,
         page_len: usize,
         page: &mut dyn FnMut(Vec<MailSummary>, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        let limit = i64::try_from(page_len.max(1)).unwrap_or(i64::MAX);
-        let mut after = i64::MIN;
-        loop {
-            let entries: Vec<MailSummary> = self.run(|conn| {
-                let statement = conn.statements.get(&mut conn.client, queries::INBOX_PAGE)?;
-                let rows = conn.client.query(&statement, &[&user, &after, &limit])?;
-                let entries = rows.iter().map(|row| {
-                    Ok(MailSummary {
-                        id: row.try_get::<_, i64>(0)? as u64,
-                        from: row.try_get(1)?,
-                        date_ms: row.try_get::<_, i64>(2)? as u64,
-                        title: row.try_get(3)?,
-                        read: row.try_get(4)?,
-                    })
-                });
-                Ok(entries.collect::<Result<_, ::postgres::Error>>()?)
-            })?;
-            let more = entries.len() as i64 == limit;
-            if let Some(last) = entries.last() {
-                after = last.id as i64;
-            }
-            if page(entries, more).is_break() || !more {
-                return Ok(());
-            }
-        }
+        self.keyset_pages(
+            queries::INBOX_PAGE,
+            user,
+            page_len,
+            page,
+            |row| {
+                Ok(MailSummary {
+                    id: row.try_get::<_, i64>(0)? as u64,
+                    from: row.try_get(1)?,
+                    date_ms: row.try_get::<_, i64>(2)? as u64,
+                    title: row.try_get(3)?,
+                    read: row.try_get(4)?,
+                })
+            },
+            |m| m.id,
+        )
     }
 
-    /// Keyset paging, as [`PgStore::inbox`], over the `sent_by_sender` index.
+    /// Keyset paging ([`PgStore::keyset_pages`]) over the `sent_by_sender` index.
     fn sent(
         &mut self,
         user: &str,
         page_len: usize,
         page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        let limit = i64::try_from(page_len.max(1)).unwrap_or(i64::MAX);
-        let mut after = i64::MIN;
-        loop {
-            let entries: Vec<SentSummary> = self.run(|conn| {
-                let statement = conn.statements.get(&mut conn.client, queries::SENT_PAGE)?;
-                let rows = conn.client.query(&statement, &[&user, &after, &limit])?;
-                let entries = rows.iter().map(|row| {
-                    Ok(SentSummary {
-                        id: row.try_get::<_, i64>(0)? as u64,
-                        to: row
-                            .try_get::<_, &str>(1)?
-                            .split(';')
-                            .map(str::to_owned)
-                            .collect(),
-                        date_ms: row.try_get::<_, i64>(2)? as u64,
-                        title: row.try_get(3)?,
-                    })
-                });
-                Ok(entries.collect::<Result<_, ::postgres::Error>>()?)
-            })?;
-            let more = entries.len() as i64 == limit;
-            if let Some(last) = entries.last() {
-                after = last.id as i64;
-            }
-            if page(entries, more).is_break() || !more {
-                return Ok(());
-            }
-        }
+        self.keyset_pages(
+            queries::SENT_PAGE,
+            user,
+            page_len,
+            page,
+            |row| {
+                Ok(SentSummary {
+                    id: row.try_get::<_, i64>(0)? as u64,
+                    to: row
+                        .try_get::<_, &str>(1)?
+                        .split(';')
+                        .map(str::to_owned)
+                        .collect(),
+                    date_ms: row.try_get::<_, i64>(2)? as u64,
+                    title: row.try_get(3)?,
+                })
+            },
+            |m| m.id,
+        )
     }
 
     fn read(&mut self, user: &str, id: u64) -> Result<Mail, StoreError> {

@@ -837,9 +837,10 @@ fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() 
     let front_addr = front.local_addr().unwrap();
     let (versions_tx, versions) = mpsc::channel();
     let real = server.addr;
-    let relay = thread::spawn(move || {
-        for _ in 0..2 {
-            let (mut conn, _) = front.accept().unwrap();
+    // Every command logs in twice through it (version 2, refused; then version 1, relayed).
+    thread::spawn(move || {
+        for conn in front.incoming().take(6) {
+            let mut conn = conn.unwrap();
             let hello = read_frame(&mut conn, MAX_HELLO_LEN).unwrap();
             let version = decode::<ClientHello>(&hello).unwrap().version;
             versions_tx.send(version).unwrap();
@@ -848,29 +849,44 @@ fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() 
                 write_frame(&mut conn, &encode(&refusal)).unwrap();
                 continue;
             }
-            let mut upstream = TcpStream::connect(real).unwrap();
-            write_frame(&mut upstream, &hello).unwrap();
-            let (mut up_read, mut conn_write) =
-                (upstream.try_clone().unwrap(), conn.try_clone().unwrap());
-            let down = thread::spawn(move || {
-                let _ = io::copy(&mut up_read, &mut conn_write);
-                let _ = conn_write.shutdown(Shutdown::Write);
+            thread::spawn(move || {
+                let mut upstream = TcpStream::connect(real).unwrap();
+                write_frame(&mut upstream, &hello).unwrap();
+                let (mut up_read, mut conn_write) =
+                    (upstream.try_clone().unwrap(), conn.try_clone().unwrap());
+                let down = thread::spawn(move || {
+                    let _ = io::copy(&mut up_read, &mut conn_write);
+                    let _ = conn_write.shutdown(Shutdown::Write);
+                });
+                let _ = io::copy(&mut conn, &mut upstream);
+                let _ = upstream.shutdown(Shutdown::Write);
+                let _ = down.join();
             });
-            let _ = io::copy(&mut conn, &mut upstream);
-            let _ = upstream.shutdown(Shutdown::Write);
-            let _ = down.join();
-            return;
         }
     });
-    let out = ClientCmd::new(&dep.profile("alice"), &front_addr.to_string())
-        .password(&dep.password("alice"))
-        .args(["inbox"])
-        .run(b"");
+    let client = || {
+        ClientCmd::new(&dep.profile("alice"), &front_addr.to_string())
+            .password(&dep.password("alice"))
+    };
+    let out = client().args(["inbox"]).run(b"");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    relay.join().unwrap();
-    assert_eq!(versions.try_iter().collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(versions.recv().unwrap(), 2);
+    assert_eq!(versions.recv().unwrap(), 1);
+    // A send goes as version 1's plain send, which that server knows.
+    let sent = client()
+        .args(["send", "--to", "alice", "--title", "through an old server"])
+        .ok(b"hi\n");
+    assert!(sent.starts_with("sent message "), "{sent}");
+    // The sent list does not exist in version 1: said plainly, not a broken connection.
+    let out = client().args(["sent"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs a server of protocol version 2; this one speaks version 1"),
+        "{stderr}"
+    );
 }

@@ -126,6 +126,15 @@ pub enum ClientError {
     )]
     MaybeSent(Box<ClientError>),
 
+    /// As [`Self::MaybeSent`], against a server that speaks protocol version 1 (0.1.0): it has
+    /// no send ids, so the send could not be repeated safely, and no sent list to check.
+    #[error("the mail may have been sent ({0}); this server speaks protocol version 1 (forkmail 0.1.0), which keeps no sent list: ask a recipient before sending it again")]
+    MaybeSentOldServer(Box<ClientError>),
+
+    /// A request the server's protocol version does not have (`sent` on a 0.1.0 server).
+    #[error("{what} needs a server of protocol version 2; this one speaks version 1 (forkmail 0.1.0): upgrade the server")]
+    ServerTooOld { what: &'static str },
+
     /// A request after the session already ended (closed, broken or quit).
     #[error("the session has already ended; run forkmail again to log in")]
     SessionEnded,
@@ -136,8 +145,12 @@ impl ClientError {
     /// and a draft refused before sending ([`Self::Limit`]) leave it open.
     pub fn ends_session(&self) -> bool {
         match self {
-            ClientError::Server { .. } | ClientError::Limit(_) => false,
-            ClientError::NotSent(cause) => cause.ends_session(),
+            ClientError::Server { .. }
+            | ClientError::Limit(_)
+            | ClientError::ServerTooOld { .. } => false,
+            ClientError::NotSent(cause) | ClientError::MaybeSentOldServer(cause) => {
+                cause.ends_session()
+            }
             _ => true,
         }
     }

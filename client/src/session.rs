@@ -131,6 +131,9 @@ pub struct Session {
     stream: TcpStream,
     channel: SecureChannel,
     io_timeout: Duration,
+    /// The protocol version of the handshake: 1 with a 0.1.0 server, which has no send ids and
+    /// no sent list.
+    version: u16,
     /// Set once the session can no longer be used (closed by the server, broken, quit).
     ended: bool,
 }
@@ -141,10 +144,12 @@ impl Session {
     /// over once on a new connection with a fresh version 1 hello (PROTOCOL.md §5.5).
     pub fn connect(options: &ConnectOptions) -> Result<Session, ClientError> {
         let rng = SystemRandom::new();
-        let (mut stream, established) = match handshake(options, PROTOCOL_VERSION, &rng)? {
+        let mut version = PROTOCOL_VERSION;
+        let (mut stream, established) = match handshake(options, version, &rng)? {
             Ok(done) => done,
-            Err(err) => match fallback_version(PROTOCOL_VERSION, &err) {
+            Err(err) => match fallback_version(version, &err) {
                 Some(older) => {
+                    version = older;
                     handshake(options, older, &rng)?.map_err(|err| handshake_error(err, options))?
                 }
                 None => return Err(handshake_error(err, options)),
@@ -166,6 +171,7 @@ impl Session {
                 stream,
                 channel,
                 io_timeout: options.io_timeout,
+                version,
                 ended: false,
             }),
             AuthResult::Denied => Err(ClientError::LoginFailed),
@@ -230,6 +236,11 @@ impl Session {
 
     /// Lists what this user has sent, oldest first, reading every page.
     pub fn sent(&mut self) -> Result<Vec<SentSummary>, ClientError> {
+        if self.version < 2 {
+            return Err(ClientError::ServerTooOld {
+                what: "the sent list",
+            });
+        }
         self.guard(|s| {
             let mut all = Vec::new();
             let mut response = s.request(Request::Sent, "while listing sent mail")?;
@@ -408,6 +419,13 @@ pub fn send_with_one_repeat(
     draft: &Draft,
     note: &dyn Fn(&str),
 ) -> Result<u64, ClientError> {
+    if session.version < 2 {
+        // A 0.1.0 server knows no send ids: a plain send, which cannot be repeated safely.
+        return session.send(draft).map_err(|err| match judge(&err) {
+            Attempt::DraftRefused | Attempt::NothingStored => ClientError::NotSent(Box::new(err)),
+            Attempt::Unknown => ClientError::MaybeSentOldServer(Box::new(err)),
+        });
+    }
     let send_id = new_send_id().map_err(|e| ClientError::NotSent(Box::new(e)))?;
     let first = match session.send_once(&send_id, draft) {
         Ok(id) => return Ok(id),

@@ -511,10 +511,7 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
         // step for every other process.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .sql()?;
+        let tx = self.write_transaction()?;
         tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
             .sql()?
             .execute([now_ms.saturating_sub(retention_ms) as i64])

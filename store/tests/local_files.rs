@@ -82,6 +82,7 @@ fn a_send_into_a_deleted_database_is_refused_not_acknowledged() {
     assert!(err.to_string().contains("nothing was saved"), "{err}");
     for refused in [
         store.delete("alice", 1).err(),
+        store.send_once("alice", &[7; 16], &draft(), 0, 1).err(),
         store.record_nonce(b"n", 0, 1).err(),
         store.clear_login_failures("alice").err(),
         store.begin_login_attempt("alice", 0, &|_| 0).err(),

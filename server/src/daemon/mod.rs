@@ -1,4 +1,5 @@
-//! The parent process: accepts connections, holds them until their hello has arrived, queues
+//! The parent process ([`pending`]: connections until their hello is whole; [`children`]: the
+//! forked sessions): accepts connections, holds them until their hello has arrived, queues
 //! them in arrival order for one of `max_sessions` slots, forks one child per session and reaps
 //! every child.
 //!
@@ -20,230 +21,36 @@
 //! bind the port at once) and every other client's connection (so a connection the parent drops
 //! is really closed). Only the read end of the parent's self-pipe stays open in the child, unused.
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forkmail_protocol::frame::{encode_frame, parse_header, HEADER_LEN, MAX_HELLO_LEN};
+use forkmail_protocol::frame::HEADER_LEN;
 use forkmail_protocol::messages::{Refusal, ServerReply};
-use forkmail_protocol::{encode, now_millis};
+use forkmail_protocol::now_millis;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, ForkResult};
 use tracing::{debug, error, info, warn};
 
 use crate::config::ServerConfig;
 use crate::proxy;
 use crate::session::{self, ChildContext, Handoff};
 use crate::signals;
+use children::{Child, Children};
+use pending::Pending;
+
+mod children;
+mod pending;
 
 /// Most connections held by the parent before a slot is free. Past this the oldest socket that
 /// has not finished its hello is dropped to make room.
 const MAX_PENDING: usize = 512;
 /// Longest the parent sleeps in `poll` when no deadline is nearer.
 const MAX_POLL: Duration = Duration::from_secs(1);
-
-/// A connection the parent holds until a child takes it.
-struct Pending {
-    stream: TcpStream,
-    /// The client's address: the TCP peer, or the source a trusted proxy's header named.
-    peer: SocketAddr,
-    /// The TCP peer, when it is one of `--proxy-protocol-from`.
-    proxy: Option<SocketAddr>,
-    /// The proxy's PROXY header as far as it has arrived. `Some` only on a proxy's connection,
-    /// which must start with one, and only until it is whole; the hello comes after it.
-    preamble: Option<Vec<u8>>,
-    /// The proxy's header was LOCAL: a health check, which usually closes without a hello.
-    health_check: bool,
-    arrived: Instant,
-    /// Header and body of the hello, as far as they have arrived.
-    buf: Vec<u8>,
-    /// Set when the whole hello has arrived.
-    received_at_ms: Option<u64>,
-}
-
-/// Why the parent drops a connection before its hello is whole.
-#[derive(Debug)]
-enum Dropped {
-    /// Closed, broken or oversized: routine for a public port, so only a debug line.
-    Quietly(&'static str),
-    /// A PROXY header nobody asked for: from an address not in `--proxy-protocol-from`, or a
-    /// second one inside a proxied connection (a client behind the proxy picking its address).
-    UnrequestedHeader(proxy::Version),
-    /// A proxy's connection that did not start with an acceptable header.
-    BadPreamble(proxy::Refusal),
-    /// A proxy closed its connection after this many bytes of its header.
-    PreambleCut(usize),
-}
-
-/// How far one non-blocking attempt to fill a buffer got.
-enum Fill {
-    Full,
-    WouldBlock,
-    Closed,
-}
-
-/// Reads what has arrived without blocking until `buf` holds `wanted` bytes, never more: what
-/// follows belongs to the next stage (the hello after a PROXY header, the session after a hello).
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, wanted: usize) -> io::Result<Fill> {
-    while buf.len() < wanted {
-        let start = buf.len();
-        buf.resize(wanted, 0);
-        match stream.read(&mut buf[start..]) {
-            Ok(0) => {
-                buf.truncate(start);
-                return Ok(Fill::Closed);
-            }
-            Ok(n) => buf.truncate(start + n),
-            Err(e) => {
-                buf.truncate(start);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(Fill::Full)
-}
-
-impl Pending {
-    /// A connection just accepted; one from a trusted proxy owes a PROXY header first.
-    fn new(stream: TcpStream, peer: SocketAddr, from_proxy: bool) -> Self {
-        Self {
-            stream,
-            peer,
-            proxy: from_proxy.then_some(peer),
-            preamble: from_proxy.then(|| Vec::with_capacity(proxy::FIXED_LEN)),
-            health_check: false,
-            arrived: Instant::now(),
-            buf: Vec::with_capacity(256),
-            received_at_ms: None,
-        }
-    }
-
-    fn is_ready(&self) -> bool {
-        self.received_at_ms.is_some()
-    }
-
-    /// Reads what has arrived without blocking: the PROXY header if one is owed, then the hello.
-    fn read(&mut self) -> Result<(), Dropped> {
-        if self.read_preamble()? {
-            self.read_hello()
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Reads the proxy's header, never past its end, and takes the client's address from it.
-    /// `Ok(true)` once it is whole, or when none is owed.
-    fn read_preamble(&mut self) -> Result<bool, Dropped> {
-        let Some(buf) = self.preamble.as_mut() else {
-            return Ok(true);
-        };
-        loop {
-            match proxy::step(buf).map_err(Dropped::BadPreamble)? {
-                proxy::Step::NeedTotal(total) => match fill(&mut self.stream, buf, total) {
-                    Ok(Fill::Full) => {}
-                    Ok(Fill::WouldBlock) => return Ok(false),
-                    Ok(Fill::Closed) if buf.is_empty() => {
-                        return Err(Dropped::Quietly(
-                            "proxy closed before sending anything (a TCP health check?)",
-                        ))
-                    }
-                    Ok(Fill::Closed) => return Err(Dropped::PreambleCut(buf.len())),
-                    Err(_) => return Err(Dropped::Quietly("read error")),
-                },
-                proxy::Step::Whole(preamble) => {
-                    match preamble {
-                        proxy::Preamble::Proxied { source } => {
-                            debug!(proxy = %self.peer, peer = %source, "PROXY header: client {source}");
-                            self.peer = source;
-                        }
-                        proxy::Preamble::Local => {
-                            debug!(proxy = %self.peer, "PROXY LOCAL header (health check)");
-                            self.health_check = true;
-                        }
-                    }
-                    self.preamble = None;
-                    return Ok(true);
-                }
-            }
-        }
-    }
-
-    /// Reads the hello without blocking, never past the end of its frame.
-    fn read_hello(&mut self) -> Result<(), Dropped> {
-        loop {
-            let wanted = match self.buf.first_chunk::<HEADER_LEN>() {
-                Some(header) => {
-                    if let Some(version) = proxy::unrequested(header) {
-                        return Err(Dropped::UnrequestedHeader(version));
-                    }
-                    HEADER_LEN
-                        + parse_header(*header, MAX_HELLO_LEN)
-                            .map_err(|_| Dropped::Quietly("hello longer than allowed"))?
-                }
-                None => HEADER_LEN,
-            };
-            // A whole frame, an empty one included (the child refuses that as malformed).
-            if self.buf.len() >= HEADER_LEN && self.buf.len() == wanted {
-                self.received_at_ms = Some(now_millis());
-                return Ok(());
-            }
-            match fill(&mut self.stream, &mut self.buf, wanted) {
-                Ok(Fill::Full) => {}
-                Ok(Fill::WouldBlock) => return Ok(()),
-                Ok(Fill::Closed) if self.health_check && self.buf.is_empty() => {
-                    return Err(Dropped::Quietly("proxy health check done"))
-                }
-                Ok(Fill::Closed) => return Err(Dropped::Quietly("closed before its hello")),
-                Err(_) => return Err(Dropped::Quietly("read error")),
-            }
-        }
-    }
-
-    /// Logs why this connection is being dropped: PROXY refusals are warnings, since they mean
-    /// a spoofing attempt or a misconfigured proxy; everything else is routine.
-    fn log_drop(&self, why: &Dropped) {
-        let peer = self.peer;
-        match (why, self.proxy) {
-            (Dropped::Quietly(why), _) => debug!(%peer, "dropping connection: {why}"),
-            (Dropped::UnrequestedHeader(version), None) => warn!(
-                %peer,
-                %version,
-                "PROXY protocol header from {}, which is not in --proxy-protocol-from; refused",
-                peer.ip()
-            ),
-            (Dropped::UnrequestedHeader(version), Some(proxy)) => warn!(
-                %peer,
-                %proxy,
-                %version,
-                "second PROXY protocol header, from client {peer} through proxy {proxy}; refused"
-            ),
-            (Dropped::BadPreamble(refusal), _) => {
-                warn!(proxy = %peer, "dropping connection from proxy {}: {refusal}", peer.ip())
-            }
-            (Dropped::PreambleCut(got), _) => warn!(
-                proxy = %peer,
-                "dropping connection from proxy {}: closed after {got} bytes of its PROXY header",
-                peer.ip()
-            ),
-        }
-    }
-
-    /// Writes a short reply to a socket we are about to drop. Best effort: a fresh socket's send
-    /// buffer always has room for it.
-    fn tell(mut self, reply: &ServerReply) {
-        let _ = self.stream.write_all(&encode_frame(&encode(reply)));
-    }
-}
 
 /// Read-only material loaded once and shared with every child by `fork`.
 pub struct Shared {
@@ -256,7 +63,7 @@ pub struct Daemon {
     shared: Shared,
     listener: Option<TcpListener>,
     pending: Vec<Pending>,
-    children: HashMap<Pid, Instant>,
+    children: Children,
     signals: signals::ParentSignals,
 }
 
@@ -268,7 +75,7 @@ impl Daemon {
             shared,
             listener: Some(listener),
             pending: Vec::new(),
-            children: HashMap::new(),
+            children: Children::default(),
             signals: signals::ParentSignals::install()?,
         })
     }
@@ -289,7 +96,7 @@ impl Daemon {
         }
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
-            self.reap();
+            self.children.reap();
             match (self.signals.take_termination(), shutdown_deadline) {
                 (true, None) => {
                     info!(
@@ -298,7 +105,7 @@ impl Daemon {
                         self.config.shutdown_grace.as_secs()
                     );
                     self.stop_accepting();
-                    self.signal_children(Signal::SIGTERM);
+                    self.children.signal_all(Signal::SIGTERM);
                     shutdown_deadline = Some(Instant::now() + self.config.shutdown_grace);
                 }
                 (true, Some(_)) => {
@@ -317,9 +124,9 @@ impl Daemon {
                         sessions = self.children.len(),
                         "grace period over: killing remaining sessions"
                     );
-                    self.signal_children(Signal::SIGKILL);
+                    self.children.signal_all(Signal::SIGKILL);
                     while !self.children.is_empty() {
-                        self.reap_blocking();
+                        self.children.reap_blocking();
                     }
                     return Ok(());
                 }
@@ -343,7 +150,12 @@ impl Daemon {
             match unsafe { fork() } {
                 Ok(ForkResult::Parent { child }) => {
                     debug!(peer = %conn.peer, pid = child.as_raw(), "session started");
-                    self.children.insert(child, Instant::now());
+                    self.children.insert(
+                        child,
+                        Child {
+                            started: Instant::now(),
+                        },
+                    );
                 }
                 Ok(ForkResult::Child) => self.become_child(conn),
                 Err(err) => {
@@ -430,42 +242,6 @@ impl Daemon {
         for p in self.pending.drain(..) {
             if p.is_ready() {
                 p.tell(&ServerReply::Refused(Refusal::ShuttingDown));
-            }
-        }
-    }
-
-    fn signal_children(&self, signal: Signal) {
-        for pid in self.children.keys() {
-            let _ = kill(*pid, signal);
-        }
-    }
-
-    /// Collects every child that has exited. Never blocks.
-    fn reap(&mut self) {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => self.forget(status),
-            }
-        }
-    }
-
-    fn reap_blocking(&mut self) {
-        match waitpid(None, None) {
-            Ok(status) => self.forget(status),
-            Err(_) => self.children.clear(),
-        }
-    }
-
-    fn forget(&mut self, status: WaitStatus) {
-        if let Some(pid) = status.pid() {
-            if let Some(started) = self.children.remove(&pid) {
-                debug!(
-                    pid = pid.as_raw(),
-                    ?status,
-                    secs = started.elapsed().as_secs_f32(),
-                    "session process exited"
-                );
             }
         }
     }

@@ -1,0 +1,77 @@
+//! The session processes the parent has forked: how many hold a slot, signalling them, and
+//! reaping them. Never blocks unless asked to.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tracing::debug;
+
+/// One forked session process.
+pub(super) struct Child {
+    pub(super) started: Instant,
+}
+
+/// Every session process still alive (or not yet reaped). Each one holds a slot.
+#[derive(Default)]
+pub(super) struct Children {
+    by_pid: HashMap<Pid, Child>,
+}
+
+impl Children {
+    pub(super) fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    pub(super) fn insert(&mut self, pid: Pid, child: Child) {
+        self.by_pid.insert(pid, child);
+    }
+
+    /// In a freshly forked child: the siblings are not ours to track.
+    pub(super) fn clear(&mut self) {
+        self.by_pid.clear();
+    }
+
+    pub(super) fn signal_all(&self, signal: Signal) {
+        for pid in self.by_pid.keys() {
+            let _ = kill(*pid, signal);
+        }
+    }
+
+    /// Collects every child that has exited. Never blocks.
+    pub(super) fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => self.forget(status),
+            }
+        }
+    }
+
+    /// Waits for one child to exit.
+    pub(super) fn reap_blocking(&mut self) {
+        match waitpid(None, None) {
+            Ok(status) => self.forget(status),
+            Err(_) => self.by_pid.clear(),
+        }
+    }
+
+    fn forget(&mut self, status: WaitStatus) {
+        if let Some(pid) = status.pid() {
+            if let Some(child) = self.by_pid.remove(&pid) {
+                debug!(
+                    pid = pid.as_raw(),
+                    ?status,
+                    secs = child.started.elapsed().as_secs_f32(),
+                    "session process exited"
+                );
+            }
+        }
+    }
+}

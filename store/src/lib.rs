@@ -67,6 +67,15 @@ pub struct UserRecord {
     pub public_key: Vec<u8>,
 }
 
+/// A user's name and public key: what the server's parent needs to check signed hellos
+/// ([`Store::user_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKey {
+    pub name: String,
+    /// DER `RSAPublicKey`.
+    pub public_key: Vec<u8>,
+}
+
 /// A user's consecutive password failures and the lock they earned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginFailures {
@@ -125,6 +134,10 @@ pub trait Store {
 
     /// Looks a user up.
     fn find_user(&mut self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Every user's name and public key, in name order: the server's parent checks each
+    /// hello's signature against these before the connection may wait for a slot.
+    fn user_keys(&mut self) -> Result<Vec<UserKey>, StoreError>;
 
     /// Stores one message and one delivery per recipient in a single transaction, committed
     /// durably before it returns. Fails, storing nothing, if any recipient does not exist.

@@ -32,7 +32,7 @@ use crate::migrations::{
 };
 use crate::{
     Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
-    UserRecord,
+    UserKey, UserRecord,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -487,6 +487,22 @@ impl Store for SqliteStore {
             },
             public_key,
         }))
+    }
+
+    fn user_keys(&mut self) -> Result<Vec<UserKey>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT name, public_key FROM users ORDER BY name")
+            .sql()?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(UserKey {
+                    name: r.get(0)?,
+                    public_key: r.get(1)?,
+                })
+            })
+            .sql()?;
+        rows.collect::<Result<Vec<_>, _>>().sql()
     }
 
     fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {

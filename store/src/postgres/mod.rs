@@ -34,7 +34,7 @@ use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
     Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
-    UserRecord,
+    UserKey, UserRecord,
 };
 
 mod connection;
@@ -313,6 +313,21 @@ impl Store for PgStore {
                 },
                 public_key: row.try_get(4)?,
             }))
+        })
+    }
+
+    fn user_keys(&mut self) -> Result<Vec<UserKey>, StoreError> {
+        self.run(|conn| {
+            let statement = conn.statements.get(&mut conn.client, queries::USER_KEYS)?;
+            let rows = conn.client.query(&statement, &[])?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in rows {
+                keys.push(UserKey {
+                    name: row.try_get(0)?,
+                    public_key: row.try_get(1)?,
+                });
+            }
+            Ok(keys)
         })
     }
 

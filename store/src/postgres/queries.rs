@@ -21,6 +21,8 @@ ON CONFLICT (name) DO NOTHING";
 pub(super) const FIND_USER: &str =
     "SELECT kdf, iterations, salt, hash, public_key FROM users WHERE name = $1";
 
+pub(super) const USER_KEYS: &str = "SELECT name, public_key FROM users ORDER BY name";
+
 /// The message, its body, one delivery per recipient and the sender's record in one statement (one round trip);
 /// the foreign keys are checked at its end, when all three rows exist.
 pub(super) const SEND: &str = "

@@ -13,7 +13,7 @@ use std::sync::Barrier;
 use forkmail_protocol::messages::{Draft, MailSummary, SentSummary};
 use forkmail_store::{
     Attempt, Counts, ImportedMail, LoginFailures, Store, StoreError, StoreLocation, StoredPassword,
-    UserRecord, CURRENT_VERSION,
+    UserKey, UserRecord, CURRENT_VERSION,
 };
 
 /// Invokes `$m! { name, ... }` with every behaviour below: the one list both backends use.
@@ -40,6 +40,7 @@ macro_rules! for_each_behaviour {
             racing_login_attempts_count_no_more_than_the_lock_allows,
             a_taken_user_name_is_refused,
             find_user_round_trips,
+            user_keys_lists_every_user_in_name_order,
             import_is_all_or_nothing,
             check_integrity_passes_when_healthy_and_names_a_broken_invariant,
             create_gives_the_current_version,
@@ -486,6 +487,28 @@ pub fn find_user_round_trips(b: &dyn Backend) {
     assert_eq!(store.find_user("dave").unwrap(), Some(dave));
     assert_eq!(store.find_user("bob").unwrap(), Some(user("bob")));
     assert_eq!(store.find_user("nobody").unwrap(), None);
+}
+
+pub fn user_keys_lists_every_user_in_name_order(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let mut aaron = user("aaron");
+    aaron.public_key = (0..=255).collect();
+    store.add_user(&aaron, 5).unwrap();
+    let keys = store.user_keys().unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "name order");
+    assert_eq!(names.len(), 4);
+    assert!(keys.contains(&UserKey {
+        name: "aaron".into(),
+        public_key: aaron.public_key.clone()
+    }));
+    let alice = user("alice");
+    assert!(keys.contains(&UserKey {
+        name: alice.name,
+        public_key: alice.public_key
+    }));
 }
 
 pub fn import_is_all_or_nothing(b: &dyn Backend) {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use forkmail_protocol::frame::encode_frame;
 use forkmail_protocol::messages::{
     AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
+    SignedClientHello,
 };
-use forkmail_protocol::{decode, encode, now_millis, PROTOCOL_VERSION};
+use forkmail_protocol::{decode, now_millis, PROTOCOL_VERSION};
 use forkmail_testkit::wire::{self, Wire};
 use forkmail_testkit::{bin, copy_tree, count_rows, wait_until, DeployOptions, Deployment, Server};
 use serde::Serialize;
@@ -76,7 +77,7 @@ fn replay_sealed_frame_inside_its_session_does_not_store_twice() {
 #[test]
 fn replay_recorded_hello_to_a_different_child_is_refused() {
     let (dep, server) = setup();
-    let first = wire::hello(server.addr, "alice");
+    let first = wire::hello(&dep, server.addr, "alice");
     let recorded = first.hello.clone();
     // The first session stays open, so its child is alive and the replay gets another child.
     let _first = first.finish(&dep, "alice");
@@ -205,7 +206,7 @@ fn oversized_length_prefixes_are_refused_before_allocation() {
         assert!(s.wire.closed_by_server(CLOSE));
     }
     // Keyed but not yet authenticated: anything over the ClientAuth limit.
-    let mut keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let mut keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     keyed
         .wire
         .send_raw(&(forkmail_protocol::MAX_AUTH_LEN as u32 + 1).to_be_bytes())
@@ -235,16 +236,17 @@ fn garbage_and_empty_hellos_are_refused_as_malformed() {
 
 // 3. Freshness ------------------------------------------------------------------------------
 
-fn hello_with(user: &str, edit: impl FnOnce(&mut ClientHello)) -> Vec<u8> {
-    let (_, bytes) = forkmail_protocol::handshake::ClientHandshake::start(
-        user,
-        now_millis(),
-        &ring::rand::SystemRandom::new(),
-    )
-    .unwrap();
-    let mut hello: ClientHello = decode(&bytes).unwrap();
-    edit(&mut hello);
-    encode(&hello)
+/// A fresh hello for `user`, altered by `edit`, then signed with the user's key: everything
+/// but the alteration is genuine.
+fn hello_with(dep: &Deployment, user: &str, edit: impl FnOnce(&mut ClientHello)) -> Vec<u8> {
+    let key = wire::user_key(dep, user);
+    let rng = ring::rand::SystemRandom::new();
+    let (_, bytes) =
+        forkmail_protocol::handshake::ClientHandshake::start(user, &key, now_millis(), &rng)
+            .unwrap();
+    let mut hello: SignedClientHello = decode(&bytes).unwrap();
+    edit(&mut hello.hello);
+    forkmail_protocol::handshake::encode_signed_hello(&hello.hello, &key, &rng).unwrap()
 }
 
 #[test]
@@ -252,7 +254,7 @@ fn stale_and_future_hellos_are_refused() {
     let (dep, server) = setup();
     for offset in [-31_000i64, 31_000, -3_600_000, 3_600_000] {
         let mut w = Wire::connect(server.addr);
-        w.send_frame(&hello_with("alice", |h| {
+        w.send_frame(&hello_with(&dep, "alice", |h| {
             h.timestamp_ms = (h.timestamp_ms as i64 + offset) as u64
         }))
         .unwrap();
@@ -295,11 +297,19 @@ fn stale_and_future_frames_end_the_session() {
 #[test]
 fn protocol_version_downgrade_is_refused() {
     let (dep, server) = setup();
-    // Versions 1 and 2 are both spoken; anything else is refused naming the newest.
-    for version in [0u16, 3, u16::MAX] {
+    // Only version 3 is spoken: a signed hello claiming any other version, and the unsigned
+    // hellos of versions 1 and 2, are refused naming it.
+    let key = wire::user_key(&dep, "alice");
+    let mut hellos: Vec<Vec<u8>> = [0u16, 1, 2, 4, u16::MAX]
+        .into_iter()
+        .map(|version| hello_with(&dep, "alice", |h| h.version = version))
+        .collect();
+    for version in [1, 2] {
+        hellos.push(wire::hello_signed(server.addr, "alice", &key, version).hello);
+    }
+    for hello in hellos {
         let mut w = Wire::connect(server.addr);
-        w.send_frame(&hello_with("alice", |h| h.version = version))
-            .unwrap();
+        w.send_frame(&hello).unwrap();
         let reply = wire::server_reply(&w.recv_frame().expect("refusal"));
         assert_eq!(
             reply,
@@ -314,10 +324,10 @@ fn protocol_version_downgrade_is_refused() {
 #[test]
 fn hello_naming_one_user_signed_with_another_users_key_is_denied() {
     let (dep, server) = setup();
-    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     let (_, result) = keyed.login_as(&dep, "bob", &dep.password("alice"));
     assert_eq!(result, AuthResult::Denied);
-    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     let (_, result) = keyed.login_as(&dep, "bob", &dep.password("bob"));
     assert_eq!(result, AuthResult::Denied);
 }
@@ -329,11 +339,11 @@ fn client_signature_from_another_session_is_denied() {
         forkmail_keygen::keyfile::load_private_key(&dep.profile("alice").join("user.key")).unwrap();
     let rng = ring::rand::SystemRandom::new();
     // Session A: alice's genuine signature, never sent.
-    let a = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let a = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     let stolen =
         forkmail_protocol::handshake::client_auth(&a.established, &key, "alice-pw", &rng).unwrap();
     // Session B: the attacker, who knows the password but not the key, presents it.
-    let mut b = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let mut b = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     let frame = b.established.channel.seal(&stolen, now_millis()).unwrap();
     b.wire.send_frame(&frame).unwrap();
     let reply = b.wire.recv_frame().unwrap();
@@ -348,22 +358,50 @@ fn client_signature_from_another_session_is_denied() {
 // 5. Credentials ----------------------------------------------------------------------------
 
 #[test]
-fn wrong_password_wrong_key_and_unknown_user_get_one_identical_answer() {
+fn unknown_user_and_wrong_key_get_one_identical_answer_from_the_parent() {
+    let (dep, server) = setup();
+    let alice = wire::user_key(&dep, "alice");
+    let bob = wire::user_key(&dep, "bob");
+    let mut answers = Vec::new();
+    for (user, key) in [
+        ("alice", &bob),
+        ("alice", wire::outsider_key()),
+        ("mallory", &alice),
+        ("../etc", &alice),
+    ] {
+        let mut hello = wire::hello_signed(server.addr, user, key, PROTOCOL_VERSION);
+        let reply = hello.wire.recv_frame().expect("refusal");
+        assert_eq!(
+            wire::server_reply(&reply),
+            ServerReply::Refused(Refusal::UnknownKey),
+            "{user}"
+        );
+        assert!(hello.wire.closed_by_server(CLOSE), "{user}");
+        answers.push(reply);
+    }
+    let mut bogus = Wire::connect(server.addr);
+    bogus.send_frame(&wire::bogus_hello("alice", 384)).unwrap();
+    answers.push(bogus.recv_frame().expect("refusal"));
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "answers differ: {answers:?}"
+    );
+    assert_eq!(
+        server.sessions_forked(),
+        0,
+        "no session was forked:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn wrong_password_and_wrong_key_after_a_signed_hello_get_one_identical_answer() {
     let (dep, server) = setup();
     let mut answers = Vec::new();
-    for (hello_user, key_user, password) in [
-        ("alice", "alice", "wrong"),
-        ("alice", "bob", "alice-pw"),
-        ("mallory", "alice", "alice-pw"),
-        ("../etc", "alice", "alice-pw"),
-    ] {
-        let keyed = wire::hello(server.addr, hello_user).finish(&dep, "alice");
+    for (key_user, password) in [("alice", "wrong"), ("bob", "alice-pw")] {
+        let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
         let (s, result) = keyed.login_as(&dep, key_user, password);
-        assert_eq!(
-            result,
-            AuthResult::Denied,
-            "{hello_user}/{key_user}/{password}"
-        );
+        assert_eq!(result, AuthResult::Denied, "{key_user}/{password}");
         answers.push(s.wire.received.last().unwrap().len());
     }
     assert!(
@@ -377,7 +415,7 @@ fn repeated_wrong_passwords_lock_the_account_across_children_until_it_expires() 
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&["--lockout-after", "3", "--lockout-secs", "3"]);
     let attempt = |password: &str| {
-        let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+        let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
         keyed.login_as(&dep, "alice", password).1
     };
     // Each attempt is a new connection, so a new child process.
@@ -397,7 +435,7 @@ fn repeated_wrong_passwords_lock_the_account_across_children_until_it_expires() 
         server.log()
     );
     // Another user is unaffected.
-    let keyed = wire::hello(server.addr, "bob").finish(&dep, "bob");
+    let keyed = wire::hello(&dep, server.addr, "bob").finish(&dep, "bob");
     assert_eq!(
         keyed.login_as(&dep, "bob", "bob-pw").1,
         AuthResult::Accepted
@@ -444,7 +482,7 @@ fn race_logins(dep: &Deployment, server: &Server, passwords: &[&str]) -> Vec<Aut
             .map(|&password| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let keyed = wire::hello(server.addr, "alice").finish(dep, "alice");
+                    let keyed = wire::hello(dep, server.addr, "alice").finish(dep, "alice");
                     barrier.wait();
                     keyed.login_as(dep, "alice", password).1
                 })
@@ -467,6 +505,9 @@ fn concurrent_wrong_passwords_with_the_key_test_no_more_than_lockout_after() {
         "600",
         "--max-sessions",
         "12",
+        // Twelve sessions of one user at once.
+        "--max-sessions-per-user",
+        "0",
     ]);
     let results = race_logins(&dep, &server, &["guess"; 12]);
     let denied = results.iter().filter(|&r| *r == AuthResult::Denied).count();
@@ -497,9 +538,16 @@ fn concurrent_wrong_passwords_with_the_key_test_no_more_than_lockout_after() {
 #[test]
 fn a_correct_password_raced_with_wrong_ones_at_the_limit_is_refused_as_locked() {
     let dep = slow_kdf_deployment();
-    let server = dep.start_server(&["--lockout-after", "4", "--lockout-secs", "600"]);
+    let server = dep.start_server(&[
+        "--lockout-after",
+        "4",
+        "--lockout-secs",
+        "600",
+        "--max-sessions-per-user",
+        "0",
+    ]);
     for _ in 0..4 {
-        let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+        let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
         assert_eq!(keyed.login_as(&dep, "alice", "guess").1, AuthResult::Denied);
     }
     let results = race_logins(&dep, &server, &["guess", "guess", "alice-pw", "guess"]);
@@ -546,16 +594,18 @@ fn a_locked_account_is_told_to_the_key_holder_only_and_the_client_prints_the_min
         stderr.contains("account locked for 10 more minutes after too many wrong passwords"),
         "{stderr}"
     );
-    // Whoever lacks alice's key learns nothing: the same Denied as any wrong credential.
-    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
-    let (s, result) = keyed.login_as(&dep, "bob", "alice-pw");
-    assert_eq!(result, AuthResult::Denied);
-    let keyed = wire::hello(server.addr, "mallory").finish(&dep, "alice");
-    let (unknown, _) = keyed.login_as(&dep, "alice", "alice-pw");
+    // Whoever lacks alice's key learns nothing: a hello not signed by her key is refused by
+    // the parent as an unknown key, whatever the account's state; with her hello but another
+    // key in the login, the same Denied as any wrong credential.
+    let mut outsider =
+        wire::hello_signed(server.addr, "alice", wire::outsider_key(), PROTOCOL_VERSION);
     assert_eq!(
-        s.wire.received.last().unwrap().len(),
-        unknown.wire.received.last().unwrap().len()
+        wire::server_reply(&outsider.wire.recv_frame().expect("refusal")),
+        ServerReply::Refused(Refusal::UnknownKey)
     );
+    let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
+    let (_, result) = keyed.login_as(&dep, "bob", "alice-pw");
+    assert_eq!(result, AuthResult::Denied);
 }
 
 #[test]
@@ -563,7 +613,7 @@ fn attempts_without_the_users_key_cannot_lock_the_user_out() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&["--lockout-after", "2", "--lockout-secs", "600"]);
     for _ in 0..4 {
-        let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+        let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
         assert_eq!(keyed.login_as(&dep, "bob", "guess").1, AuthResult::Denied);
     }
     assert_eq!(
@@ -571,7 +621,7 @@ fn attempts_without_the_users_key_cannot_lock_the_user_out() {
         0,
         "nothing counted"
     );
-    let keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     assert_eq!(
         keyed.login_as(&dep, "alice", "alice-pw").1,
         AuthResult::Accepted
@@ -596,7 +646,7 @@ fn hundred_silent_connections_do_not_keep_a_real_user_out() {
 fn one_byte_a_second_cannot_hold_a_slot() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&["--handshake-timeout", "2"]);
-    let hello = wire::hello(server.addr, "alice").hello;
+    let hello = wire::hello(&dep, server.addr, "alice").hello;
     let mut trickles: Vec<Wire> = (0..20).map(|_| Wire::connect(server.addr)).collect();
     let framed = encode_frame(&hello);
     for byte in framed.iter().take(3) {
@@ -620,7 +670,7 @@ fn keyed_connection_that_never_authenticates_loses_its_slot_at_the_deadline() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&["--handshake-timeout", "2", "--max-sessions", "1"]);
     // Takes the only slot: a complete hello, then silence instead of ClientAuth.
-    let mut keyed = wire::hello(server.addr, "alice").finish(&dep, "alice");
+    let mut keyed = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
     assert!(
         keyed.wire.closed_by_server(CLOSE),
         "the child waited past the deadline"

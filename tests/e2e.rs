@@ -1,16 +1,10 @@
 //! End to end: a deployment made by `forkmail-keygen`'s library, the real forked
 //! `forkmail-server` and the real `forkmail` client, as a person or a script would use them.
 
-use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
-use forkmail_protocol::messages::{
-    AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-};
-use forkmail_protocol::{decode, encode, read_frame, write_frame, MAX_HELLO_LEN};
+use forkmail_protocol::messages::{Draft, ErrorCode, Refusal, Request, Response, ServerReply};
+use forkmail_testkit::old_server::OldServer;
 use forkmail_testkit::{bin, count_rows, wait_until, wire, ClientCmd, Deployment, Server};
 use serde_json::Value;
 
@@ -280,10 +274,16 @@ fn keygen_fingerprint(dep: &Deployment) -> String {
 fn server_of_another_deployment_is_reported_as_a_possible_interception() {
     // A profile pointed at a server with another key: what an attacker in the middle, who cannot
     // sign with the real server's key, looks like to the client.
+    // It answers any hello with its own key (a server of this build would not even answer: it
+    // refuses a hello that its users' keys do not verify, see the end).
     let dep = Deployment::new(&["alice"]);
     let other = Deployment::new(&["alice"]);
-    let impostor = other.start_server(&[]);
-    let out = dep.client(&impostor, "alice").args(["inbox"]).run(b"");
+    let other_server = other.start_server(&[]);
+    let impostor = OldServer::start(&other, other_server.addr, 3, "alice", 1);
+    let out = ClientCmd::new(&dep.profile("alice"), &impostor.addr.to_string())
+        .password(&dep.password("alice"))
+        .args(["inbox"])
+        .run(b"");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -312,20 +312,31 @@ fn server_of_another_deployment_is_reported_as_a_possible_interception() {
         assert!(stderr.contains(needed), "says {needed:?}: {stderr}");
     }
     assert!(!stderr.contains("copy its server.pub over"), "{stderr}");
+    // The password was never sent: the stand-in would have logged in upstream with it.
     assert!(
-        !impostor
+        !other_server
             .log()
             .contains("connection accepted for user alice"),
         "{}",
-        impostor.log()
+        other_server.log()
     );
+    assert_eq!(impostor.versions.recv().unwrap(), 3);
+    // The other deployment's own server refuses alice's hello: her key is not its alice's.
+    let out = dep.client(&other_server, "alice").args(["inbox"]).run(b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the server knows no such user with this key"),
+        "{stderr}"
+    );
+    assert_eq!(other_server.sessions_forked(), 0);
 }
 
 #[test]
 fn replayed_client_hello_on_a_new_connection_is_refused() {
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    let first = wire::hello(server.addr, "alice");
+    let first = wire::hello(&dep, server.addr, "alice");
     let recorded = first.hello.clone();
     let _session = first.finish(&dep, "alice");
 
@@ -356,14 +367,15 @@ fn tampered_frame_ends_the_session_without_storing_anything() {
 #[test]
 fn six_clients_at_once_five_served_and_the_sixth_once_a_slot_frees() {
     let dep = Deployment::new(&["alice", "bob"]);
-    let server = dep.start_server(&[]);
+    // Five of alice's sessions at once: no per-user cap here.
+    let server = dep.start_server(&["--max-sessions-per-user", "0"]);
     let mut held: Vec<wire::Session> = (0..5)
         .map(|_| wire::login(&dep, server.addr, "alice"))
         .collect();
     assert_eq!(server.children().len(), 5);
 
     // The sixth is queued: its hello gets no answer while every slot is taken.
-    let mut sixth = wire::hello(server.addr, "bob");
+    let mut sixth = wire::hello(&dep, server.addr, "bob");
     sixth
         .wire
         .stream
@@ -393,7 +405,7 @@ fn six_clients_at_once_five_served_and_the_sixth_once_a_slot_frees() {
 #[test]
 fn no_zombie_children_after_many_connections() {
     let dep = Deployment::new(&["alice"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(&["--max-sessions-per-user", "0"]);
     for i in 0..30 {
         match i % 3 {
             0 => {
@@ -402,7 +414,7 @@ fn no_zombie_children_after_many_connections() {
             }
             1 => {
                 // Hello, then vanish.
-                drop(wire::hello(server.addr, "alice"));
+                drop(wire::hello(&dep, server.addr, "alice"));
             }
             _ => {
                 // Logged in, then vanish without quitting.
@@ -656,7 +668,7 @@ fn queued_client_is_not_refused_as_stale_after_waiting_longer_than_the_window() 
     // A 1 s freshness window, and every slot held for longer than that.
     let server = dep.start_server(&["--freshness-window", "1", "--max-sessions", "1"]);
     let mut holder = wire::login(&dep, server.addr, "alice");
-    let queued = wire::hello(server.addr, "bob");
+    let queued = wire::hello(&dep, server.addr, "bob");
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(holder.request(&Request::Quit), Response::Goodbye);
     // The hello was judged against its arrival, so it is still fresh.
@@ -796,74 +808,55 @@ fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
 }
 
 #[test]
-fn version_1_hello_of_a_0_1_0_client_still_logs_in() {
+fn version_1_and_2_hellos_are_refused_by_the_parent_without_a_fork() {
+    // Unsigned hellos: a 0.1.0 client's (version 1) and the previous release's (version 2).
+    // Either would let an outsider hold a slot, so the parent answers them itself.
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    let mut hello = wire::hello_version(server.addr, "alice", 1);
-    let reply = hello.wire.recv_frame().expect("server hello");
-    // 0.1.0's reply: variant 0, version 1, no key.
-    let ServerReply::Hello(sh) = wire::server_reply(&reply) else {
-        panic!("expected a version 1 hello");
-    };
-    assert_eq!(sh.core.version, 1);
-    let pinned =
-        forkmail_keygen::keyfile::load_public_key(&dep.profile("alice").join("server.pub"))
-            .unwrap();
-    let established = hello
-        .state
-        .finish(
-            &reply,
-            &pinned.der,
-            forkmail_protocol::now_millis(),
-            forkmail_protocol::replay::DEFAULT_WINDOW_MS,
-        )
-        .expect("a version 1 handshake");
-    let keyed = wire::Keyed {
-        wire: hello.wire,
-        established,
-    };
-    let (session, result) = keyed.login_as(&dep, "alice", &dep.password("alice"));
-    assert_eq!(result, AuthResult::Accepted);
-    wire::assert_serves(session, &server);
+    let key = wire::user_key(&dep, "alice");
+    for version in [1, 2] {
+        let mut hello = wire::hello_signed(server.addr, "alice", &key, version);
+        let reply = hello.wire.recv_frame().expect("refusal");
+        assert_eq!(
+            wire::server_reply(&reply),
+            ServerReply::Refused(Refusal::UnsupportedVersion { supported: 3 }),
+            "version {version}"
+        );
+    }
+    assert_eq!(server.sessions_forked(), 0, "{}", server.log());
+    wire::assert_serves(wire::login(&dep, server.addr, "alice"), &server);
+}
+
+#[test]
+fn client_falls_back_to_version_2_against_a_server_that_speaks_only_version_2() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    // Version 3 refused as malformed (the signature is a tail it does not know), then 2.
+    let front = OldServer::start(&dep, server.addr, 2, "alice", 2);
+    let out = ClientCmd::new(&dep.profile("alice"), &front.addr.to_string())
+        .password(&dep.password("alice"))
+        .args(["sent"])
+        .run(b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(front.versions.recv().unwrap(), 3);
+    assert_eq!(front.versions.recv().unwrap(), 2);
 }
 
 #[test]
 fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() {
     // A stand-in for a 0.1.0 server in front of the real one: it refuses any hello but version
-    // 1 as 0.1.0 does, and relays a version 1 connection to the real server.
+    // 1 as 0.1.0 does (a version 3 hello is malformed to it, a version 2 one unsupported), and
+    // relays a version 1 session to the real server.
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    let front = TcpListener::bind("127.0.0.1:0").unwrap();
-    let front_addr = front.local_addr().unwrap();
-    let (versions_tx, versions) = mpsc::channel();
-    let real = server.addr;
-    // Every command logs in twice through it (version 2, refused; then version 1, relayed).
-    thread::spawn(move || {
-        for conn in front.incoming().take(6) {
-            let mut conn = conn.unwrap();
-            let hello = read_frame(&mut conn, MAX_HELLO_LEN).unwrap();
-            let version = decode::<ClientHello>(&hello).unwrap().version;
-            versions_tx.send(version).unwrap();
-            if version != 1 {
-                let refusal = ServerReply::Refused(Refusal::UnsupportedVersion { supported: 1 });
-                write_frame(&mut conn, &encode(&refusal)).unwrap();
-                continue;
-            }
-            thread::spawn(move || {
-                let mut upstream = TcpStream::connect(real).unwrap();
-                write_frame(&mut upstream, &hello).unwrap();
-                let (mut up_read, mut conn_write) =
-                    (upstream.try_clone().unwrap(), conn.try_clone().unwrap());
-                let down = thread::spawn(move || {
-                    let _ = io::copy(&mut up_read, &mut conn_write);
-                    let _ = conn_write.shutdown(Shutdown::Write);
-                });
-                let _ = io::copy(&mut conn, &mut upstream);
-                let _ = upstream.shutdown(Shutdown::Write);
-                let _ = down.join();
-            });
-        }
-    });
+    // Every command logs in three times through it (3 and 2 refused; then 1, relayed).
+    let front = OldServer::start(&dep, server.addr, 1, "alice", 9);
+    let front_addr = front.addr;
+    let versions = front.versions;
     let client = || {
         ClientCmd::new(&dep.profile("alice"), &front_addr.to_string())
             .password(&dep.password("alice"))
@@ -874,6 +867,7 @@ fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(versions.recv().unwrap(), 3);
     assert_eq!(versions.recv().unwrap(), 2);
     assert_eq!(versions.recv().unwrap(), 1);
     // A send goes as version 1's plain send, which that server knows.

@@ -12,6 +12,10 @@ use forkmail_testkit::{db, integrity_ok, procfs, wait_until, Deployment, Server}
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Many sessions of a few users at once: the per-user cap (tested in availability.rs) is
+/// lifted.
+const NO_USER_CAP: &[&str] = &["--max-sessions-per-user", "0"];
+
 fn options(dep: &Deployment, server: &Server, user: &str) -> ConnectOptions {
     dep.connect_options(user, &server.addr.to_string())
         .expect("profile loads")
@@ -50,7 +54,7 @@ fn sample_children(server_pid: i32, stop: Arc<AtomicBool>) -> std::thread::JoinH
 #[test]
 fn fifty_clients_twenty_sessions_each_all_delivered_exactly_once() {
     let dep = Deployment::new(&["alice", "bob", "carol"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(NO_USER_CAP);
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_children(server.pid().as_raw(), Arc::clone(&stop));
     let errors = Arc::new(Mutex::new(Vec::new()));
@@ -111,7 +115,7 @@ fn fifty_clients_twenty_sessions_each_all_delivered_exactly_once() {
 #[test]
 fn five_writers_at_once_never_see_a_busy_database() {
     let dep = Deployment::new(&["alice", "bob"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(NO_USER_CAP);
     let body = "w".repeat(50_000);
     std::thread::scope(|scope| {
         for writer in 0..5 {
@@ -203,7 +207,7 @@ fn sigkill_of_a_serving_child_never_loses_or_half_stores_a_send() {
 #[test]
 fn sigkill_of_the_parent_leaves_no_child_past_its_session_and_the_port_rebinds_at_once() {
     let dep = Deployment::new(&["alice", "bob"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(NO_USER_CAP);
     let addr = server.addr;
     let mut sessions: Vec<Session> = (0..3)
         .map(|_| Session::connect(&options(&dep, &server, "alice")).unwrap())

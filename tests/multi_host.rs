@@ -98,7 +98,7 @@ fn mail_sent_through_one_host_is_read_and_deleted_through_the_other() {
 fn a_hello_replayed_to_another_host_is_refused() {
     let Some(cluster) = cluster() else { return };
     let (dep, host1, host2) = two_hosts(&cluster, "replay_across", &[]);
-    let first = wire::hello(host1.addr, "alice");
+    let first = wire::hello(&dep, host1.addr, "alice");
     let recorded = first.hello.clone();
     let _session = first.finish(&dep, "alice");
 

@@ -8,13 +8,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
 use forkmail_protocol::frame::encode_frame;
-use forkmail_protocol::handshake::ClientHandshake;
 use forkmail_protocol::messages::{AuthResult, Request, Response};
-use forkmail_protocol::now_millis;
 use forkmail_testkit::wire::{self, Wire};
 use forkmail_testkit::{wait_until, Deployment, Server};
 use ppp::v2::{AddressFamily, Builder, Command, Protocol, Version};
-use ring::rand::SystemRandom;
 
 /// The client address the proxy reports (TEST-NET-3, never a real host).
 const CLIENT: &str = "203.0.113.7:4242";
@@ -65,8 +62,7 @@ fn connect_with(addr: SocketAddr, preamble: &[u8]) -> Wire {
 /// `preamble` and a fresh hello for `user`, to go out in one write: a server that refuses the
 /// preamble may reset the connection before a second write.
 fn then_hello(preamble: &[u8], user: &str) -> Vec<u8> {
-    let (_, hello) = ClientHandshake::start(user, now_millis(), &SystemRandom::new()).unwrap();
-    [preamble, &encode_frame(&hello)].concat()
+    [preamble, &encode_frame(&wire::bogus_hello(user, 384))].concat()
 }
 
 /// Logs `user` in through the proxy, as a client at `source`.
@@ -78,7 +74,7 @@ fn login_through_proxy(
 ) -> wire::Session {
     let wire = connect_with(server.addr, &proxy_header(source));
     let (session, result) =
-        wire::hello_on(wire, user)
+        wire::hello_on(dep, wire, user)
             .finish(dep, user)
             .login_as(dep, user, &dep.password(user));
     assert_eq!(result, AuthResult::Accepted);
@@ -188,7 +184,7 @@ fn proxy_health_checks_are_quiet_and_disturb_no_session() {
 
     // A LOCAL connection that does go on to a hello is the proxy speaking for itself.
     let wire = connect_with(server.addr, &local_header());
-    let (mut s, result) = wire::hello_on(wire, "alice")
+    let (mut s, result) = wire::hello_on(&dep, wire, "alice")
         .finish(&dep, "alice")
         .login_as(&dep, "alice", &dep.password("alice"));
     assert_eq!(result, AuthResult::Accepted);
@@ -244,7 +240,7 @@ fn client_behind_the_proxy_cannot_add_a_proxy_header_of_its_own() {
 fn connection_from_a_trusted_proxy_without_a_header_is_refused() {
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(BEHIND_PROXY);
-    let bypass = wire::hello(server.addr, "alice");
+    let bypass = wire::hello(&dep, server.addr, "alice");
     assert_refused(
         &server,
         bypass.wire,

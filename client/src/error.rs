@@ -60,6 +60,10 @@ pub enum ClientError {
     #[error("the server refused the connection: {0}")]
     Refused(Refusal),
 
+    /// The server's `--max-sessions-per-user` is reached: this user holds `limit` sessions.
+    #[error("you already have {limit} sessions open on {server}; quit one and try again")]
+    TooManySessions { limit: u32, server: String },
+
     /// Any other handshake failure (clock skew, version, corrupt hello, crypto).
     #[error("the handshake with the server failed: {0}")]
     Handshake(HandshakeError),
@@ -377,6 +381,22 @@ mod tests {
         assert!(AppError::Output(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
         let locked = AppError::Client(ClientError::Locked { remaining_secs: 1 });
         assert_eq!(locked.exit_code(), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn too_many_sessions_and_an_unknown_key_say_what_to_do_and_fail_with_1() {
+        let cap = ClientError::TooManySessions {
+            limit: 2,
+            server: "mail.example:13000".into(),
+        };
+        assert_eq!(
+            cap.to_string(),
+            "you already have 2 sessions open on mail.example:13000; quit one and try again"
+        );
+        assert_eq!(AppError::Client(cap).exit_code(), EXIT_FAILURE);
+        let unknown = ClientError::Refused(Refusal::UnknownKey);
+        assert!(unknown.to_string().contains("check --user"), "{unknown}");
+        assert_eq!(AppError::Client(unknown).exit_code(), EXIT_FAILURE);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use forkmail_protocol::limits::{validate_body, validate_recipients, validate_tit
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
     now_millis, read_frame, write_frame, AuthResult, Draft, ErrorCode, FrameError, HandshakeError,
-    Mail, MailSummary, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN,
+    Mail, MailSummary, Refusal, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN,
     MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
 };
 use ring::rand::{SecureRandom, SystemRandom};
@@ -140,20 +140,20 @@ pub struct Session {
 
 impl Session {
     /// Connects, checks the server against the pinned key and logs in. Offers protocol version
-    /// 2 first; a server that speaks only version 1 (0.1.0) refuses that, and the login starts
-    /// over once on a new connection with a fresh version 1 hello (PROTOCOL.md §5.5).
+    /// 3 (a hello signed with the user's key) first; a server that speaks only an older version
+    /// refuses that, and the login starts over on a new connection with a fresh hello in the
+    /// version it speaks: 3, then 2, then 1 at most, never up again (PROTOCOL.md §5.5).
     pub fn connect(options: &ConnectOptions) -> Result<Session, ClientError> {
         let rng = SystemRandom::new();
         let mut version = PROTOCOL_VERSION;
-        let (mut stream, established) = match handshake(options, version, &rng)? {
-            Ok(done) => done,
-            Err(err) => match fallback_version(version, &err) {
-                Some(older) => {
-                    version = older;
-                    handshake(options, older, &rng)?.map_err(|err| handshake_error(err, options))?
-                }
-                None => return Err(handshake_error(err, options)),
-            },
+        let (mut stream, established) = loop {
+            match handshake(options, version, &rng)? {
+                Ok(done) => break done,
+                Err(err) => match fallback_version(version, &err) {
+                    Some(older) => version = older,
+                    None => return Err(handshake_error(err, options)),
+                },
+            }
         };
         let io_secs = options.io_timeout.as_secs();
         stream
@@ -480,8 +480,14 @@ fn handshake(
     stream
         .set_read_timeout(Some(options.connect_timeout))
         .map_err(io)?;
-    let (state, hello) = ClientHandshake::start_version(&options.user, version, now_millis(), rng)
-        .map_err(ClientError::Handshake)?;
+    let (state, hello) = ClientHandshake::start_version(
+        &options.user,
+        &options.user_key,
+        version,
+        now_millis(),
+        rng,
+    )
+    .map_err(ClientError::Handshake)?;
     write_frame(&mut stream, &hello)
         .map_err(|e| frame_error(e, HELLO, options.io_timeout.as_secs()))?;
     let reply = read_frame(&mut stream, MAX_SERVER_HELLO_LEN)
@@ -551,6 +557,12 @@ fn handshake_error(err: HandshakeError, options: &ConnectOptions) -> ClientError
             presented: presented_key.map(|der| PublicKey { der }.fingerprint()),
         },
         HandshakeError::Busy { waited_secs } => ClientError::Busy { waited_secs },
+        HandshakeError::Refused(Refusal::TooManySessions { limit }) => {
+            ClientError::TooManySessions {
+                limit,
+                server: options.server_addr.clone(),
+            }
+        }
         HandshakeError::Refused(refusal) => ClientError::Refused(refusal),
         other => ClientError::Handshake(other),
     }

@@ -36,7 +36,7 @@ use forkmail_protocol::handshake::{CheckedHello, ClientHandshake, Established};
 use forkmail_protocol::limits;
 use forkmail_protocol::messages::{AuthResult, ClientAuth, CloseReason, Request, Response};
 use forkmail_protocol::replay::check_fresh;
-use forkmail_protocol::{ProtocolError, SecureChannel, MAX_HELLO_LEN, SUPPORTED_VERSIONS};
+use forkmail_protocol::{ProtocolError, SecureChannel, MAX_HELLO_LEN, SERVER_VERSIONS};
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
 use ring::rand::SystemRandom;
@@ -112,7 +112,7 @@ fuzz_target!(|data: &[u8]| {
     let (hello, client, unmodified) = if mode & 1 == 0 {
         (chunk.to_vec(), None, false)
     } else {
-        let (client, mut hello) = ClientHandshake::start("alice", NOW, &rng).expect("client hello");
+        let (client, mut hello) = ClientHandshake::start("alice", server_key, NOW, &rng).expect("client hello");
         let valid_len = hello.len();
         for (i, &byte) in chunk.iter().enumerate() {
             match hello.get_mut(i) {
@@ -132,7 +132,9 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert!(SUPPORTED_VERSIONS.contains(&checked.hello.version));
+    assert!(SERVER_VERSIONS.contains(&checked.hello.version));
+    // The parent's check: the key signed the hello (the fuzzer's user key is the server key).
+    assert!(!unmodified || checked.verify_signature(server_public));
     assert!(check_fresh(checked.hello.timestamp_ms, NOW, WINDOW).is_ok());
     // The server looks the user up only if the name is valid (server/src/auth.rs).
     let _ = limits::validate_user_name(&checked.hello.user);

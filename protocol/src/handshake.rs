@@ -26,8 +26,13 @@
 //!
 //! Version 2 differs from version 1 only in the server's key riding along in its hello, so
 //! that a client whose pinned key does not verify the signature can say which key it was shown
-//! ([`HandshakeError::BadServerSignature`]). The client offers version 2 and, refused by a
-//! server that speaks only version 1, starts over in version 1 ([`fallback_version`]).
+//! ([`HandshakeError::BadServerSignature`]). Version 3 differs from version 2 only in the
+//! client's hello, which carries the user's signature over it
+//! ([`crate::messages::SignedClientHello`]): the server's parent checks it against the user's
+//! public key ([`CheckedHello::verify_signature`]) before the connection may wait for a session
+//! slot, so that nobody without a user's private key can hold one. The client offers version 3
+//! and, refused by an older server, starts over in the version that server speaks
+//! ([`fallback_version`]); this build's server accepts version 3 only ([`SERVER_VERSIONS`]).
 
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::digest::{self, SHA256};
@@ -40,17 +45,23 @@ use crate::codec::{decode, encode, DecodeError};
 use crate::error::HandshakeError;
 use crate::messages::{
     ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore, ServerHelloWithKey,
-    ServerReply, MAX_PRESENTED_KEY_LEN, NONCE_LEN, X25519_PUBLIC_LEN,
+    ServerReply, MAX_HELLO_SIGNATURE_LEN, MAX_PRESENTED_KEY_LEN, NONCE_LEN, X25519_PUBLIC_LEN,
 };
 use crate::replay::check_fresh;
-use crate::{PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+use crate::{PROTOCOL_VERSION, SERVER_VERSIONS, SUPPORTED_VERSIONS};
 
 /// Protocol version 1: the server's hello carries no key (0.1.0 speaks only this).
 const V1: u16 = 1;
+/// Protocol version 2: the server's hello carries its key; the client's is unsigned.
+const V2: u16 = 2;
+/// Protocol version 3: the client's hello is signed with the user's key.
+const V3: u16 = 3;
 
 const TRANSCRIPT_LABEL: &[u8] = b"forkmail/1 transcript";
 const SERVER_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 server signature\0";
 const CLIENT_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 client signature\0";
+/// Prefixed to the hello's bytes for the user's signature in a version 3 hello.
+const HELLO_SIGNATURE_CONTEXT: &[u8] = b"forkmail/3 client hello\0";
 const C2S_INFO: &[u8] = b"forkmail/1 client to server";
 const S2C_INFO: &[u8] = b"forkmail/1 server to client";
 
@@ -78,20 +89,23 @@ pub struct ClientHandshake {
 }
 
 impl ClientHandshake {
-    /// Makes a fresh hello for `user` in the newest version, [`PROTOCOL_VERSION`]. Returns the
-    /// state and the frame body to send.
+    /// Makes a fresh hello for `user` in the newest version, [`PROTOCOL_VERSION`], signed with
+    /// `user_key`. Returns the state and the frame body to send.
     pub fn start(
         user: &str,
+        user_key: &RsaKeyPair,
         now_ms: u64,
         rng: &dyn SecureRandom,
     ) -> Result<(Self, Vec<u8>), HandshakeError> {
-        Self::start_version(user, PROTOCOL_VERSION, now_ms, rng)
+        Self::start_version(user, user_key, PROTOCOL_VERSION, now_ms, rng)
     }
 
-    /// Makes a fresh hello for `user` in `version`, one of [`SUPPORTED_VERSIONS`]: version 1
-    /// after [`fallback_version`] said so.
+    /// Makes a fresh hello for `user` in `version`, one of [`SUPPORTED_VERSIONS`] (an older
+    /// one after [`fallback_version`] said so). Only a version 3 hello is signed; older ones
+    /// ignore `user_key`.
     pub fn start_version(
         user: &str,
+        user_key: &RsaKeyPair,
         version: u16,
         now_ms: u64,
         rng: &dyn SecureRandom,
@@ -111,7 +125,11 @@ impl ClientHandshake {
             timestamp_ms: now_ms,
             x25519_public: public_key_bytes(&ephemeral)?,
         };
-        let hello_bytes = encode(&hello);
+        let hello_bytes = if version >= V3 {
+            encode_signed_hello(&hello, user_key, rng)?
+        } else {
+            encode(&hello)
+        };
         Ok((
             Self {
                 ephemeral,
@@ -185,12 +203,18 @@ impl ClientHandshake {
     }
 }
 
-/// The version to start over in after `err` answered a hello of version `offered`, if any: a
-/// server that refuses with `UnsupportedVersion { supported }` for an older version this build
-/// also speaks (a 0.1.0 server says `supported: 1`). The caller makes a fresh hello (new nonce,
-/// new ephemeral key) on a new connection, once. A man in the middle who forges the refusal
-/// gains nothing: the version 1 handshake is verified against the same pinned key, and only the
-/// key in the error message is lost.
+/// The version to start over in after `err` answered a hello of version `offered`, if any:
+/// - a server that refuses with `UnsupportedVersion { supported }` for an older version this
+///   build also speaks (a 0.1.0 server says `supported: 1` to a version 2 hello);
+/// - version 2 after a version 3 hello was refused as `Malformed`: that is what a server older
+///   than version 3 answers, since it decodes the hello strictly and the signature is a tail it
+///   does not know.
+///
+/// The caller makes a fresh hello (new nonce, new ephemeral key) on a new connection, and never
+/// goes up again, so a login falls back at most twice (3, 2, 1). A man in the middle who forges
+/// the refusal gains nothing: every older handshake is verified against the same pinned key, and
+/// only the key in the error message (version 1) and the hello's signature are lost, which a
+/// version 3 server then refuses.
 pub fn fallback_version(offered: u16, err: &HandshakeError) -> Option<u16> {
     match *err {
         HandshakeError::Refused(Refusal::UnsupportedVersion { supported })
@@ -198,8 +222,40 @@ pub fn fallback_version(offered: u16, err: &HandshakeError) -> Option<u16> {
         {
             Some(supported)
         }
+        HandshakeError::Refused(Refusal::Malformed) if offered == V3 => Some(V2),
         _ => None,
     }
+}
+
+/// The frame body of a version 3 hello: `hello`'s bytes, then `user_key`'s signature over
+/// the hello context and those bytes ([`crate::messages::SignedClientHello`]).
+pub fn encode_signed_hello(
+    hello: &ClientHello,
+    user_key: &RsaKeyPair,
+    rng: &dyn SecureRandom,
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut bytes = encode(hello);
+    let signature = sign_hello(&bytes, user_key, rng)?;
+    bytes.extend_from_slice(&encode(&signature));
+    Ok(bytes)
+}
+
+/// The user's signature of a version 3 hello over the context and the hello's bytes.
+fn sign_hello(
+    hello_bytes: &[u8],
+    user_key: &RsaKeyPair,
+    rng: &dyn SecureRandom,
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut sig = vec![0u8; user_key.public().modulus_len()];
+    user_key
+        .sign(
+            PSS_SIGN,
+            rng,
+            &[HELLO_SIGNATURE_CONTEXT, hello_bytes].concat(),
+            &mut sig,
+        )
+        .map_err(|_| HandshakeError::Crypto)?;
+    Ok(sig)
 }
 
 /// Builds the client's authentication message for an established session.
@@ -224,37 +280,84 @@ pub fn client_auth(
     })
 }
 
-/// A client hello that passed the version and freshness checks. The server records its nonce
-/// before calling [`CheckedHello::respond`].
+/// A client hello that passed the version and freshness checks. The server's parent checks its
+/// signature ([`CheckedHello::verify_signature`]) before it may wait for a slot; the child
+/// records its nonce before calling [`CheckedHello::respond`].
 #[derive(Debug)]
 pub struct CheckedHello {
     pub hello: ClientHello,
     bytes: Vec<u8>,
+    /// Version 3: how many leading bytes the signature covers, and the signature.
+    signed: Option<(usize, Vec<u8>)>,
 }
 
 impl CheckedHello {
-    /// Decodes a client hello and checks its version (one of [`SUPPORTED_VERSIONS`]) and
-    /// timestamp. `received_at_ms` is when the hello arrived, which may be earlier than now if it
-    /// waited in the server's queue. A refused version is answered with the newest one we speak.
+    /// Decodes a client hello as this build's server does and checks its version (one of
+    /// [`SERVER_VERSIONS`]: version 3 only) and timestamp. The version is read first, so a
+    /// hello of any other version, signed or not, is answered with the one we speak.
+    /// `received_at_ms` is when the hello arrived, which may be earlier than now if it waited in
+    /// the server's queue. The signature is only decoded here; see [`Self::verify_signature`].
     pub fn check(bytes: Vec<u8>, received_at_ms: u64, window_ms: u64) -> Result<Self, Refusal> {
-        let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
-        if !SUPPORTED_VERSIONS.contains(&hello.version) {
+        let (version, _) =
+            postcard::take_from_bytes::<u16>(&bytes).map_err(|_| Refusal::Malformed)?;
+        if !SERVER_VERSIONS.contains(&version) {
             return Err(Refusal::UnsupportedVersion {
                 supported: PROTOCOL_VERSION,
             });
         }
-        check_fresh(hello.timestamp_ms, received_at_ms, window_ms).map_err(|skew_ms| {
-            Refusal::StaleTimestamp {
-                skew_secs: skew_ms / 1000,
-                window_secs: (window_ms / 1000) as u32,
-            }
-        })?;
-        Ok(Self { hello, bytes })
+        let (hello, rest) =
+            postcard::take_from_bytes::<ClientHello>(&bytes).map_err(|_| Refusal::Malformed)?;
+        let signature: Vec<u8> = decode(rest).map_err(|_| Refusal::Malformed)?;
+        if signature.len() > MAX_HELLO_SIGNATURE_LEN {
+            return Err(Refusal::Malformed);
+        }
+        let signed_len = bytes.len() - rest.len();
+        check_hello_fresh(&hello, received_at_ms, window_ms)?;
+        Ok(Self {
+            hello,
+            bytes,
+            signed: Some((signed_len, signature)),
+        })
+    }
+
+    /// Checks a hello as a server of an older version, `newest` (1 or 2), did: decoded strictly
+    /// as an unsigned hello (so a version 3 hello is `Malformed`), then its version (1 to
+    /// `newest`) and timestamp. For stand-ins of older servers in tests; this build's server
+    /// uses [`Self::check`].
+    pub fn check_as_older_server(
+        bytes: Vec<u8>,
+        newest: u16,
+        received_at_ms: u64,
+        window_ms: u64,
+    ) -> Result<Self, Refusal> {
+        let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
+        if !(V1..=newest.min(V2)).contains(&hello.version) {
+            return Err(Refusal::UnsupportedVersion { supported: newest });
+        }
+        check_hello_fresh(&hello, received_at_ms, window_ms)?;
+        Ok(Self {
+            hello,
+            bytes,
+            signed: None,
+        })
+    }
+
+    /// Whether the hello's signature verifies with `user_public_key` (DER `RSAPublicKey`), the
+    /// key of the user it names. An unsigned hello (versions 1 and 2) never does.
+    pub fn verify_signature(&self, user_public_key: &[u8]) -> bool {
+        let Some((signed_len, signature)) = &self.signed else {
+            return false;
+        };
+        let signed = [HELLO_SIGNATURE_CONTEXT, &self.bytes[..*signed_len]].concat();
+        signature::UnparsedPublicKey::new(PSS_VERIFY, user_public_key)
+            .verify(&signed, signature)
+            .is_ok()
     }
 
     /// Makes the server's signed hello, in the version the client's hello named, and derives
     /// the session keys. Returns the reply frame body and the established session. A version 1
-    /// reply is exactly what 0.1.0 sends; a version 2 reply adds `server_key`'s public key.
+    /// reply is exactly what 0.1.0 sends; a version 2 or 3 reply adds `server_key`'s public
+    /// key. The transcript covers the client's hello as sent, its signature included.
     pub fn respond(
         self,
         server_key: &RsaKeyPair,
@@ -305,6 +408,19 @@ impl CheckedHello {
             },
         ))
     }
+}
+
+fn check_hello_fresh(
+    hello: &ClientHello,
+    received_at_ms: u64,
+    window_ms: u64,
+) -> Result<(), Refusal> {
+    check_fresh(hello.timestamp_ms, received_at_ms, window_ms).map_err(|skew_ms| {
+        Refusal::StaleTimestamp {
+            skew_secs: skew_ms / 1000,
+            window_secs: (window_ms / 1000) as u32,
+        }
+    })
 }
 
 /// Checks a client's signature over the transcript with the user's public key (DER

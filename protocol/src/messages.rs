@@ -27,6 +27,24 @@ pub struct ClientHello {
     pub x25519_public: [u8; X25519_PUBLIC_LEN],
 }
 
+/// The client's hello in protocol version 3 (PROTOCOL.md §5.1): version 2's [`ClientHello`]
+/// followed by the user's RSA-PSS-SHA256 signature over it, so that the server's parent can
+/// tell a registered user's hello from an outsider's before the connection may wait for a slot.
+/// On the wire this is exactly the `ClientHello`'s bytes followed by the signature as a postcard
+/// byte string (varint length, then the bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedClientHello {
+    pub hello: ClientHello,
+    /// RSA-PSS-SHA256 by the user's key over `"forkmail/3 client hello\0"` followed by the
+    /// hello's bytes as sent (everything before this field), at most
+    /// [`MAX_HELLO_SIGNATURE_LEN`] bytes.
+    pub signature: Vec<u8>,
+}
+
+/// The largest hello signature a server accepts: an RSA-8192 signature, the largest that
+/// verification accepts, is 1,024 bytes.
+pub const MAX_HELLO_SIGNATURE_LEN: usize = 1024;
+
 /// The part of the server's hello that is hashed into the transcript and signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerHelloCore {
@@ -91,6 +109,15 @@ pub enum Refusal {
     /// The server cannot reach its mail store (added after 0.1.0).
     #[error("the mail store is unavailable; try again shortly")]
     StoreUnavailable,
+    /// A version 3 hello whose signature does not verify with the named user's key, or that
+    /// names no user at all: one answer for both, so an outsider learns nothing about which
+    /// users exist (added in version 3).
+    #[error("the server knows no such user with this key; check --user (or user in the profile) and the profile's user.key")]
+    UnknownKey,
+    /// The user already has `limit` sessions open, the most `--max-sessions-per-user` allows
+    /// (added in version 3).
+    #[error("this user already has {limit} sessions open; quit one and try again")]
+    TooManySessions { limit: u32 },
 }
 
 /// First sealed frame, client to server: both authentication factors.

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Children serving at once; further connections queue.
     pub max_sessions: usize,
+    /// Sessions one user may hold at once, running or queued; 0: no cap. A hello over it is
+    /// refused at once, so one user never makes anyone else wait.
+    pub max_sessions_per_user: usize,
     /// How long a connection may wait in the queue before it is told the server is busy.
     pub queue_timeout: Duration,
     /// How long a connection has to send its hello (counted from arrival, while it waits in the
@@ -46,6 +49,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     pub const DEFAULT_MAX_SESSIONS: usize = 5;
+    pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 2;
     pub const DEFAULT_QUEUE_TIMEOUT_SECS: u64 = 30;
     pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
     pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;

@@ -3,12 +3,14 @@
 //! [`daemon`] is the parent (accept, queue, fork, reap, signals); [`session`] is what each forked
 //! child runs; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
 //! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
-//! starts; [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
+//! starts; [`keys`] loads the users' public keys for the parent's check of signed hellos;
+//! [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
 
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod keys;
 pub mod preflight;
 pub mod proxy;
 pub mod session;

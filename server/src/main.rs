@@ -18,6 +18,7 @@ use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
+use forkmail_server::keys;
 use forkmail_server::preflight;
 use forkmail_store::StoreLocation;
 
@@ -37,6 +38,10 @@ struct Cli {
     /// Sessions served at once; further connections wait in arrival order.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_SESSIONS, value_parser = parse_max_sessions)]
     max_sessions: usize,
+    /// Sessions one user may hold at once (running or waiting); a login over it is refused at
+    /// once. 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::DEFAULT_MAX_SESSIONS_PER_USER)]
+    max_sessions_per_user: usize,
     /// Seconds a connection may wait for a free session before it is told the server is busy.
     #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_QUEUE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     queue_timeout: u64,
@@ -170,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         store,
         listen: cli.listen.unwrap_or_else(|| settings.server_addr.clone()),
         max_sessions: cli.max_sessions,
+        max_sessions_per_user: cli.max_sessions_per_user,
         queue_timeout: Duration::from_secs(cli.queue_timeout),
         handshake_timeout: Duration::from_secs(cli.handshake_timeout),
         idle_timeout: Duration::from_secs(cli.idle_timeout),
@@ -190,10 +196,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         server_key,
     };
+    // The parent checks each hello's signature against these; loaded by a child, so the
+    // parent never connects to the store.
+    let user_keys = keys::load_blocking(&config.store).map_err(|why| {
+        anyhow::anyhow!("cannot load the users' keys from {}: {why}", config.store)
+    })?;
+    tracing::info!("loaded the public keys of {} users", user_keys.len());
     let listener = TcpListener::bind(&config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let daemon = Daemon::new(config, shared, listener)?;
+    let daemon = Daemon::new(config, shared, listener, user_keys)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {local}")?;

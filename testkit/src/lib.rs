@@ -26,6 +26,7 @@ pub mod deployment;
 pub mod error;
 pub mod haproxy;
 pub mod mounts;
+pub mod old_server;
 pub mod procfs;
 pub mod server;
 pub mod wire;

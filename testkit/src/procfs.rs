@@ -46,6 +46,12 @@ pub fn state(pid: i32) -> Option<char> {
     stat(pid).map(|(state, _)| state)
 }
 
+/// The command name of `pid` (`/proc/PID/comm`, at most 15 bytes), if it still exists.
+pub fn comm(pid: i32) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
+}
+
 /// State and parent pid of `pid`. The command name in `stat` is in parentheses and may itself
 /// hold spaces or parentheses, so fields are counted after the last `)`: state, then ppid.
 fn stat(pid: i32) -> Option<(char, i32)> {

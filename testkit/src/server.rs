@@ -60,6 +60,9 @@ impl ServerConfig {
     }
 }
 
+/// The process name of the server's key loader (`forkmail_server::keys::LOADER_NAME`).
+pub const KEY_LOADER_NAME: &str = "forkmail-keys";
+
 /// Where a running server's log is.
 enum Log {
     Memory(Arc<Mutex<String>>),
@@ -181,9 +184,19 @@ impl Server {
         wait_until(timeout, || self.log().contains(needle))
     }
 
-    /// The server's child processes (one per session), zombies included.
+    /// The server's session processes (one per session), zombies included; not the
+    /// short-lived key loader (named `forkmail-keys`), which holds no slot.
     pub fn children(&self) -> Vec<Process> {
         procfs::children(self.pid().as_raw())
+            .into_iter()
+            .filter(|p| procfs::comm(p.pid).as_deref() != Some(KEY_LOADER_NAME))
+            .collect()
+    }
+
+    /// How many session processes the parent has forked so far: its `session started` lines
+    /// (logged at debug, the level [`ServerConfig::new`] sets).
+    pub fn sessions_forked(&self) -> usize {
+        self.log().matches("session started").count()
     }
 
     /// Memory of the server's parent (listening) process.

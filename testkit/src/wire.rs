@@ -5,15 +5,20 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use forkmail_keygen::keyfile;
 use forkmail_protocol::frame::{encode_frame, read_frame, FrameError, MAX_FRAME_LEN};
 use forkmail_protocol::handshake::{client_auth, ClientHandshake, Established};
-use forkmail_protocol::messages::{AuthResult, Request, Response, ServerReply};
+use forkmail_protocol::messages::{
+    AuthResult, ClientHello, Request, Response, ServerReply, SignedClientHello, NONCE_LEN,
+    X25519_PUBLIC_LEN,
+};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
-use forkmail_protocol::{decode, now_millis, SecureChannel, PROTOCOL_VERSION};
-use ring::rand::SystemRandom;
+use forkmail_protocol::{decode, encode, now_millis, SecureChannel, PROTOCOL_VERSION};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::RsaKeyPair;
 
 use crate::deployment::Deployment;
 use crate::server::Server;
@@ -87,28 +92,64 @@ pub struct Hello {
     pub hello: Vec<u8>,
 }
 
-/// Connects and sends a fresh hello for `user`.
-pub fn hello(addr: SocketAddr, user: &str) -> Hello {
-    hello_on(Wire::connect(addr), user)
+/// `user`'s private key from the deployment's client profile.
+pub fn user_key(dep: &Deployment, user: &str) -> RsaKeyPair {
+    keyfile::load_private_key(&dep.profile(user).join("user.key")).unwrap()
 }
 
-/// Connects and sends a fresh hello for `user` in protocol `version` (1 is what a 0.1.0 client
-/// sends).
-pub fn hello_version(addr: SocketAddr, user: &str, version: u16) -> Hello {
-    hello_version_on(Wire::connect(addr), user, version)
+/// A 2048-bit key no deployment registers (generated once per test process): an outsider's.
+pub fn outsider_key() -> &'static RsaKeyPair {
+    static KEY: OnceLock<RsaKeyPair> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let key = forkmail_keygen::keyfile::GeneratedKey::generate(2048).unwrap();
+        RsaKeyPair::from_pkcs8(&key.pkcs8_der).unwrap()
+    })
+}
+
+/// Connects and sends a fresh hello for `user`, signed with their key from the deployment.
+pub fn hello(dep: &Deployment, addr: SocketAddr, user: &str) -> Hello {
+    hello_on(dep, Wire::connect(addr), user)
+}
+
+/// Connects and sends a fresh hello for `user` in protocol `version` signed with `key` (only
+/// version 3 is signed; 1 is what a 0.1.0 client sends, 2 what the release before this one
+/// sent).
+pub fn hello_signed(addr: SocketAddr, user: &str, key: &RsaKeyPair, version: u16) -> Hello {
+    hello_version_on(Wire::connect(addr), user, key, version)
 }
 
 /// Sends a fresh hello for `user` on a connection that may already carry bytes (a PROXY
 /// protocol header, say).
-pub fn hello_on(wire: Wire, user: &str) -> Hello {
-    hello_version_on(wire, user, PROTOCOL_VERSION)
+pub fn hello_on(dep: &Deployment, wire: Wire, user: &str) -> Hello {
+    hello_version_on(wire, user, &user_key(dep, user), PROTOCOL_VERSION)
 }
 
-fn hello_version_on(mut wire: Wire, user: &str, version: u16) -> Hello {
+fn hello_version_on(mut wire: Wire, user: &str, key: &RsaKeyPair, version: u16) -> Hello {
     let (state, hello) =
-        ClientHandshake::start_version(user, version, now_millis(), &SystemRandom::new()).unwrap();
+        ClientHandshake::start_version(user, key, version, now_millis(), &SystemRandom::new())
+            .unwrap();
     wire.send_frame(&hello).unwrap();
     Hello { wire, state, hello }
+}
+
+/// A complete, fresh version 3 hello for `user` whose signature is `signature_len` random
+/// bytes: what an outsider without the user's key sends, at no cryptographic cost to them.
+pub fn bogus_hello(user: &str, signature_len: usize) -> Vec<u8> {
+    let rng = SystemRandom::new();
+    let mut random = vec![0u8; NONCE_LEN + X25519_PUBLIC_LEN + signature_len];
+    rng.fill(&mut random).unwrap();
+    let (nonce, rest) = random.split_at(NONCE_LEN);
+    let (x25519, signature) = rest.split_at(X25519_PUBLIC_LEN);
+    encode(&SignedClientHello {
+        hello: ClientHello {
+            version: PROTOCOL_VERSION,
+            user: user.to_owned(),
+            nonce: nonce.try_into().unwrap(),
+            timestamp_ms: now_millis(),
+            x25519_public: x25519.try_into().unwrap(),
+        },
+        signature: signature.to_vec(),
+    })
 }
 
 /// Decodes a server reply that is expected to be a refusal or busy notice.
@@ -174,7 +215,7 @@ pub struct Session {
 /// Logs `user` in with the right key and password.
 pub fn login(dep: &Deployment, addr: SocketAddr, user: &str) -> Session {
     let (session, result) =
-        hello(addr, user)
+        hello(dep, addr, user)
             .finish(dep, user)
             .login_as(dep, user, &dep.password(user));
     assert_eq!(result, AuthResult::Accepted);

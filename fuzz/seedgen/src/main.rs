@@ -18,6 +18,7 @@ use forkmail_protocol::handshake::ClientHandshake;
 use forkmail_protocol::messages::*;
 use forkmail_protocol::{encode, Refusal};
 use ring::digest::{digest, SHA256};
+use rsa::pkcs8::EncodePrivateKey;
 use ring::rand::SystemRandom;
 
 /// Must match `NOW` in fuzz_targets/server_handshake.rs.
@@ -26,7 +27,11 @@ const NOW: u64 = 1_700_000_000_000;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     let rng = SystemRandom::new();
-    let (_, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    // Any RSA key serves as the user's: the seeds are for the decoders, not for a server.
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let key = ring::signature::RsaKeyPair::from_pkcs8(key.to_pkcs8_der().unwrap().as_bytes())
+        .unwrap();
+    let (_, hello) = ClientHandshake::start("alice", &key, NOW, &rng).unwrap();
     let messages = messages(&hello);
 
     // frame_decoder: each message alone, each framed, and all of them framed back to back.

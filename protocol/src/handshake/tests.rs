@@ -9,7 +9,7 @@ use rsa::pkcs8::EncodePrivateKey;
 
 use super::*;
 use crate::error::ProtocolError;
-use crate::messages::{Request, Response};
+use crate::messages::{Request, Response, SignedClientHello};
 
 const WINDOW: u64 = 30_000;
 const NOW: u64 = 1_700_000_000_000;
@@ -38,9 +38,26 @@ fn public(key: &RsaKeyPair) -> Vec<u8> {
     key.public_key().as_ref().to_vec()
 }
 
-/// The server's answer to `hello` at `NOW`, with the server key.
+/// The user's key: the second of [`keys`] (tests of the client signature use it as "another
+/// key" too).
+fn user_key() -> &'static RsaKeyPair {
+    &keys()[1]
+}
+
+/// Checks `hello` at `NOW` as this build's server does (version 3), or as a version 2 server
+/// did (versions 1 and 2).
+fn check_any(hello: Vec<u8>) -> Result<CheckedHello, Refusal> {
+    let version: u16 = postcard::take_from_bytes(&hello).unwrap().0;
+    if version >= 3 {
+        CheckedHello::check(hello, NOW, WINDOW)
+    } else {
+        CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW)
+    }
+}
+
+/// The server's answer to `hello` at `NOW`, with the server key, in the hello's version.
 fn respond(hello: Vec<u8>, rng: &SystemRandom) -> (Vec<u8>, Established) {
-    CheckedHello::check(hello, NOW, WINDOW)
+    check_any(hello)
         .unwrap()
         .respond(server_key(), NOW, rng)
         .unwrap()
@@ -49,7 +66,7 @@ fn respond(hello: Vec<u8>, rng: &SystemRandom) -> (Vec<u8>, Established) {
 /// Runs a handshake to completion, returning (client, server) sessions.
 fn handshake() -> (Established, Established) {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let checked = CheckedHello::check(hello, NOW, WINDOW).unwrap();
     let (reply, server) = checked.respond(server_key(), NOW, &rng).unwrap();
     let client = client
@@ -84,7 +101,7 @@ fn ciphertext_does_not_contain_the_plaintext() {
 #[test]
 fn wrong_pinned_server_key_is_refused_naming_the_presented_key() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let (reply, _) = respond(hello, &rng);
     let err = client
         .finish(&reply, &public(other_key()), NOW, WINDOW)
@@ -98,7 +115,8 @@ fn wrong_pinned_server_key_is_refused_naming_the_presented_key() {
 #[test]
 fn wrong_pinned_server_key_in_version_1_names_no_presented_key() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start_version("alice", 1, NOW, &rng).unwrap();
+    let (client, hello) =
+        ClientHandshake::start_version("alice", user_key(), 1, NOW, &rng).unwrap();
     let (reply, _) = respond(hello, &rng);
     let err = client
         .finish(&reply, &public(other_key()), NOW, WINDOW)
@@ -117,7 +135,8 @@ fn wrong_pinned_server_key_in_version_1_names_no_presented_key() {
 #[test]
 fn version_1_hello_gets_the_version_1_reply_as_0_1_0_sends_it() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start_version("alice", 1, NOW, &rng).unwrap();
+    let (client, hello) =
+        ClientHandshake::start_version("alice", user_key(), 1, NOW, &rng).unwrap();
     assert_eq!(decode::<ClientHello>(&hello).unwrap().version, 1);
     let (reply, server) = respond(hello.clone(), &rng);
     // Variant 0, `Hello`, and nothing but the core and the signature: 0.1.0's reply.
@@ -137,7 +156,8 @@ fn version_1_hello_gets_the_version_1_reply_as_0_1_0_sends_it() {
 #[test]
 fn version_2_hello_gets_the_server_key_covered_by_the_signature() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) =
+        ClientHandshake::start_version("alice", user_key(), 2, NOW, &rng).unwrap();
     assert_eq!(client.version(), 2);
     assert_eq!(decode::<ClientHello>(&hello).unwrap().version, 2);
     let (reply, server) = respond(hello.clone(), &rng);
@@ -161,7 +181,7 @@ fn version_2_hello_gets_the_server_key_covered_by_the_signature() {
 #[test]
 fn substituted_presented_key_fails_verification() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let (reply, _) = respond(hello, &rng);
     let ServerReply::HelloWithKey(mut sh) = decode::<ServerReply>(&reply).unwrap() else {
         panic!("expected a version 2 hello");
@@ -180,7 +200,7 @@ fn substituted_presented_key_fails_verification() {
 #[test]
 fn oversized_presented_key_is_refused() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let (reply, _) = respond(hello, &rng);
     let ServerReply::HelloWithKey(mut sh) = decode::<ServerReply>(&reply).unwrap() else {
         panic!("expected a version 2 hello");
@@ -200,8 +220,10 @@ fn oversized_presented_key_is_refused() {
 #[test]
 fn hello_in_another_version_than_offered_is_refused() {
     let rng = SystemRandom::new();
-    let (v1_client, v1_hello) = ClientHandshake::start_version("alice", 1, NOW, &rng).unwrap();
-    let (v2_client, v2_hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (v1_client, v1_hello) =
+        ClientHandshake::start_version("alice", user_key(), 1, NOW, &rng).unwrap();
+    let (v2_client, v2_hello) =
+        ClientHandshake::start_version("alice", user_key(), 2, NOW, &rng).unwrap();
     let (v1_reply, _) = respond(v1_hello, &rng);
     let (v2_reply, _) = respond(v2_hello, &rng);
     for (client, reply, offered) in [(v1_client, v2_reply, 1), (v2_client, v1_reply, 2)] {
@@ -225,6 +247,18 @@ fn client_falls_back_to_version_1_only_when_refused_for_it() {
     assert_eq!(fallback_version(2, &refused(2)), None);
     assert_eq!(fallback_version(2, &refused(3)), None);
     assert_eq!(fallback_version(2, &refused(0)), None);
+    // A version 3 hello: an older server refuses it as malformed (the signature is a tail it
+    // does not know) or, like a stand-in that reads the version first, as unsupported.
+    assert_eq!(
+        fallback_version(3, &HandshakeError::Refused(Refusal::Malformed)),
+        Some(2)
+    );
+    assert_eq!(fallback_version(3, &refused(2)), Some(2));
+    assert_eq!(fallback_version(3, &refused(1)), Some(1));
+    assert_eq!(
+        fallback_version(2, &HandshakeError::Refused(Refusal::Malformed)),
+        None
+    );
     for other in [
         HandshakeError::Refused(Refusal::Replayed),
         HandshakeError::Busy { waited_secs: 1 },
@@ -239,8 +273,8 @@ fn client_falls_back_to_version_1_only_when_refused_for_it() {
 #[test]
 fn client_starts_only_versions_it_speaks() {
     let rng = SystemRandom::new();
-    for version in [0, 3, u16::MAX] {
-        assert!(ClientHandshake::start_version("alice", version, NOW, &rng).is_err());
+    for version in [0, 4, u16::MAX] {
+        assert!(ClientHandshake::start_version("alice", user_key(), version, NOW, &rng).is_err());
     }
 }
 
@@ -248,7 +282,8 @@ fn client_starts_only_versions_it_speaks() {
 fn server_hello_with_substituted_ephemeral_key_is_refused() {
     let rng = SystemRandom::new();
     for version in SUPPORTED_VERSIONS {
-        let (client, hello) = ClientHandshake::start_version("alice", version, NOW, &rng).unwrap();
+        let (client, hello) =
+            ClientHandshake::start_version("alice", user_key(), version, NOW, &rng).unwrap();
         let (reply, _) = respond(hello, &rng);
         let forged = match decode::<ServerReply>(&reply).unwrap() {
             ServerReply::Hello(mut sh) => {
@@ -274,9 +309,9 @@ fn server_hello_with_substituted_ephemeral_key_is_refused() {
 #[test]
 fn server_hello_signed_for_another_session_is_refused() {
     let rng = SystemRandom::new();
-    let (_, hello_a) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (_, hello_a) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let (reply_a, _) = respond(hello_a, &rng);
-    let (client_b, _) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client_b, _) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let err = client_b
         .finish(&reply_a, &public(server_key()), NOW, WINDOW)
         .unwrap_err();
@@ -291,7 +326,7 @@ fn stale_and_future_client_hellos_are_refused() {
     let rng = SystemRandom::new();
     for offset in [-(WINDOW as i64) - 1, WINDOW as i64 + 1] {
         let ts = (NOW as i64 + offset) as u64;
-        let (_, hello) = ClientHandshake::start("alice", ts, &rng).unwrap();
+        let (_, hello) = ClientHandshake::start("alice", user_key(), ts, &rng).unwrap();
         let err = CheckedHello::check(hello, NOW, WINDOW).unwrap_err();
         assert!(matches!(err, Refusal::StaleTimestamp { .. }), "{err:?}");
     }
@@ -300,7 +335,7 @@ fn stale_and_future_client_hellos_are_refused() {
 #[test]
 fn stale_server_hello_is_refused() {
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let (reply, _) = CheckedHello::check(hello, NOW, WINDOW)
         .unwrap()
         .respond(server_key(), NOW - WINDOW - 1, &rng)
@@ -317,21 +352,116 @@ fn stale_server_hello_is_refused() {
 #[test]
 fn other_protocol_versions_are_refused() {
     let rng = SystemRandom::new();
-    let (_, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
-    let mut hello: ClientHello = decode(&hello).unwrap();
-    for version in [0, 3, u16::MAX] {
-        hello.version = version;
-        let err = CheckedHello::check(encode(&hello), NOW, WINDOW).unwrap_err();
-        assert_eq!(
-            err,
-            Refusal::UnsupportedVersion {
-                supported: PROTOCOL_VERSION
-            }
-        );
+    // Unsigned hellos (versions 1 and 2) and unknown versions, with or without a signature
+    // tail: refused by the version, read first, before anything else is decoded.
+    for version in [0, 1, 2, 4, u16::MAX] {
+        let (_, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
+        let mut signed: SignedClientHello = decode(&hello).unwrap();
+        signed.hello.version = version;
+        for bytes in [encode(&signed), encode(&signed.hello)] {
+            let err = CheckedHello::check(bytes, NOW, WINDOW).unwrap_err();
+            assert_eq!(
+                err,
+                Refusal::UnsupportedVersion {
+                    supported: PROTOCOL_VERSION
+                }
+            );
+        }
     }
-    for version in SUPPORTED_VERSIONS {
-        hello.version = version;
-        assert!(CheckedHello::check(encode(&hello), NOW, WINDOW).is_ok());
+    for version in [1, 2] {
+        let (_, hello) =
+            ClientHandshake::start_version("alice", user_key(), version, NOW, &rng).unwrap();
+        assert!(CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW).is_ok());
+    }
+}
+
+#[test]
+fn an_older_server_refuses_a_version_3_hello_as_malformed_and_a_newer_version_as_unsupported() {
+    let rng = SystemRandom::new();
+    let (_, v3) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
+    let (_, v2) = ClientHandshake::start_version("alice", user_key(), 2, NOW, &rng).unwrap();
+    let err = CheckedHello::check_as_older_server(v3, 2, NOW, WINDOW).unwrap_err();
+    assert_eq!(err, Refusal::Malformed);
+    let err = CheckedHello::check_as_older_server(v2, 1, NOW, WINDOW).unwrap_err();
+    assert_eq!(err, Refusal::UnsupportedVersion { supported: 1 });
+}
+
+#[test]
+fn version_3_hello_is_signed_by_the_user_over_its_bytes() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
+    assert_eq!(client.version(), 3);
+    let signed: SignedClientHello = decode(&hello).unwrap();
+    assert_eq!(signed.hello.version, 3);
+    // The wire form: the unsigned hello's bytes, then the signature as a byte string.
+    let unsigned = encode(&signed.hello);
+    assert_eq!(hello[..unsigned.len()], unsigned[..]);
+    assert_eq!(hello[unsigned.len()..], encode(&signed.signature)[..]);
+    // The signed bytes, spelled out as PROTOCOL.md does.
+    let message = [&b"forkmail/3 client hello\0"[..], &unsigned].concat();
+    signature::UnparsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, public(user_key()))
+        .verify(&message, &signed.signature)
+        .unwrap();
+    let checked = CheckedHello::check(hello.clone(), NOW, WINDOW).unwrap();
+    assert!(checked.verify_signature(&public(user_key())));
+    assert!(!checked.verify_signature(&public(server_key())));
+    // The transcript covers the hello as sent, signature included.
+    let (reply, server) = checked.respond(server_key(), NOW, &rng).unwrap();
+    let ServerReply::HelloWithKey(sh) = decode::<ServerReply>(&reply).unwrap() else {
+        panic!("expected a hello with the server's key");
+    };
+    assert_eq!(
+        server.transcript_hash,
+        transcript_hash_with_key(&hello, &sh.core, &sh.public_key)
+    );
+    let client = client
+        .finish(&reply, &public(server_key()), NOW, WINDOW)
+        .unwrap();
+    assert_eq!(client.transcript_hash, server.transcript_hash);
+}
+
+#[test]
+fn version_3_hello_altered_or_unsigned_fails_verification_or_decoding() {
+    let rng = SystemRandom::new();
+    let (_, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
+    let signed: SignedClientHello = decode(&hello).unwrap();
+    // Each field rewritten under the original signature.
+    let mut altered = Vec::new();
+    let mut h = signed.clone();
+    h.hello.user = "bob".into();
+    altered.push(h);
+    let mut h = signed.clone();
+    h.hello.nonce[0] ^= 1;
+    altered.push(h);
+    let mut h = signed.clone();
+    h.hello.timestamp_ms += 1;
+    altered.push(h);
+    let mut h = signed.clone();
+    h.hello.x25519_public[0] ^= 1;
+    altered.push(h);
+    let mut h = signed.clone();
+    h.signature = Vec::new();
+    altered.push(h);
+    let mut h = signed.clone();
+    h.signature[10] ^= 1;
+    altered.push(h);
+    for h in altered {
+        let checked = CheckedHello::check(encode(&h), NOW, WINDOW).unwrap();
+        assert!(!checked.verify_signature(&public(user_key())), "{h:?}");
+    }
+    // No signature at all, trailing bytes, an oversized signature: malformed.
+    let mut trailing = hello.clone();
+    trailing.push(0);
+    let mut huge = signed.clone();
+    huge.signature = vec![0; MAX_HELLO_SIGNATURE_LEN + 1];
+    for bytes in [
+        encode(&signed.hello),
+        trailing,
+        encode(&huge),
+        hello[..10].to_vec(),
+    ] {
+        let err = CheckedHello::check(bytes, NOW, WINDOW).unwrap_err();
+        assert_eq!(err, Refusal::Malformed);
     }
 }
 
@@ -367,7 +497,7 @@ fn server_signature_is_not_accepted_as_a_client_signature() {
     // The two signatures use different contexts, so the server's own signature over the same
     // transcript is useless to an attacker posing as a user whose key is the server's.
     let rng = SystemRandom::new();
-    let (client, hello) = ClientHandshake::start("alice", NOW, &rng).unwrap();
+    let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
     let (reply, server) = respond(hello, &rng);
     let _ = client
         .finish(&reply, &public(server_key()), NOW, WINDOW)
@@ -521,7 +651,8 @@ fn rewritten_hello_version_fails_verification() {
     // the server saw, not the one the client sent.
     let rng = SystemRandom::new();
     for (offered, rewritten) in [(2u16, 1u16), (1, 2)] {
-        let (client, hello) = ClientHandshake::start_version("alice", offered, NOW, &rng).unwrap();
+        let (client, hello) =
+            ClientHandshake::start_version("alice", user_key(), offered, NOW, &rng).unwrap();
         let mut altered: ClientHello = decode(&hello).unwrap();
         altered.version = rewritten;
         let (reply, _) = respond(encode(&altered), &rng);

@@ -12,6 +12,9 @@ use tracing::debug;
 /// One forked session process.
 pub(super) struct Child {
     pub(super) started: Instant,
+    /// Whose session it is (the hello's signature verified): counted against
+    /// `--max-sessions-per-user`.
+    pub(super) user: String,
 }
 
 /// Every session process still alive (or not yet reaped). Each one holds a slot.
@@ -27,6 +30,11 @@ impl Children {
 
     pub(super) fn is_empty(&self) -> bool {
         self.by_pid.is_empty()
+    }
+
+    /// How many sessions `user` holds.
+    pub(super) fn sessions_of(&self, user: &str) -> usize {
+        self.by_pid.values().filter(|c| c.user == user).count()
     }
 
     pub(super) fn insert(&mut self, pid: Pid, child: Child) {

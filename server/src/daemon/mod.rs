@@ -1,7 +1,17 @@
-//! The parent process ([`pending`]: connections until their hello is whole; [`children`]: the
-//! forked sessions): accepts connections, holds them until their hello has arrived, queues
-//! them in arrival order for one of `max_sessions` slots, forks one child per session and reaps
-//! every child.
+//! The parent process ([`pending`]: connections until their hello is whole; [`admission`]:
+//! whether a whole hello may wait for a slot; [`children`]: the forked sessions): accepts
+//! connections, holds them until their hello has arrived, checks that it is signed by the user
+//! it names, queues it in arrival order for one of `max_sessions` slots, forks one child per
+//! session and reaps every child.
+//!
+//! Why the parent verifies the hello: a whole hello used to take a slot, and the child then
+//! signed a reply and waited for the login, so anyone could hold every slot with a few hellos a
+//! second and no credentials. Now a hello that is not signed by a registered user's key is
+//! answered by the parent itself and dropped, with no fork, no signature and no database
+//! write; a verified one is held to `--max-sessions-per-user` before it may queue. The users'
+//! public keys come from a short-lived child ([`crate::keys`]), at start-up and again when a
+//! hello names a user the parent does not know (a user added while the server runs), or when
+//! [`Daemon::request_key_reload`] asks.
 //!
 //! Why the parent reads the hello itself: a socket that connects and sends nothing (or one byte a
 //! second) never gets a slot, so a hundred idle sockets cannot keep a real user waiting; they are
@@ -37,12 +47,15 @@ use nix::unistd::{fork, ForkResult};
 use tracing::{debug, error, info, warn};
 
 use crate::config::ServerConfig;
+use crate::keys::{self, KeyMap, Loader};
 use crate::proxy;
 use crate::session::{self, ChildContext, Handoff};
 use crate::signals;
+use admission::{KeyLoads, SeenNonces, Verdict, MAX_WAITING_FOR_KEYS};
 use children::{Child, Children};
 use pending::Pending;
 
+mod admission;
 mod children;
 mod pending;
 
@@ -65,10 +78,26 @@ pub struct Daemon {
     pending: Vec<Pending>,
     children: Children,
     signals: signals::ParentSignals,
+    /// Every user's public key, for checking hellos.
+    keys: KeyMap,
+    /// When the keys are reloaded, and which load a waiting hello needs.
+    key_loads: KeyLoads,
+    /// The key load in progress, if any.
+    loader: Option<Loader>,
+    /// The last key load failed: hellos that waited for it are told the store is unavailable.
+    key_load_failed: bool,
+    /// Nonces of the hellos this parent admitted, so that a replay costs no fork.
+    seen: SeenNonces,
 }
 
 impl Daemon {
-    pub fn new(config: ServerConfig, shared: Shared, listener: TcpListener) -> io::Result<Self> {
+    /// `keys`: every user's public key, loaded at start-up ([`keys::load_blocking`]).
+    pub fn new(
+        config: ServerConfig,
+        shared: Shared,
+        listener: TcpListener,
+        keys: KeyMap,
+    ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         Ok(Self {
             config,
@@ -77,7 +106,20 @@ impl Daemon {
             pending: Vec::new(),
             children: Children::default(),
             signals: signals::ParentSignals::install()?,
+            keys,
+            key_loads: KeyLoads::loaded_at_start(Instant::now()),
+            loader: None,
+            key_load_failed: false,
+            seen: SeenNonces::default(),
         })
+    }
+
+    /// Reloads the users' public keys from the store, in a child, as soon as the reload
+    /// interval allows, without blocking the loop (for SIGHUP: the signal handler's flag is
+    /// turned into this call by the loop). A user added meanwhile is found anyway: a hello
+    /// naming a user the parent has no key for asks for a reload itself.
+    pub fn request_key_reload(&mut self) {
+        self.key_loads.want();
     }
 
     /// Runs until SIGTERM/SIGINT and every child is gone.
@@ -132,6 +174,8 @@ impl Daemon {
                 }
             }
             self.expire();
+            self.admit();
+            self.start_key_load();
             self.dispatch();
             self.wait_for_events(shutdown_deadline)?;
         }
@@ -140,10 +184,11 @@ impl Daemon {
     /// Hands ready connections to children, oldest arrival first, while slots are free.
     fn dispatch(&mut self) {
         while self.children.len() < self.config.max_sessions {
-            let Some(index) = self.pending.iter().position(Pending::is_ready) else {
+            let Some(index) = self.pending.iter().position(Pending::is_admitted) else {
                 break;
             };
             let conn = self.pending.remove(index);
+            let user = conn.admitted.clone().unwrap_or_default();
             // SAFETY: the parent is single-threaded (no thread was ever spawned: signal-hook's
             // pipe and flag handlers use none), so the child's copy of the address space holds no
             // lock another thread could own.
@@ -154,6 +199,7 @@ impl Daemon {
                         child,
                         Child {
                             started: Instant::now(),
+                            user,
                         },
                     );
                 }
@@ -171,6 +217,7 @@ impl Daemon {
         self.listener.take();
         self.pending.clear();
         self.children.clear();
+        self.loader.take();
         let shutdown = Arc::new(AtomicBool::new(false));
         let code = match signals::install_child(&self.signals, Arc::clone(&shutdown)) {
             Ok(()) => {
@@ -253,12 +300,16 @@ impl Daemon {
         let waiting: Vec<usize> = (0..self.pending.len())
             .filter(|&i| !self.pending[i].is_ready())
             .collect();
-        let (listener_ready, ready_pending) = {
+        let (listener_ready, ready_pending, loader_ready) = {
             let mut fds = Vec::with_capacity(2 + waiting.len());
             fds.push(PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN));
             if let Some(listener) = &self.listener {
                 fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
             }
+            let loader_index = self.loader.as_ref().map(|loader| {
+                fds.push(PollFd::new(loader.fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
             let first_pending = fds.len();
             for &i in &waiting {
                 fds.push(PollFd::new(
@@ -277,15 +328,19 @@ impl Daemon {
             }
             let fired = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             let listener_ready = self.listener.is_some() && fired(&fds[1]);
+            let loader_ready = loader_index.is_some_and(|i| fired(&fds[i]));
             let ready_pending: Vec<usize> = fds[first_pending..]
                 .iter()
                 .zip(&waiting)
                 .filter(|(fd, _)| fired(fd))
                 .map(|(_, &i)| i)
                 .collect();
-            (listener_ready, ready_pending)
+            (listener_ready, ready_pending, loader_ready)
         };
         self.signals.drain();
+        if loader_ready {
+            self.read_key_load();
+        }
         // Read hellos first (indices are still valid), then drop the broken ones back to front.
         let mut broken = Vec::new();
         for i in ready_pending {
@@ -317,14 +372,17 @@ impl Daemon {
         if let Some(deadline) = shutdown_deadline {
             wait = wait.min(deadline.saturating_duration_since(now));
         }
+        if let Some(due) = self.key_loads.due() {
+            wait = wait.min(due.saturating_duration_since(now));
+        }
         wait
     }
 
     fn accept_all(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
         loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => {
                     if let Err(err) = stream.set_nonblocking(true) {
@@ -333,7 +391,13 @@ impl Daemon {
                     }
                     let from_proxy = proxy::is_trusted(&self.config.proxy_protocol_from, peer.ip());
                     if self.pending.len() >= MAX_PENDING {
-                        match self.pending.iter().position(|p| !p.is_ready()) {
+                        // Whole hellos are judged first: refused ones leave, and what is
+                        // dropped to make room is never a verified one.
+                        self.admit();
+                    }
+                    if self.pending.len() >= MAX_PENDING {
+                        let unverified = |p: &Pending| !p.is_ready() || p.keys_wanted.is_some();
+                        match self.pending.iter().position(unverified) {
                             Some(oldest) => {
                                 self.pending.remove(oldest);
                             }
@@ -363,4 +427,151 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Admission: the parent's check of each whole hello, and the key loads it needs.
+impl Daemon {
+    /// Judges every whole hello not judged yet ([`admission::judge`]): refused ones are
+    /// answered and dropped at once, verified ones are held to the per-user cap, and those
+    /// naming a user without a key wait for a key load (at most [`MAX_WAITING_FOR_KEYS`]).
+    fn admit(&mut self) {
+        let now_ms = now_millis();
+        let rules = admission::Rules {
+            window_ms: self.config.freshness_window_ms,
+            retention_ms: self.config.nonce_retention_ms(),
+            decoy_key: &self.shared.decoy.public_key,
+        };
+        let mut waiting = self
+            .pending
+            .iter()
+            .filter(|p| p.keys_wanted.is_some())
+            .count();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let (Some(received_at_ms), false) = (p.received_at_ms, p.is_admitted()) else {
+                i += 1;
+                continue;
+            };
+            let keys_final = match p.keys_wanted {
+                Some(load) if !self.key_loads.has_done(load) => {
+                    i += 1;
+                    continue;
+                }
+                Some(_) if self.key_load_failed => {
+                    refuse(&mut self.pending, i, Refusal::StoreUnavailable);
+                    waiting -= 1;
+                    continue;
+                }
+                Some(_) => true,
+                None => waiting >= MAX_WAITING_FOR_KEYS,
+            };
+            let was_waiting = p.keys_wanted.is_some();
+            let verdict = admission::judge(
+                &p.buf[HEADER_LEN..],
+                received_at_ms,
+                now_ms,
+                &self.keys,
+                keys_final,
+                &mut self.seen,
+                &rules,
+            );
+            match verdict {
+                Verdict::Admit { user } => {
+                    let open = self.children.sessions_of(&user)
+                        + self
+                            .pending
+                            .iter()
+                            .filter(|q| q.admitted.as_deref() == Some(user.as_str()))
+                            .count();
+                    if let Some(refusal) =
+                        admission::cap_refusal(open, self.config.max_sessions_per_user)
+                    {
+                        info!(
+                            peer = %self.pending[i].peer,
+                            %user,
+                            "refused a session for {user}: already {open} open (--max-sessions-per-user)"
+                        );
+                        refuse(&mut self.pending, i, refusal);
+                    } else {
+                        debug!(peer = %self.pending[i].peer, %user, "hello verified; queued");
+                        self.pending[i].admitted = Some(user);
+                        self.pending[i].keys_wanted = None;
+                        i += 1;
+                    }
+                    waiting -= usize::from(was_waiting);
+                }
+                Verdict::Refuse(refusal) => {
+                    refuse(&mut self.pending, i, refusal);
+                    waiting -= usize::from(was_waiting);
+                }
+                Verdict::WaitForKeys => {
+                    debug!(peer = %self.pending[i].peer, "hello names a user without a key; waiting for a key load");
+                    self.pending[i].keys_wanted = Some(self.key_loads.next());
+                    self.key_loads.want();
+                    waiting += 1;
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Starts the wanted key load once the interval allows (never while shutting down).
+    fn start_key_load(&mut self) {
+        let due = self.key_loads.due();
+        if self.listener.is_none() || due.is_none_or(|due| due > Instant::now()) {
+            return;
+        }
+        let number = self.key_loads.start(Instant::now());
+        let (listener, pending) = (&mut self.listener, &mut self.pending);
+        match Loader::spawn(&self.config.store, || {
+            listener.take();
+            pending.clear();
+        }) {
+            Ok(loader) => {
+                debug!(pid = loader.pid().as_raw(), "key load {number} started");
+                self.loader = Some(loader);
+            }
+            Err(err) => {
+                error!("cannot fork the key loader: {err}");
+                self.key_loads.finish();
+                self.key_load_failed = true;
+            }
+        }
+    }
+
+    /// Reads the running key load's report; once whole, its keys replace the old ones.
+    fn read_key_load(&mut self) {
+        let Some(loader) = self.loader.as_mut() else {
+            return;
+        };
+        let keys::Progress::Done(done) = loader.read() else {
+            return;
+        };
+        self.loader = None;
+        self.key_loads.finish();
+        match done {
+            Ok(keys) => {
+                if keys.len() != self.keys.len() {
+                    info!("loaded the public keys of {} users", keys.len());
+                }
+                self.keys = keys;
+                self.key_load_failed = false;
+            }
+            Err(why) => {
+                warn!(
+                    "cannot reload the users' keys: {why}; keeping the {} loaded before",
+                    self.keys.len()
+                );
+                self.key_load_failed = true;
+            }
+        }
+    }
+}
+
+/// Answers the hello at `index` with `refusal` and drops its connection.
+fn refuse(pending: &mut Vec<Pending>, index: usize, refusal: Refusal) {
+    let p = pending.remove(index);
+    debug!(peer = %p.peer, "hello refused by the parent: {refusal}");
+    p.tell(&ServerReply::Refused(refusal));
 }

@@ -29,6 +29,12 @@ pub(super) struct Pending {
     pub(super) buf: Vec<u8>,
     /// Set when the whole hello has arrived.
     pub(super) received_at_ms: Option<u64>,
+    /// Set when the parent verified the hello (`admission`): the user it is signed by. Only
+    /// such a connection may wait for a slot.
+    pub(super) admitted: Option<String>,
+    /// The hello names a user the parent has no key for: it waits, unjudged, for this key
+    /// load to finish (`admission::KeyLoads`).
+    pub(super) keys_wanted: Option<u64>,
 }
 
 /// Why the parent drops a connection before its hello is whole.
@@ -89,11 +95,19 @@ impl Pending {
             arrived: Instant::now(),
             buf: Vec::with_capacity(256),
             received_at_ms: None,
+            admitted: None,
+            keys_wanted: None,
         }
     }
 
+    /// The whole hello has arrived (it may not be judged yet).
     pub(super) fn is_ready(&self) -> bool {
         self.received_at_ms.is_some()
+    }
+
+    /// The hello is verified: the connection may take a slot.
+    pub(super) fn is_admitted(&self) -> bool {
+        self.admitted.is_some()
     }
 
     /// Reads what has arrived without blocking: the PROXY header if one is owed, then the hello.

@@ -359,7 +359,8 @@ fn start_server(bin: &Path, deployment: &Deployment) -> Result<Server, BenchErro
 }
 
 /// [`start_server`] with `extra` arguments and its log in `NAME.log`, so that several hosts
-/// can serve one deployment.
+/// can serve one deployment. The benchmark times one user's sessions at up to five at once, so
+/// the per-user cap (`--max-sessions-per-user`, 2 by default) is lifted.
 pub(super) fn start_host(
     bin: &Path,
     deployment: &Deployment,
@@ -369,7 +370,11 @@ pub(super) fn start_host(
     let config = ServerConfig {
         rust_log: "warn".into(),
         log_file: Some(deployment.root().join(format!("{name}.log"))),
-        extra_args: extra.iter().map(|&arg| arg.to_owned()).collect(),
+        extra_args: ["--max-sessions-per-user", "0"]
+            .iter()
+            .chain(extra)
+            .map(|&arg| arg.to_owned())
+            .collect(),
         ..ServerConfig::new(bin, &deployment.server_dir())
     };
     Ok(Server::launch(&config)?)

@@ -1,0 +1,156 @@
+//! The users' public keys, loaded for the parent by a short-lived child process.
+//!
+//! The parent checks every hello's signature against its user's public key before the
+//! connection may wait for a slot (PROTOCOL.md §5.1), so it needs every user's key. It must not
+//! read them itself: it holds no database connection when it forks (the PostgreSQL client runs
+//! an async runtime that does not survive a `fork`, and a session would inherit the
+//! connection). So, as [`crate::preflight`] does, a child opens the store, lists the keys
+//! ([`forkmail_store::Store::user_keys`]), writes them to a pipe and exits; the parent reads the
+//! pipe. At start-up it waits for the list ([`load_blocking`]); while serving it polls the pipe
+//! like any socket ([`Loader`]), so a slow store never stalls the loop.
+//!
+//! The report is one postcard value, `Result<Vec<(name, DER key)>, message>`, written by our
+//! own child: it is decoded strictly all the same.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use forkmail_protocol::{decode, encode};
+use forkmail_store::StoreLocation;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe, ForkResult, Pid};
+
+/// User name to DER `RSAPublicKey`.
+pub type KeyMap = HashMap<String, Vec<u8>>;
+
+/// The loader's report, as it travels through the pipe.
+type Report = Result<Vec<(String, Vec<u8>)>, String>;
+
+/// A key load in progress: the child's pid and the read end of its pipe.
+pub struct Loader {
+    pid: Pid,
+    pipe: std::fs::File,
+    report: Vec<u8>,
+}
+
+/// What one non-blocking read of the loader's pipe got.
+pub enum Progress {
+    /// More is to come; poll again.
+    Pending,
+    /// The loader finished: the keys, or why it could not load them.
+    Done(Result<KeyMap, String>),
+}
+
+impl Loader {
+    /// Forks the loader. `in_child` runs first in the child: it drops what the child must not
+    /// hold (the listener, clients' connections).
+    pub fn spawn(location: &StoreLocation, in_child: impl FnOnce()) -> io::Result<Self> {
+        let (read_end, write_end) = pipe()?;
+        // SAFETY: the parent is single-threaded (see `daemon`), so the child's copy of the
+        // address space holds no lock another thread could own.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(read_end);
+                in_child();
+                child(location, write_end)
+            }
+            ForkResult::Parent { child } => {
+                drop(write_end);
+                fcntl(read_end.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+                Ok(Self {
+                    pid: child,
+                    pipe: std::fs::File::from(read_end),
+                    report: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// The descriptor to poll for the report.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.pipe.as_fd()
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Reads what has arrived without blocking; the report is whole at end of file.
+    pub fn read(&mut self) -> Progress {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.pipe.read(&mut buf) {
+                Ok(0) => return Progress::Done(parse(&self.report)),
+                Ok(n) => self.report.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Progress::Done(Err(format!("reading the key loader: {e}"))),
+            }
+        }
+    }
+}
+
+/// Loads the keys and waits for them: at start-up, before the daemon serves.
+pub fn load_blocking(location: &StoreLocation) -> Result<KeyMap, String> {
+    let mut loader =
+        Loader::spawn(location, || {}).map_err(|e| format!("cannot fork the key loader: {e}"))?;
+    fcntl(loader.pipe.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| format!("configuring the key loader's pipe: {e}"))?;
+    let done = loop {
+        if let Progress::Done(done) = loader.read() {
+            break done;
+        }
+    };
+    let _ = waitpid(loader.pid, None);
+    done
+}
+
+fn child(location: &StoreLocation, report: OwnedFd) -> ! {
+    // Named, so that an operator (and the tests) can tell it from a session process.
+    let _ = nix::sys::prctl::set_name(LOADER_NAME);
+    let report_value: Report = forkmail_store::open(location)
+        .and_then(|mut store| store.user_keys())
+        .map(|keys| keys.into_iter().map(|k| (k.name, k.public_key)).collect())
+        .map_err(|err| err.to_string());
+    let code = i32::from(report_value.is_err());
+    let _ = std::fs::File::from(report).write_all(&encode(&report_value));
+    // SAFETY: `_exit` ends the child without running the parent's atexit handlers or flushing
+    // stdio buffers inherited from it.
+    unsafe { nix::libc::_exit(code) }
+}
+
+fn parse(report: &[u8]) -> Result<KeyMap, String> {
+    match decode::<Report>(report) {
+        Ok(Ok(keys)) => Ok(keys.into_iter().collect()),
+        Ok(Err(message)) => Err(message),
+        Err(_) if report.is_empty() => {
+            Err("the key loader ended without a report; run with -v for details".into())
+        }
+        Err(err) => Err(format!("the key loader's report is unreadable: {err}")),
+    }
+}
+
+/// The loader's process name, as `/proc/PID/comm` shows it.
+pub const LOADER_NAME: &CStr = c"forkmail-keys";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_read_back_strictly() {
+        let keys: Report = Ok(vec![("alice".into(), vec![1, 2]), ("bob".into(), vec![3])]);
+        let map = parse(&encode(&keys)).unwrap();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["alice"], [1, 2]);
+        let failed: Report = Err("no store".into());
+        assert_eq!(parse(&encode(&failed)), Err("no store".into()));
+        assert!(parse(&[]).unwrap_err().contains("without a report"));
+        let mut trailing = encode(&keys);
+        trailing.push(0);
+        assert!(parse(&trailing).unwrap_err().contains("unreadable"));
+    }
+}

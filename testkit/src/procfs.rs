@@ -62,6 +62,31 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
+/// CPU time `pid` has used so far, user and system (`utime` + `stime` in `/proc/PID/stat`, in
+/// clock ticks of `sysconf(_SC_CLK_TCK)`, usually 10 ms).
+pub fn cpu_time(pid: i32) -> Result<std::time::Duration, KitError> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let stat = fs::read_to_string(&path).map_err(KitError::io(&path))?;
+    let ticks = stat
+        .rfind(')')
+        .map(|end| stat[end + 1..].split_whitespace())
+        // After the command: state is field 3, utime 14 and stime 15.
+        .and_then(|mut fields| {
+            let utime: u64 = fields.nth(11)?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .ok_or_else(|| KitError::NoCpuFigures { path: path.clone() })?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .unwrap_or(100) as u64;
+    Ok(std::time::Duration::from_secs_f64(
+        ticks as f64 / per_second as f64,
+    ))
+}
+
 /// Memory of one process, in KiB as the kernel reports it.
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {

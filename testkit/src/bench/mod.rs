@@ -14,9 +14,11 @@
 //! times the building blocks in-process so a missed target can be explained; [`sections`] turns
 //! the samples into rows held to their targets; [`report`] renders. [`stores`] gives every
 //! deployment its store, SQLite or PostgreSQL (`--store`). [`scaling`] is `--scaling`: the same
-//! session and send loops on one and two hosts, direct and behind HAProxy.
+//! session and send loops on one and two hosts, direct and behind HAProxy. [`flood`] is
+//! `--hello-flood`: bogus hellos at rising rates while a real user logs in.
 
 pub mod costs;
+pub mod flood;
 pub mod report;
 pub mod scaling;
 pub mod scenarios;

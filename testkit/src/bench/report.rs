@@ -14,6 +14,7 @@ use super::stores::StoreKind;
 pub enum Unit {
     Ms,
     PerSecond,
+    Micros,
     MegabytesPerSecond,
     Mebibytes,
     Ratio,
@@ -24,6 +25,7 @@ impl Unit {
         match self {
             Unit::Ms => "ms",
             Unit::PerSecond => "/s",
+            Unit::Micros => "µs",
             Unit::MegabytesPerSecond => "MB/s",
             Unit::Mebibytes => "MiB",
             Unit::Ratio => "x",

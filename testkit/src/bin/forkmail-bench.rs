@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use forkmail_testkit::bench::scaling;
 use forkmail_testkit::bench::stores::StoreKind;
 use forkmail_testkit::bench::suite::{self, Settings};
+use forkmail_testkit::bench::{flood, scaling};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,12 @@ struct Cli {
     /// with --quick. Needs PostgreSQL 15 and HAProxy.
     #[arg(long, conflicts_with = "store")]
     scaling: bool,
+    /// Instead of the suite, complete but bogus hellos (unknown users, forged signatures) from
+    /// 4 threads at 100, 300, 1,000, 3,000, 6,000 and 10,000 a second, 8 s each (3 s with
+    /// --quick), while a real user logs in: the rate absorbed, the logins' latency and the
+    /// parent's CPU per bogus hello (docs/SECURITY.md).
+    #[arg(long, conflicts_with = "scaling")]
+    hello_flood: bool,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -82,7 +88,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         )
     };
-    let text = if cli.scaling {
+    let text = if cli.hello_flood {
+        let report = flood::run(&settings, &mut progress)?;
+        progress("done");
+        if cli.json {
+            serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
+        } else {
+            report.to_table()
+        }
+    } else if cli.scaling {
         let report = scaling::run(&settings, &mut progress)?;
         progress("done");
         if cli.json {

@@ -395,7 +395,10 @@ mod tests {
         );
         assert_eq!(AppError::Client(cap).exit_code(), EXIT_FAILURE);
         let unknown = ClientError::Refused(Refusal::UnknownKey);
-        assert!(unknown.to_string().contains("check --user"), "{unknown}");
+        assert!(
+            unknown.to_string().contains("check that the profile"),
+            "{unknown}"
+        );
         assert_eq!(AppError::Client(unknown).exit_code(), EXIT_FAILURE);
     }
 

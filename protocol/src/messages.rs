@@ -112,7 +112,7 @@ pub enum Refusal {
     /// A version 3 hello whose signature does not verify with the named user's key, or that
     /// names no user at all: one answer for both, so an outsider learns nothing about which
     /// users exist (added in version 3).
-    #[error("the server knows no such user with this key; check --user (or user in the profile) and the profile's user.key")]
+    #[error("the server knows no such user with this key; check that the profile (its user name and user.key) is one this server registered")]
     UnknownKey,
     /// The user already has `limit` sessions open, the most `--max-sessions-per-user` allows
     /// (added in version 3).

@@ -19,7 +19,7 @@ use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
 use forkmail_server::preflight;
-use forkmail_store::StoreLocation;
+use forkmail_store::{SendLimits, StoreLocation};
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +71,18 @@ struct Cli {
     /// from any other address is refused.
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',', value_parser = parse_proxy_ip)]
     proxy_protocol_from: Vec<IpAddr>,
+    /// Per-recipient mailbox quota in MB (the title and body of every mail in the inbox); a send
+    /// that would take any recipient over it is refused. 0: unlimited.
+    #[arg(long, value_name = "MB", default_value_t = ServerConfig::DEFAULT_QUOTA_MB)]
+    quota_mb: u64,
+    /// Sends one user may make in any 60 seconds; further sends are refused, saying when to
+    /// retry. 0: unlimited.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::DEFAULT_MAX_SENDS_PER_MINUTE)]
+    max_sends_per_minute: u32,
+    /// Free space (MB) on the SQLite database's filesystem below which sends are refused;
+    /// logins, inbox, read and delete go on. 0: no floor. Not applicable to PostgreSQL.
+    #[arg(long, value_name = "MB", default_value_t = ServerConfig::DEFAULT_MIN_FREE_MB)]
+    min_free_mb: u64,
     /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
     #[arg(long)]
     demo: bool,
@@ -182,7 +194,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lockout: Duration::from_secs(cli.lockout_secs),
         },
         proxy_protocol_from: cli.proxy_protocol_from,
+        send_limits: SendLimits {
+            quota_bytes: cli.quota_mb.saturating_mul(MB),
+            max_per_minute: cli.max_sends_per_minute,
+            min_free_bytes: cli.min_free_mb.saturating_mul(MB),
+        },
     };
+    if matches!(config.store, StoreLocation::Postgres(_))
+        && cli.min_free_mb != ServerConfig::DEFAULT_MIN_FREE_MB
+    {
+        tracing::warn!(
+            "--min-free-mb does not apply to a PostgreSQL store: its disk is the database \
+             server's, which forkmail cannot see; PostgreSQL refuses writes itself when full"
+        );
+    }
     let shared = Shared {
         decoy: Decoy {
             password: PasswordHash::decoy(settings.kdf, settings.iterations()),
@@ -224,6 +249,9 @@ fn check_database_files(db: &Path) -> Result<(), UnsafeFile> {
     }
     Ok(())
 }
+
+/// `--quota-mb` and `--min-free-mb` count in MiB.
+const MB: u64 = 1024 * 1024;
 
 fn parse_store(s: &str) -> Result<StoreLocation, String> {
     StoreLocation::parse(s).map_err(|e| e.to_string())

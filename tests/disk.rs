@@ -159,6 +159,40 @@ fn one_user_sending_as_fast_as_possible_is_held_to_the_default_rate() {
     );
 }
 
+/// A 0.1.0 client (protocol version 1) cannot decode the error codes added since: over the
+/// rate it is told `Internal`, which it knows, with the reason in the message.
+#[test]
+fn a_0_1_0_client_over_the_rate_gets_an_error_code_it_can_decode() {
+    use forkmail_protocol::messages::{Draft, ErrorCode, Request, Response};
+    use forkmail_protocol::AuthResult;
+    use forkmail_testkit::wire;
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--max-sends-per-minute", "1"]);
+    let (mut session, result) = wire::hello_version(server.addr, "alice", 1)
+        .finish(&dep, "alice")
+        .login_as(&dep, "alice", &dep.password("alice"));
+    assert_eq!(result, AuthResult::Accepted);
+    let draft = Draft {
+        to: vec!["bob".into()],
+        title: "t".into(),
+        body: "b".into(),
+    };
+    assert!(matches!(
+        session.request(&Request::Send(draft.clone())),
+        Response::Sent { .. }
+    ));
+    match session.request(&Request::Send(draft)) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(
+                message.contains("already sent 1 mails in the last minute"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A deployment on a tmpfs of `size_mb`, or `None` (skipped, saying why) without root.
 fn on_tmpfs(size_mb: u64) -> Option<(Tmpfs, Deployment)> {
     let tmpfs = match Tmpfs::new(size_mb) {

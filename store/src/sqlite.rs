@@ -138,14 +138,6 @@ impl SqliteStore {
         }
     }
 
-    /// The floor and the reserve, before a send takes the write lock.
-    fn room_for_send(&self, limits: &SendLimits) -> Result<(), StoreError> {
-        if limits.min_free_bytes == 0 {
-            return Ok(());
-        }
-        self.disk.room_for_send(limits.min_free_bytes)
-    }
-
     /// Refuses a write once the path no longer names the file this connection opened.
     fn check_file(&self) -> Result<(), StoreError> {
         check_file(&self.path, self.file)
@@ -204,6 +196,14 @@ impl SqliteStore {
         }
         tx.commit().sql()
     }
+}
+
+/// The floor and the reserve, before a send stores anything; nothing with the floor off.
+fn room_for_send(disk: &Disk, limits: &SendLimits) -> Result<(), StoreError> {
+    if limits.min_free_bytes == 0 {
+        return Ok(());
+    }
+    disk.room_for_send(limits.min_free_bytes)
 }
 
 /// Whether `path` still names the file `(device, inode)`; [`StoreError::Replaced`] if not.
@@ -655,7 +655,7 @@ impl Store for SqliteStore {
         now_ms: u64,
         limits: &SendLimits,
     ) -> Result<u64, StoreError> {
-        self.room_for_send(limits)?;
+        room_for_send(&self.disk, limits)?;
         let tx = self.write_transaction()?;
         check_send(&tx, from, draft, now_ms, limits)?;
         let id = insert_mail(&tx, from, draft, now_ms)?;
@@ -672,18 +672,21 @@ impl Store for SqliteStore {
         retention_ms: u64,
         limits: &SendLimits,
     ) -> Result<u64, StoreError> {
-        self.room_for_send(limits)?;
+        let disk = self.disk.clone();
+        let cutoff = now_ms.saturating_sub(retention_ms) as i64;
         // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
-        // step for every other process.
+        // step for every other process. The lookup comes before anything that may refuse
+        // (the disk, the limits) or write (the purge): a repeat of a stored send is answered
+        // with its id even on a full disk, so the client is never told "nothing was sent"
+        // about a mail that was.
         let tx = self.write_transaction()?;
-        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
-            .sql()?
-            .execute([now_ms.saturating_sub(retention_ms) as i64])
-            .sql()?;
         let known: Option<Option<i64>> = tx
-            .prepare_cached("SELECT message_id FROM send_ids WHERE sender = ?1 AND send_id = ?2")
+            .prepare_cached(
+                "SELECT message_id FROM send_ids
+                 WHERE sender = ?1 AND send_id = ?2 AND created_ms >= ?3",
+            )
             .sql()?
-            .query_row(params![from, send_id], |r| r.get(0))
+            .query_row(params![from, send_id, cutoff], |r| r.get(0))
             .optional()
             .sql()?;
         if let Some(id) = known {
@@ -692,6 +695,11 @@ impl Store for SqliteStore {
             })?;
             return Ok(id as u64);
         }
+        room_for_send(&disk, limits)?;
+        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
+            .sql()?
+            .execute([cutoff])
+            .sql()?;
         check_send(&tx, from, draft, now_ms, limits)?;
         let id = insert_mail(&tx, from, draft, now_ms)?;
         tx.prepare_cached(

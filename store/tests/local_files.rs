@@ -165,3 +165,36 @@ fn the_wal_shrinks_back_to_its_limit_once_a_pinning_reader_is_done() {
     );
     eprintln!("WAL: {pinned} bytes while pinned, {after} after");
 }
+
+/// A floor no disk meets refuses new sends, storing nothing, but a repeat of a stored send
+/// is still answered with its id: its client must not be told that nothing was sent.
+#[test]
+fn below_the_floor_a_new_send_is_refused_and_a_repeat_still_gets_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.db");
+    let mut store = store_with_alice(&path);
+    let id = store
+        .send_once("alice", &[5; 16], &draft(), 1, 1000, &SendLimits::NONE)
+        .unwrap();
+    let floor = SendLimits {
+        min_free_bytes: u64::MAX / 4,
+        ..SendLimits::NONE
+    };
+    let before = store.counts().unwrap();
+    assert_eq!(
+        store
+            .send_once("alice", &[5; 16], &draft(), 2, 1000, &floor)
+            .unwrap(),
+        id
+    );
+    for refused in [
+        store.send("alice", &draft(), 2, &floor).unwrap_err(),
+        store
+            .send_once("alice", &[6; 16], &draft(), 2, 1000, &floor)
+            .unwrap_err(),
+    ] {
+        assert!(matches!(refused, StoreError::DiskLow { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("disk is low"), "{refused}");
+    }
+    assert_eq!(store.counts().unwrap(), before);
+}

@@ -3,7 +3,7 @@
 //! Each test runs the `forkmail` client as a user would and checks what it prints and what the
 //! store holds afterwards. The disk tests put the whole deployment on a small tmpfs
 //! ([`Tmpfs`], unmounted on drop even when a test fails) and fill it as another program would;
-//! they need root to mount, and skip, saying so, without it (CI runs them as root).
+//! they need root to mount, and skip, saying so, without it (and fail under `CI=true`).
 
 use std::process::Output;
 
@@ -193,11 +193,16 @@ fn a_0_1_0_client_over_the_rate_gets_an_error_code_it_can_decode() {
     }
 }
 
+/// Under `CI=true` a missing tmpfs or PostgreSQL fails the test instead of skipping it.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// A deployment on a tmpfs of `size_mb`, or `None` (skipped, saying why) without root.
 fn on_tmpfs(size_mb: u64) -> Option<(Tmpfs, Deployment)> {
     let tmpfs = match Tmpfs::new(size_mb) {
         Ok(tmpfs) => tmpfs,
-        Err(why) if std::env::var_os("CI").is_none() => {
+        Err(why) if !in_ci() => {
             eprintln!("skipped: cannot mount a tmpfs: {why}");
             return None;
         }
@@ -295,4 +300,31 @@ fn below_the_free_space_floor_sends_are_refused_and_the_rest_works() {
     let server = dep.start_server(&["--min-free-mb", "1"]);
     sent(&send(&dep, &server, "alice", "bob", "accepted", "stored"));
     assert_eq!(inbox_ids(&dep, &server, "bob").len(), 1);
+}
+
+/// The floor is the SQLite store's: a PostgreSQL database's disk is the database server's,
+/// which forkmail cannot see. The server says so once at start, and sends go on whatever the
+/// floor (the quota and rate still hold there: the store contract suite).
+#[test]
+fn on_postgresql_the_floor_does_not_apply_and_the_server_says_so_at_start() {
+    let cluster = match forkmail_store::pgtest::Cluster::start() {
+        Ok(cluster) => cluster,
+        Err(skip) if !in_ci() => return eprintln!("skipped: {skip}"),
+        Err(skip) => panic!("{skip}"),
+    };
+    let dep = Deployment::with_store(&["alice", "bob"], &cluster.create_database("floor"));
+    let server = dep.start_server(&["--min-free-mb", "1000000000"]);
+    assert!(
+        server.wait_for_log(
+            "--min-free-mb does not apply to a PostgreSQL store",
+            std::time::Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    sent(&send(&dep, &server, "alice", "bob", "kept", "body"));
+    assert_eq!(inbox_ids(&dep, &server, "bob").len(), 1);
+    let quiet = dep.start_server(&[]);
+    sent(&send(&dep, &quiet, "alice", "bob", "kept", "body"));
+    assert!(!quiet.log().contains("--min-free-mb"), "{}", quiet.log());
 }

@@ -81,8 +81,9 @@ struct Cli {
     max_sends_per_minute: u32,
     /// Free space (MB) on the SQLite database's filesystem below which sends are refused;
     /// logins, inbox, read and delete go on. 0: no floor. Not applicable to PostgreSQL.
-    #[arg(long, value_name = "MB", default_value_t = ServerConfig::DEFAULT_MIN_FREE_MB)]
-    min_free_mb: u64,
+    /// [default: 64]
+    #[arg(long, value_name = "MB")]
+    min_free_mb: Option<u64>,
     /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
     #[arg(long)]
     demo: bool,
@@ -197,12 +198,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         send_limits: SendLimits {
             quota_bytes: cli.quota_mb.saturating_mul(MB),
             max_per_minute: cli.max_sends_per_minute,
-            min_free_bytes: cli.min_free_mb.saturating_mul(MB),
+            min_free_bytes: cli
+                .min_free_mb
+                .unwrap_or(ServerConfig::DEFAULT_MIN_FREE_MB)
+                .saturating_mul(MB),
         },
     };
-    if matches!(config.store, StoreLocation::Postgres(_))
-        && cli.min_free_mb != ServerConfig::DEFAULT_MIN_FREE_MB
-    {
+    if matches!(config.store, StoreLocation::Postgres(_)) && cli.min_free_mb.is_some() {
         tracing::warn!(
             "--min-free-mb does not apply to a PostgreSQL store: its disk is the database \
              server's, which forkmail cannot see; PostgreSQL refuses writes itself when full"

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use forkmail_protocol::messages::{Draft, Request, Response};
 use forkmail_testkit::{bin, db, wait_until, wire, Deployment, GivenStderr, Server, ServerConfig};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{kill, Signal};
@@ -210,4 +211,80 @@ fn fill(write_end: &OwnedFd) {
     let mut pipe = File::from(write_end.try_clone().expect("dup"));
     while pipe.write(&[b'.'; 4096]).is_ok_and(|n| n > 0) {}
     fcntl(fd, FcntlArg::F_SETFL(flags)).expect("blocking again");
+}
+
+/// Not a pass/fail test: prints how long a login and a send take with stderr drained (the test
+/// kit's reader), stalled (a full pipe nobody reads) and with its reader gone, at `trace`, so
+/// that the server logs as much as it can. docs/BENCHMARKS.md records a run:
+/// `cargo test -p forkmail-testkit --test logging -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn measure_logins_and_sends_with_stderr_drained_stalled_and_gone() {
+    const ROUNDS: usize = 50;
+    for mode in ["drained", "stalled", "reader gone"] {
+        let dep = Deployment::new(&["alice", "bob"]);
+        let (read_end, write_end) = pipe();
+        let server = match mode {
+            "drained" => {
+                let config = ServerConfig {
+                    rust_log: "trace".into(),
+                    ..ServerConfig::new(&bin("forkmail-server"), &dep.server_dir())
+                };
+                Server::launch(&config).unwrap_or_else(|err| panic!("{err}"))
+            }
+            "stalled" => {
+                fill(&write_end);
+                start(&dep, GivenStderr::Pipe(Arc::clone(&write_end)), "trace")
+            }
+            _ => start(&dep, GivenStderr::Pipe(Arc::clone(&write_end)), "trace"),
+        };
+        if mode == "reader gone" {
+            drop(read_end);
+        } else {
+            // Kept open (and unread when stalled) until the server is gone.
+            std::mem::forget(read_end);
+        }
+        if mode == "stalled" {
+            // Past the logger's pipe too, so that every line below is dropped, not buffered.
+            knock(&server, 2000);
+        }
+        if mode == "stalled" {
+            // Past the logger's pipe too, so that every line below is dropped, not buffered.
+            knock(&server, 2000);
+        }
+        let (mut logins, mut sends) = (Vec::new(), Vec::new());
+        for i in 0..ROUNDS {
+            let started = Instant::now();
+            let mut session = wire::login(&dep, server.addr, "alice");
+            logins.push(started.elapsed());
+            let started = Instant::now();
+            let reply = session.request(&Request::Send(Draft {
+                to: vec!["bob".into()],
+                title: format!("{mode} {i}"),
+                body: "x".into(),
+            }));
+            sends.push(started.elapsed());
+            assert!(matches!(reply, Response::Sent { .. }), "{reply:?}");
+            assert_eq!(session.request(&Request::Quit), Response::Goodbye);
+        }
+        println!(
+            "stderr {mode:>11}: login {}; send {}",
+            summary(&mut logins),
+            summary(&mut sends)
+        );
+        server.stop();
+    }
+}
+
+/// p50, p90 and max of `times`, in ms.
+fn summary(times: &mut [Duration]) -> String {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(times[times.len() - 1])
+    )
 }

@@ -203,6 +203,44 @@ fn a_killed_logger_is_replaced_and_sessions_never_notice() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
+#[test]
+fn log_lines_are_words_not_rust_debug_output() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    send_within_bound(&dep, &server, "words");
+    let wrong = dep
+        .client(&server, "alice")
+        .password("not alice's password")
+        .args(["inbox"])
+        .run(b"");
+    assert!(!wrong.status.success());
+    for said in [
+        "session process exited normally",
+        "password tested and wrong (1 in a row)",
+    ] {
+        assert!(
+            server.wait_for_log(said, Duration::from_secs(20)),
+            "no {said:?} in {}",
+            server.log()
+        );
+    }
+    let log = server.log();
+    for debug in [
+        "{ ",
+        " }",
+        "Exited(",
+        "Pid(",
+        "Signaled(",
+        "BadPassword",
+        "ns }",
+    ] {
+        assert!(
+            !log.contains(debug),
+            "Debug output {debug:?} in the log:\n{log}"
+        );
+    }
+}
+
 /// Writes into the pipe `write_end` until it is full, leaving it blocking as a stalled stderr is.
 fn fill(write_end: &OwnedFd) {
     let fd = write_end.as_raw_fd();

@@ -137,6 +137,39 @@ pub fn finish(grace: Duration) {
     }
 }
 
+/// Text for the person at the terminal (demo instructions, the last error), not a log record:
+/// through the logger like every line, so that a stalled stderr cannot hang the server even at
+/// start-up or exit, in writes of whole lines of at most [`MAX_LINE`]. Straight to stderr, a
+/// broken stream ignored, before [`start`] or if it failed.
+pub fn print(text: &str) {
+    let pipe = PIPE.read().unwrap_or_else(PoisonError::into_inner);
+    let Some(pipe) = pipe.as_ref() else {
+        let _ = io::stderr().write_all(text.as_bytes());
+        return;
+    };
+    for piece in pieces(text.as_bytes()) {
+        send(Some(pipe), &DROPS, std::process::id(), piece);
+    }
+}
+
+/// `text` in runs of whole lines of at most [`MAX_LINE`] bytes (a longer line alone).
+fn pieces(text: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if end > start && end + line.len() - start > MAX_LINE {
+            pieces.push(&text[start..end]);
+            start = end;
+        }
+        end += line.len();
+    }
+    if end > start {
+        pieces.push(&text[start..end]);
+    }
+    pieces
+}
+
 /// How a process ended, in words (for `waitpid` results in the log).
 pub fn exit_words(status: &WaitStatus) -> String {
     match *status {
@@ -394,6 +427,20 @@ mod tests {
         assert!(cut.len() <= MAX_LINE);
         let text = std::str::from_utf8(&cut).expect("whole characters only");
         assert!(text.ends_with(TRUNCATED));
+    }
+
+    #[test]
+    fn printed_text_goes_in_whole_lines_of_at_most_pipe_buf() {
+        let line = format!("{}\n", "a".repeat(999));
+        let text = line.repeat(9);
+        let cut = pieces(text.as_bytes());
+        assert_eq!(cut.len(), 3, "4 + 4 + 1 lines of 1,000 bytes");
+        assert!(cut
+            .iter()
+            .all(|p| p.len() <= MAX_LINE && p.ends_with(b"\n")));
+        assert_eq!(cut.concat(), text.as_bytes());
+        assert_eq!(pieces(b"no newline"), [b"no newline".as_slice()]);
+        assert!(pieces(b"").is_empty());
     }
 
     #[test]

@@ -105,10 +105,9 @@ fn main() -> ExitCode {
     code
 }
 
-/// Writes a message for the person at the terminal straight to stderr, ignoring a broken stream
-/// (only at start-up and exit: the log itself goes through the logger).
+/// A message for the person at the terminal, on stderr (through the logger, never blocking).
 fn say(message: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{message}");
+    logging::print(&format!("{message}\n"));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -203,11 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = writeln!(out, "listening on {local}").and_then(|()| out.flush());
     }
     if cli.demo {
-        let _ = write!(
-            std::io::stderr(),
-            "{}",
-            demo::instructions(&demo_root, &local.to_string())
-        );
+        logging::print(&demo::instructions(&demo_root, &local.to_string()));
     }
     tracing::info!(
         max_sessions = cli.max_sessions,

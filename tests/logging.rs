@@ -155,10 +155,8 @@ fn stderr_nobody_drains_delays_no_send_and_the_drops_are_counted_once_it_drains(
 fn a_server_started_without_stderr_serves_and_no_log_line_reaches_the_database_or_a_socket() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = start(&dep, GivenStderr::Closed, "trace");
-    for process in [server.pid().as_raw()]
-        .into_iter()
-        .chain(server.logger().map(|logger| logger.pid))
-    {
+    let logger = server.logger().expect("a logger process").pid;
+    for process in [server.pid().as_raw(), logger] {
         let fd2 = std::fs::read_link(format!("/proc/{process}/fd/2")).expect("fd 2 is open");
         assert_eq!(fd2.to_str(), Some("/dev/null"), "fd 2 of pid {process}");
     }

@@ -35,12 +35,12 @@ fn audit(dep: &Deployment) -> (HashMap<String, i64>, i64) {
     (audit.deliveries_per_title, audit.half_stored)
 }
 
-/// Samples the server's live (non-zombie) children until stopped; returns the maximum seen.
+/// Samples the server's live (non-zombie) session children until stopped; returns the maximum seen.
 fn sample_children(server_pid: i32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut max = 0;
         while !stop.load(Ordering::Relaxed) {
-            let live = procfs::children(server_pid)
+            let live = procfs::sessions(server_pid)
                 .iter()
                 .filter(|child| !child.is_zombie())
                 .count();

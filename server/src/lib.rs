@@ -3,12 +3,14 @@
 //! [`daemon`] is the parent (accept, queue, fork, reap, signals); [`session`] is what each forked
 //! child runs; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
 //! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
-//! starts; [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
+//! starts; [`demo`] makes the quick-start deployment; [`logging`] hands every log line to a
+//! logger process without ever waiting on it. The database itself is `forkmail-store`'s.
 
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod logging;
 pub mod preflight;
 pub mod proxy;
 pub mod session;

@@ -18,6 +18,7 @@ use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
+use forkmail_server::logging;
 use forkmail_server::preflight;
 use forkmail_store::{SendLimits, StoreLocation};
 
@@ -92,35 +93,34 @@ struct Cli {
     verbose: u8,
 }
 
+/// How long the parent, exiting, waits for the logger to write what it holds.
+const LOGGER_GRACE: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
+    logging::fill_standard_fds();
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
-    match run(cli) {
+    // First, while single-threaded and before any key, store or socket: see logging.rs.
+    if let Err(err) = logging::start(cli.verbose) {
+        say(format_args!(
+            "forkmail-server: cannot start the logger process: {err}; check the process limit"
+        ));
+        return ExitCode::FAILURE;
+    }
+    let code = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
-            eprintln!("forkmail-server: {err:#}");
+            say(format_args!("forkmail-server: {err:#}"));
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::finish(LOGGER_GRACE);
+    code
 }
 
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .init();
+/// A message for the person at the terminal, on stderr (through the logger, never blocking).
+fn say(message: std::fmt::Arguments<'_>) {
+    logging::print(&format!("{message}\n"));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -133,7 +133,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_deref()
                 .unwrap_or(forkmail_keygen::deploy::DEFAULT_SERVER_ADDR);
             if demo::ensure(&demo_root, listen).context("making the demo deployment")? {
-                eprintln!("forkmail-server: made the demo deployment in ./demo from fixtures/");
+                say(format_args!(
+                    "forkmail-server: made the demo deployment in ./demo from fixtures/"
+                ));
             }
             forkmail_keygen::layout::server_dir(&demo_root).0
         }
@@ -222,12 +224,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let daemon = Daemon::new(config, shared, listener)?;
     {
+        // A closed stdout is not a reason to stop serving.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {local}")?;
-        out.flush()?;
+        let _ = writeln!(out, "listening on {local}").and_then(|()| out.flush());
     }
     if cli.demo {
-        eprint!("{}", demo::instructions(&demo_root, &local.to_string()));
+        logging::print(&demo::instructions(&demo_root, &local.to_string()));
     }
     tracing::info!(
         max_sessions = cli.max_sessions,

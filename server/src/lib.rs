@@ -4,13 +4,15 @@
 //! child runs; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
 //! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
 //! starts; [`keys`] loads the users' public keys for the parent's check of signed hellos;
-//! [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
+//! [`demo`] makes the quick-start deployment; [`logging`] hands every log line to a logger
+//! process without ever waiting on it. The database itself is `forkmail-store`'s.
 
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod keys;
+pub mod logging;
 pub mod preflight;
 pub mod proxy;
 pub mod session;

@@ -9,6 +9,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
 
+use crate::logging;
+
 /// One forked session process.
 pub(super) struct Child {
     pub(super) started: Instant,
@@ -70,15 +72,21 @@ impl Children {
         }
     }
 
+    /// A pid that is not a session's is the logger's, or nobody's (the store check and the
+    /// start-up key load are reaped where they are forked; a later key loader's end is read
+    /// from its pipe): [`logging::reaped`] decides.
     fn forget(&mut self, status: WaitStatus) {
         if let Some(pid) = status.pid() {
-            if let Some(child) = self.by_pid.remove(&pid) {
-                debug!(
+            match self.by_pid.remove(&pid) {
+                Some(child) => debug!(
                     pid = pid.as_raw(),
-                    ?status,
                     secs = child.started.elapsed().as_secs_f32(),
-                    "session process exited"
-                );
+                    "session process {}",
+                    logging::exit_words(&status)
+                ),
+                None => {
+                    logging::reaped(pid, &status);
+                }
             }
         }
     }

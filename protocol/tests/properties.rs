@@ -386,3 +386,35 @@ fn server_hello_with_key_is_appended_after_refused() {
         [&[0x03][..], &core_bytes, &[0x02, 0xdd, 0xee], &[0x01, 0xcc]].concat()
     );
 }
+
+/// Version 3's refusals come after every earlier one, so each earlier index keeps its meaning;
+/// and a signed hello is the unsigned hello's bytes, then the signature as a byte string.
+#[test]
+fn version_3_refusals_are_appended_and_the_signed_hello_extends_the_unsigned_one() {
+    assert_eq!(
+        encode(&ServerReply::Refused(Refusal::StoreUnavailable)),
+        [0x02, 0x05]
+    );
+    assert_eq!(
+        encode(&ServerReply::Refused(Refusal::UnknownKey)),
+        [0x02, 0x06]
+    );
+    assert_eq!(
+        encode(&ServerReply::Refused(Refusal::TooManySessions {
+            limit: 300
+        })),
+        [0x02, 0x07, 0xac, 0x02]
+    );
+    let hello = ClientHello {
+        version: 3,
+        user: "alice".into(),
+        nonce: [0x11; 32],
+        timestamp_ms: 1,
+        x25519_public: [0x22; 32],
+    };
+    let signed = encode(&SignedClientHello {
+        hello: hello.clone(),
+        signature: vec![0x33, 0x44],
+    });
+    assert_eq!(signed, [encode(&hello), vec![0x02, 0x33, 0x44]].concat());
+}

@@ -372,7 +372,8 @@ impl Daemon {
         if let Some(deadline) = shutdown_deadline {
             wait = wait.min(deadline.saturating_duration_since(now));
         }
-        if let Some(due) = self.key_loads.due() {
+        // Not while shutting down: no load starts then, so a due one would make poll spin.
+        if let (Some(due), Some(_)) = (self.key_loads.due(), &self.listener) {
             wait = wait.min(due.saturating_duration_since(now));
         }
         wait

@@ -1,7 +1,8 @@
 //! forkmail-server: a classic Unix forking mail daemon.
 //!
 //! [`daemon`] is the parent (accept, queue, fork, reap, signals); [`session`] is what each forked
-//! child runs; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
+//! child runs, beating its [`heartbeat`] to the parent; [`instance`] keeps a second server off
+//! the same deployment; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
 //! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
 //! starts; [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
 
@@ -9,6 +10,8 @@ pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod heartbeat;
+pub mod instance;
 pub mod preflight;
 pub mod proxy;
 pub mod session;

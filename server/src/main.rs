@@ -18,6 +18,7 @@ use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
+use forkmail_server::instance::InstanceLock;
 use forkmail_server::preflight;
 use forkmail_store::StoreLocation;
 
@@ -152,9 +153,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(store) => store,
         None => settings.store_location(&server_dir)?,
     };
-    if let StoreLocation::Sqlite(db) = &store {
-        check_database_files(db)?;
-    }
+    // Before the store is touched and the port bound: a second server on an SQLite deployment
+    // is refused while the first keeps running. (Several servers on one PostgreSQL store are
+    // the multi-host set-up, docs/SCALING.md.)
+    let instance = match &store {
+        StoreLocation::Sqlite(db) => {
+            let instance = InstanceLock::take(&dir)?;
+            check_database_files(db)?;
+            Some(instance)
+        }
+        StoreLocation::Postgres(_) => None,
+    };
     let migrated = preflight::check_store(&store)
         .map_err(|why| anyhow::anyhow!("cannot use the mail store {store}: {why}"))?;
     if migrated.from != migrated.to {
@@ -193,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let daemon = Daemon::new(config, shared, listener)?;
+    let daemon = Daemon::new(config, shared, listener, instance)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {local}")?;

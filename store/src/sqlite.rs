@@ -32,7 +32,7 @@ use crate::migrations::{
 };
 use crate::{
     Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
-    UserRecord,
+    UserRecord, WriteLock,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -46,6 +46,43 @@ pub struct SqliteStore {
     /// The (device, inode) of the file opened, checked before every write: the path naming
     /// another file, or none, means the database was replaced or deleted under this connection.
     file: (u64, u64),
+    /// Told when a write transaction takes and releases the write lock
+    /// ([`Store::watch_write_lock`]).
+    lock_watch: Option<Box<dyn FnMut(WriteLock)>>,
+}
+
+/// A `BEGIN IMMEDIATE` transaction, which holds the database's write lock until it commits or
+/// rolls back; the lock watcher hears of both. Derefs to the transaction.
+struct WriteTx<'a> {
+    // Dropped first (rolling back unless committed), then `_held` tells the watcher.
+    tx: rusqlite::Transaction<'a>,
+    _held: Held<'a>,
+}
+
+/// Tells the lock watcher, when dropped, that the write lock is released.
+struct Held<'a>(Option<&'a mut Box<dyn FnMut(WriteLock)>>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.as_mut() {
+            watch(WriteLock::Released);
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for WriteTx<'a> {
+    type Target = rusqlite::Transaction<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        let Self { tx, _held } = self;
+        tx.commit()
+    }
 }
 
 impl SqliteStore {
@@ -93,6 +130,7 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
             file: (meta.dev(), meta.ino()),
+            lock_watch: None,
         })
     }
 
@@ -103,11 +141,19 @@ impl SqliteStore {
 
     /// `BEGIN IMMEDIATE`, then the check that the file is still the one opened (under the
     /// write lock, so no other connection can be half-way through replacing it).
-    fn write_transaction(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    fn write_transaction(&mut self) -> Result<WriteTx<'_>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .sql()?;
+        let mut watch = self.lock_watch.as_mut();
+        if let Some(watch) = watch.as_mut() {
+            watch(WriteLock::Taken);
+        }
+        let tx = WriteTx {
+            tx,
+            _held: Held(watch),
+        };
         check_file(&self.path, self.file)?;
         Ok(tx)
     }
@@ -427,6 +473,10 @@ fn insert_mail(
 }
 
 impl Store for SqliteStore {
+    fn watch_write_lock(&mut self, watch: Box<dyn FnMut(WriteLock)>) {
+        self.lock_watch = Some(watch);
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }

@@ -101,7 +101,8 @@ pub fn migrate(url: &PostgresUrl) -> Result<Migrated, StoreError> {
 impl PgStore {
     /// Connects to a store at [`CURRENT_VERSION`]; refuses anything else, writing nothing.
     pub fn open(url: &PostgresUrl) -> Result<Self, StoreError> {
-        let config = connection::config(url)?;
+        let mut config = connection::config(url)?;
+        connection::limit_lock_holding(&mut config);
         let mut conn = connect(url, &config)?;
         match schema::probe(&mut conn.client).map_err(|e| store_error(url, classify(&e), &e))? {
             Probe::Version(CURRENT_VERSION) => {}

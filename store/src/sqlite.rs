@@ -914,6 +914,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_lock_watcher_hears_every_write_transaction_take_and_release_the_lock() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::create(&dir.path().join("mail.db")).unwrap();
+        let heard = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&heard);
+        store.watch_write_lock(Box::new(move |lock| sink.borrow_mut().push(lock)));
+        assert!(store.record_nonce(b"n", 0, 10).unwrap());
+        assert_eq!(*heard.borrow(), [WriteLock::Taken, WriteLock::Released]);
+        // A send that fails inside its transaction rolls back, and says so too.
+        let draft = Draft {
+            to: vec!["nobody".into()],
+            title: "t".into(),
+            body: "b".into(),
+        };
+        assert!(store.send("alice", &draft, 0).is_err());
+        assert_eq!(heard.borrow().len(), 4);
+        assert_eq!(heard.borrow()[3], WriteLock::Released);
+        // Reads take no write lock.
+        store.find_user("alice").unwrap();
+        assert_eq!(heard.borrow().len(), 4);
+    }
+
+    #[test]
     fn a_store_records_forkmails_application_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mail.db");

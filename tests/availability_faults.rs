@@ -6,6 +6,7 @@
 //!   transaction rolls back, and a login waiting for the lock proceeds;
 //! - the parent out of file descriptors: `accept` fails with EMFILE, the parent backs off and
 //!   logs a bounded number of lines instead of spinning, and serves again once fds are free;
+//! - `fork` failing (a `pids` cgroup): the client is told the server is busy, and it is logged;
 //! - SIGHUP to the parent and to a session: both keep running;
 //! - a second server on the same deployment: refused, exit 1, while the first serves; a new one
 //!   starts once the first is gone, even while its sessions still drain.
@@ -18,7 +19,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use forkmail_protocol::limits::MAX_BODY_CHARS;
-use forkmail_protocol::messages::{Draft, Request, Response};
+use forkmail_protocol::messages::{Draft, Request, Response, ServerReply};
+use forkmail_testkit::cgroup::PidsLimit;
 use forkmail_testkit::wire::{self, Session};
 use forkmail_testkit::{bin, db, procfs, wait_until, Deployment, Server};
 use nix::sys::signal::{kill, Signal};
@@ -249,6 +251,29 @@ fn out_of_file_descriptors_the_parent_backs_off_and_serves_again_when_they_free(
 
     // Once the connections close, the parent accepts again and a real login succeeds.
     drop(held);
+    let session = logs_in_and_lists(&dep, &server, "alice");
+    wire::assert_serves(session, &server);
+}
+
+#[test]
+fn a_failed_fork_tells_the_client_the_server_is_busy_and_is_logged() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let limit = match PidsLimit::new(server.pid().as_raw(), 1) {
+        Ok(limit) => limit,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true: {why}"),
+        Err(why) => return eprintln!("skipped: {why}"),
+    };
+    let mut hello = wire::hello(server.addr, "alice");
+    let reply = wire::server_reply(&hello.wire.recv_frame().expect("a reply"));
+    assert_eq!(reply, ServerReply::Busy { waited_secs: 0 });
+    assert!(
+        server.wait_for_log("cannot start a session: fork failed", SLACK),
+        "{}",
+        server.log()
+    );
+    // Once processes can be made again, so can sessions.
+    drop(limit);
     let session = logs_in_and_lists(&dep, &server, "alice");
     wire::assert_serves(session, &server);
 }

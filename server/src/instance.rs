@@ -1,5 +1,6 @@
 //! One server per SQLite deployment directory: an exclusive `flock` on `DIR/server.lock`, taken
-//! at start before the store is touched and the port bound, and held for the parent's lifetime.
+//! at start once the store has been checked (so a read-only or broken deployment is reported as
+//! such) and before the port is bound, and held for the parent's lifetime.
 //! (On a PostgreSQL store several servers are the multi-host set-up: no lock.)
 //!
 //! Why: a second server on the same deployment (by mistake, or a restart script that does not
@@ -41,17 +42,17 @@ pub enum LockError {
         lock: PathBuf,
         holder: Option<u32>,
     },
-    #[error("cannot lock {}: {source}", .lock.display())]
-    Io { lock: PathBuf, source: io::Error },
+    #[error("cannot lock {}: {why}", .lock.display())]
+    Io { lock: PathBuf, why: io::Error },
 }
 
 impl InstanceLock {
     /// Takes the lock of the server directory `dir`, or says who holds it.
     pub fn take(dir: &Path) -> Result<Self, LockError> {
         let lock = dir.join(LOCK_FILE);
-        let io_error = |source| LockError::Io {
+        let io_error = |why| LockError::Io {
             lock: lock.clone(),
-            source,
+            why,
         };
         let file = OpenOptions::new()
             .read(true)

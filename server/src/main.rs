@@ -153,17 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(store) => store,
         None => settings.store_location(&server_dir)?,
     };
-    // Before the store is touched and the port bound: a second server on an SQLite deployment
-    // is refused while the first keeps running. (Several servers on one PostgreSQL store are
-    // the multi-host set-up, docs/SCALING.md.)
-    let instance = match &store {
-        StoreLocation::Sqlite(db) => {
-            let instance = InstanceLock::take(&dir)?;
-            check_database_files(db)?;
-            Some(instance)
-        }
-        StoreLocation::Postgres(_) => None,
-    };
+    if let StoreLocation::Sqlite(db) = &store {
+        check_database_files(db)?;
+    }
     let migrated = preflight::check_store(&store)
         .map_err(|why| anyhow::anyhow!("cannot use the mail store {store}: {why}"))?;
     if migrated.from != migrated.to {
@@ -174,6 +166,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
+    // Before the port is bound: a second server on an SQLite deployment is refused while the
+    // first keeps running. (Several servers on one PostgreSQL store are the multi-host set-up,
+    // docs/SCALING.md.)
+    let instance = match &store {
+        StoreLocation::Sqlite(_) => Some(InstanceLock::take(&dir)?),
+        StoreLocation::Postgres(_) => None,
+    };
     let config = ServerConfig {
         dir,
         store,

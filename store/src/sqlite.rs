@@ -134,11 +134,6 @@ impl SqliteStore {
         })
     }
 
-    /// Refuses a write once the path no longer names the file this connection opened.
-    fn check_file(&self) -> Result<(), StoreError> {
-        check_file(&self.path, self.file)
-    }
-
     /// `BEGIN IMMEDIATE`, then the check that the file is still the one opened (under the
     /// write lock, so no other connection can be half-way through replacing it).
     fn write_transaction(&mut self) -> Result<WriteTx<'_>, StoreError> {
@@ -687,14 +682,16 @@ impl Store for SqliteStore {
             .optional()
             .sql()?
             .ok_or(StoreError::NotFound(id))?;
-        self.check_file()?;
-        self.conn
-            .prepare_cached(
-                "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
-            )
-            .sql()?
-            .execute(params![user, id_sql])
-            .sql()?;
+        // A transaction of its own (not an autocommit statement) so that the lock watcher hears
+        // of the write lock only once it is held.
+        let tx = self.write_transaction()?;
+        tx.prepare_cached(
+            "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
+        )
+        .sql()?
+        .execute(params![user, id_sql])
+        .sql()?;
+        tx.commit().sql()?;
         Ok(mail)
     }
 
@@ -823,12 +820,12 @@ impl Store for SqliteStore {
     }
 
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {
-        self.check_file()?;
-        self.conn
-            .prepare_cached("DELETE FROM login_failures WHERE user = ?1")
+        let tx = self.write_transaction()?;
+        tx.prepare_cached("DELETE FROM login_failures WHERE user = ?1")
             .sql()?
             .execute([user])
             .sql()?;
+        tx.commit().sql()?;
         Ok(())
     }
 
@@ -933,9 +930,11 @@ mod tests {
         assert!(store.send("alice", &draft, 0).is_err());
         assert_eq!(heard.borrow().len(), 4);
         assert_eq!(heard.borrow()[3], WriteLock::Released);
-        // Reads take no write lock.
+        // Reads take no write lock; clearing failures (one statement) is reported like the rest.
         store.find_user("alice").unwrap();
         assert_eq!(heard.borrow().len(), 4);
+        store.clear_login_failures("alice").unwrap();
+        assert_eq!(heard.borrow().len(), 6);
     }
 
     #[test]

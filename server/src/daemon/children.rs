@@ -81,7 +81,8 @@ impl Children {
                 warn!(
                     pid = pid.as_raw(),
                     peer = %child.peer,
-                    "killing session process {pid} (client {}): it {stuck}; its slot is freed",
+                    "killing session process {pid} (client {}): it {stuck}; its slot is freed once it \
+                     has exited",
                     child.peer
                 );
                 let _ = kill(*pid, Signal::SIGKILL);

@@ -12,6 +12,10 @@ use forkmail_testkit::{db, integrity_ok, procfs, wait_until, Deployment, Server}
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// These loads send far more than one user may in a minute (`--max-sends-per-minute`, tested in
+/// `tests/disk.rs`): what they test is every send stored once under load.
+const UNLIMITED: &[&str] = &["--max-sends-per-minute", "0"];
+
 fn options(dep: &Deployment, server: &Server, user: &str) -> ConnectOptions {
     dep.connect_options(user, &server.addr.to_string())
         .expect("profile loads")
@@ -31,12 +35,12 @@ fn audit(dep: &Deployment) -> (HashMap<String, i64>, i64) {
     (audit.deliveries_per_title, audit.half_stored)
 }
 
-/// Samples the server's live (non-zombie) children until stopped; returns the maximum seen.
+/// Samples the server's live (non-zombie) session children until stopped; returns the maximum seen.
 fn sample_children(server_pid: i32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut max = 0;
         while !stop.load(Ordering::Relaxed) {
-            let live = procfs::children(server_pid)
+            let live = procfs::sessions(server_pid)
                 .iter()
                 .filter(|child| !child.is_zombie())
                 .count();
@@ -50,7 +54,7 @@ fn sample_children(server_pid: i32, stop: Arc<AtomicBool>) -> std::thread::JoinH
 #[test]
 fn fifty_clients_twenty_sessions_each_all_delivered_exactly_once() {
     let dep = Deployment::new(&["alice", "bob", "carol"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(UNLIMITED);
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_children(server.pid().as_raw(), Arc::clone(&stop));
     let errors = Arc::new(Mutex::new(Vec::new()));
@@ -111,7 +115,7 @@ fn fifty_clients_twenty_sessions_each_all_delivered_exactly_once() {
 #[test]
 fn five_writers_at_once_never_see_a_busy_database() {
     let dep = Deployment::new(&["alice", "bob"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(UNLIMITED);
     let body = "w".repeat(50_000);
     std::thread::scope(|scope| {
         for writer in 0..5 {
@@ -139,7 +143,7 @@ fn five_writers_at_once_never_see_a_busy_database() {
 #[test]
 fn sigkill_of_a_serving_child_never_loses_or_half_stores_a_send() {
     let dep = Deployment::new(&["alice", "bob", "carol"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(UNLIMITED);
     let body = "k".repeat(200_000);
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut attempted = Vec::new();
@@ -203,7 +207,7 @@ fn sigkill_of_a_serving_child_never_loses_or_half_stores_a_send() {
 #[test]
 fn sigkill_of_the_parent_leaves_no_child_past_its_session_and_the_port_rebinds_at_once() {
     let dep = Deployment::new(&["alice", "bob"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(UNLIMITED);
     let addr = server.addr;
     let mut sessions: Vec<Session> = (0..3)
         .map(|_| Session::connect(&options(&dep, &server, "alice")).unwrap())
@@ -217,7 +221,7 @@ fn sigkill_of_the_parent_leaves_no_child_past_its_session_and_the_port_rebinds_a
     assert!(server.wait(Duration::from_secs(10)).is_some());
 
     // A new server binds the same port at once, while the orphaned children still serve.
-    let restarted = Server::start_on(&dep.server_dir(), &addr.to_string(), &[]);
+    let restarted = Server::start_on(&dep.server_dir(), &addr.to_string(), UNLIMITED);
     assert_eq!(restarted.addr, addr);
     sessions[1]
         .send(&draft(&["bob"], "from an orphan", "y"))
@@ -239,7 +243,7 @@ fn sigkill_of_the_parent_leaves_no_child_past_its_session_and_the_port_rebinds_a
 #[test]
 fn sigterm_under_load_finishes_running_sessions_and_exits_zero() {
     let dep = Deployment::new(&["alice", "bob"]);
-    let server = dep.start_server(&[]);
+    let server = dep.start_server(UNLIMITED);
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));

@@ -104,8 +104,9 @@ pub enum ClientError {
     #[error("a message from the server was refused ({0}); the session is over, run forkmail again (if this repeats, something may be tampering with the connection or a clock is wrong)")]
     Protocol(#[from] ProtocolError),
 
-    /// The server refused one request; the session goes on.
-    #[error("the server refused the request ({}): {}", code_name(*.code), escape_line(.message))]
+    /// The server refused one request; the session goes on. A refusal for a limit (quota,
+    /// rate, disk) is said in the client's own words from the code's fields.
+    #[error("{}", server_refusal(.code, .message))]
     Server { code: ErrorCode, message: String },
 
     /// The server answered with a message that does not fit the request.
@@ -185,13 +186,41 @@ fn more_minutes(secs: u32) -> String {
 }
 
 /// A short, stable name for an error code, for people and scripts.
-pub fn code_name(code: ErrorCode) -> &'static str {
+pub fn code_name(code: &ErrorCode) -> &'static str {
     match code {
         ErrorCode::UnknownRecipient => "unknown recipient",
         ErrorCode::InvalidRequest => "invalid request",
         ErrorCode::NotFound => "not found",
         ErrorCode::Internal => "server error",
         ErrorCode::Unavailable => "store unavailable",
+        ErrorCode::MailboxFull { .. } => "mailbox full",
+        ErrorCode::RateLimited { .. } => "rate limited",
+        ErrorCode::DiskLow => "server disk low",
+    }
+}
+
+/// The one line of [`ClientError::Server`].
+fn server_refusal(code: &ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::MailboxFull {
+            recipient,
+            quota_mb,
+        } => format!(
+            "the mailbox of {} is full (quota {quota_mb} MB): nothing was sent to anyone; they must delete mail first",
+            escape_line(recipient)
+        ),
+        ErrorCode::RateLimited {
+            max_per_minute,
+            retry_after_secs,
+        } => format!(
+            "you sent {max_per_minute} mails in the last minute, the most this server allows: nothing was sent; try again in {retry_after_secs} s"
+        ),
+        ErrorCode::DiskLow => "the server's disk is nearly full, so it refuses sends for now: nothing was sent; reading and deleting mail still work; tell the server's operator".to_owned(),
+        _ => format!(
+            "the server refused the request ({}): {}",
+            code_name(code),
+            escape_line(message)
+        ),
     }
 }
 
@@ -358,6 +387,40 @@ mod tests {
         );
         let once = ClientError::NotSent(Box::new(ClientError::Limit(LimitError::EmptyTitle)));
         assert_eq!(once.to_string().matches("nothing was sent").count(), 1);
+    }
+
+    #[test]
+    fn limit_refusals_are_one_plain_line_each() {
+        let said = |code| {
+            ClientError::Server {
+                code,
+                message: "ignored".into(),
+            }
+            .to_string()
+        };
+        let full = said(ErrorCode::MailboxFull {
+            recipient: "bob\x1b".into(),
+            quota_mb: 256,
+        });
+        assert!(full.starts_with("the mailbox of bob"), "{full}");
+        assert!(
+            full.contains("(quota 256 MB)") && !full.contains('\x1b'),
+            "{full}"
+        );
+        let rate = said(ErrorCode::RateLimited {
+            max_per_minute: 120,
+            retry_after_secs: 7,
+        });
+        assert!(rate.contains("120 mails in the last minute"), "{rate}");
+        assert!(rate.ends_with("try again in 7 s"), "{rate}");
+        let disk = said(ErrorCode::DiskLow);
+        assert!(disk.contains("disk is nearly full"), "{disk}");
+        for msg in [full, rate, disk] {
+            assert!(
+                !msg.contains('\n') && msg.contains("nothing was sent"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -238,8 +238,9 @@ pub enum Response {
     },
 }
 
-/// Machine-readable error classes; the accompanying message is for people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Machine-readable error classes; the accompanying message is for people. The variants added
+/// for limits carry what a client needs to say why without parsing the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
     /// A recipient does not exist; nothing was stored.
     UnknownRecipient,
@@ -252,6 +253,18 @@ pub enum ErrorCode {
     /// The mail store is unavailable for now; nothing was changed, try again shortly (added
     /// after 0.1.0).
     Unavailable,
+    /// A send would take `recipient`'s mailbox over the server's quota of `quota_mb` MB;
+    /// nothing was stored for anyone (added after 0.1.0).
+    MailboxFull { recipient: String, quota_mb: u64 },
+    /// The user already sent `max_per_minute` mails in the last minute; nothing was stored.
+    /// A send may succeed again in `retry_after_secs` (added after 0.1.0).
+    RateLimited {
+        max_per_minute: u32,
+        retry_after_secs: u32,
+    },
+    /// The server's disk is (nearly) full: sends are refused, nothing was stored; reading and
+    /// deleting mail still work (added after 0.1.0).
+    DiskLow,
 }
 
 /// Why the server ended a session.

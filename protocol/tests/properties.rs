@@ -201,6 +201,18 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::InvalidRequest),
         Just(ErrorCode::NotFound),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::Unavailable),
+        (text(), any::<u64>()).prop_map(|(recipient, quota_mb)| ErrorCode::MailboxFull {
+            recipient,
+            quota_mb
+        }),
+        (any::<u32>(), any::<u32>()).prop_map(|(max_per_minute, retry_after_secs)| {
+            ErrorCode::RateLimited {
+                max_per_minute,
+                retry_after_secs,
+            }
+        }),
+        Just(ErrorCode::DiskLow),
     ]
 }
 

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use forkmail_store::StoreLocation;
+use forkmail_store::{SendLimits, StoreLocation};
 
 use crate::auth::ThrottlePolicy;
 
@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// limits. Anyone else sending such a header is refused, so a client cannot choose its own
     /// address. Empty (the default): no connection may send one.
     pub proxy_protocol_from: Vec<IpAddr>,
+    /// `--quota-mb`, `--max-sends-per-minute`, `--min-free-mb`: what every send is checked
+    /// against, in the store's transaction (0 in a field: unlimited).
+    pub send_limits: SendLimits,
 }
 
 impl ServerConfig {
@@ -54,6 +57,9 @@ impl ServerConfig {
     pub const DEFAULT_FREE_FAILURES: u32 = 3;
     pub const DEFAULT_LOCKOUT_AFTER: u32 = 10;
     pub const DEFAULT_LOCKOUT_SECS: u64 = 900;
+    pub const DEFAULT_QUOTA_MB: u64 = 256;
+    pub const DEFAULT_MAX_SENDS_PER_MINUTE: u32 = 120;
+    pub const DEFAULT_MIN_FREE_MB: u64 = 64;
 
     /// How long after its arrival a hello may still be checked by a child; older ones are
     /// refused. Bounds the time between a replay's arrival and its nonce check, which is what

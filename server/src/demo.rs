@@ -9,7 +9,7 @@ use forkmail_keygen::safety;
 use forkmail_protocol::messages::Draft;
 use serde::Deserialize;
 
-use forkmail_store::StoreLocation;
+use forkmail_store::{SendLimits, StoreLocation};
 
 const DEMO_USERS: &str = include_str!("../../fixtures/demo-users.toml");
 const SAMPLE_MAIL: &str = include_str!("../../fixtures/sample-mail.toml");
@@ -73,7 +73,12 @@ pub fn ensure(root: &Path, server_addr: &str) -> anyhow::Result<bool> {
             title: m.title,
             body: m.body,
         };
-        store.send(&m.from, &draft, forkmail_protocol::now_millis())?;
+        store.send(
+            &m.from,
+            &draft,
+            forkmail_protocol::now_millis(),
+            &SendLimits::NONE,
+        )?;
     }
     Ok(true)
 }

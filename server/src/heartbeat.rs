@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 use forkmail_store::{
-    Attempt, Counts, ImportedMail, LoginFailures, Store, StoreError, UserRecord, WriteLock,
+    Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, UserRecord,
+    WriteLock,
 };
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
@@ -152,8 +153,15 @@ impl Store for Beating<'_> {
         self.heart.around(|| self.store.find_user(name))
     }
 
-    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
-        self.heart.around(|| self.store.send(from, draft, now_ms))
+    fn send(
+        &mut self,
+        from: &str,
+        draft: &Draft,
+        now_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        self.heart
+            .around(|| self.store.send(from, draft, now_ms, limits))
     }
 
     fn inbox(
@@ -172,10 +180,11 @@ impl Store for Beating<'_> {
         draft: &Draft,
         now_ms: u64,
         retention_ms: u64,
+        limits: &SendLimits,
     ) -> Result<u64, StoreError> {
         self.heart.around(|| {
             self.store
-                .send_once(from, send_id, draft, now_ms, retention_ms)
+                .send_once(from, send_id, draft, now_ms, retention_ms, limits)
         })
     }
 
@@ -238,6 +247,10 @@ impl Store for Beating<'_> {
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {
         self.heart.around(|| self.store.schema_version())
+    }
+
+    fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.heart.around(|| self.store.mailbox_bytes(user))
     }
 }
 

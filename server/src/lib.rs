@@ -4,7 +4,8 @@
 //! child runs, beating its [`heartbeat`] to the parent; [`instance`] keeps a second server off
 //! the same deployment; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
 //! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
-//! starts; [`demo`] makes the quick-start deployment. The database itself is `forkmail-store`'s.
+//! starts; [`demo`] makes the quick-start deployment; [`logging`] hands every log line to a
+//! logger process without ever waiting on it. The database itself is `forkmail-store`'s.
 
 pub mod auth;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod daemon;
 pub mod demo;
 pub mod heartbeat;
 pub mod instance;
+pub mod logging;
 pub mod preflight;
 pub mod proxy;
 pub mod session;

@@ -19,8 +19,9 @@ use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
 use forkmail_server::instance::InstanceLock;
+use forkmail_server::logging;
 use forkmail_server::preflight;
-use forkmail_store::StoreLocation;
+use forkmail_store::{SendLimits, StoreLocation};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,19 @@ struct Cli {
     /// from any other address is refused.
     #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',', value_parser = parse_proxy_ip)]
     proxy_protocol_from: Vec<IpAddr>,
+    /// Per-recipient mailbox quota in MB (the title and body of every mail in the inbox); a send
+    /// that would take any recipient over it is refused. 0: unlimited.
+    #[arg(long, value_name = "MB", default_value_t = ServerConfig::DEFAULT_QUOTA_MB)]
+    quota_mb: u64,
+    /// Sends one user may make in any 60 seconds; further sends are refused, saying when to
+    /// retry. 0: unlimited.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::DEFAULT_MAX_SENDS_PER_MINUTE)]
+    max_sends_per_minute: u32,
+    /// Free space (MB) on the SQLite database's filesystem below which sends are refused;
+    /// logins, inbox, read and delete go on. 0: no floor. Not applicable to PostgreSQL.
+    /// [default: 64]
+    #[arg(long, value_name = "MB")]
+    min_free_mb: Option<u64>,
     /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
     #[arg(long)]
     demo: bool,
@@ -80,35 +94,34 @@ struct Cli {
     verbose: u8,
 }
 
+/// How long the parent, exiting, waits for the logger to write what it holds.
+const LOGGER_GRACE: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
+    logging::fill_standard_fds();
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
-    match run(cli) {
+    // First, while single-threaded and before any key, store or socket: see logging.rs.
+    if let Err(err) = logging::start(cli.verbose) {
+        say(format_args!(
+            "forkmail-server: cannot start the logger process: {err}; check the process limit"
+        ));
+        return ExitCode::FAILURE;
+    }
+    let code = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
-            eprintln!("forkmail-server: {err:#}");
+            say(format_args!("forkmail-server: {err:#}"));
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::finish(LOGGER_GRACE);
+    code
 }
 
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
-        .init();
+/// A message for the person at the terminal, on stderr (through the logger, never blocking).
+fn say(message: std::fmt::Arguments<'_>) {
+    logging::print(&format!("{message}\n"));
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -121,7 +134,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_deref()
                 .unwrap_or(forkmail_keygen::deploy::DEFAULT_SERVER_ADDR);
             if demo::ensure(&demo_root, listen).context("making the demo deployment")? {
-                eprintln!("forkmail-server: made the demo deployment in ./demo from fixtures/");
+                say(format_args!(
+                    "forkmail-server: made the demo deployment in ./demo from fixtures/"
+                ));
             }
             forkmail_keygen::layout::server_dir(&demo_root).0
         }
@@ -190,7 +205,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lockout: Duration::from_secs(cli.lockout_secs),
         },
         proxy_protocol_from: cli.proxy_protocol_from,
+        send_limits: SendLimits {
+            quota_bytes: cli.quota_mb.saturating_mul(MB),
+            max_per_minute: cli.max_sends_per_minute,
+            min_free_bytes: cli
+                .min_free_mb
+                .unwrap_or(ServerConfig::DEFAULT_MIN_FREE_MB)
+                .saturating_mul(MB),
+        },
     };
+    if matches!(config.store, StoreLocation::Postgres(_)) && cli.min_free_mb.is_some() {
+        tracing::warn!(
+            "--min-free-mb does not apply to a PostgreSQL store: its disk is the database \
+             server's, which forkmail cannot see; PostgreSQL refuses writes itself when full"
+        );
+    }
     let shared = Shared {
         decoy: Decoy {
             password: PasswordHash::decoy(settings.kdf, settings.iterations()),
@@ -203,12 +232,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let daemon = Daemon::new(config, shared, listener, instance)?;
     {
+        // A closed stdout is not a reason to stop serving.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {local}")?;
-        out.flush()?;
+        let _ = writeln!(out, "listening on {local}").and_then(|()| out.flush());
     }
     if cli.demo {
-        eprint!("{}", demo::instructions(&demo_root, &local.to_string()));
+        logging::print(&demo::instructions(&demo_root, &local.to_string()));
     }
     tracing::info!(
         max_sessions = cli.max_sessions,
@@ -232,6 +261,9 @@ fn check_database_files(db: &Path) -> Result<(), UnsafeFile> {
     }
     Ok(())
 }
+
+/// `--quota-mb` and `--min-free-mb` count in MiB.
+const MB: u64 = 1024 * 1024;
 
 fn parse_store(s: &str) -> Result<StoreLocation, String> {
     StoreLocation::parse(s).map_err(|e| e.to_string())

@@ -35,7 +35,8 @@ pub fn check_store(location: &StoreLocation) -> Result<Migrated, String> {
                 (WaitStatus::Exited(_, 0), Some(Ok(migrated))) => Ok(migrated),
                 (WaitStatus::Exited(_, _), Some(Err(message))) => Err(message),
                 (status, _) => Err(format!(
-                    "the store check ended without a report ({status:?}); run with -v for details"
+                    "the store check ended without a report (it {}); run with -v for details",
+                    crate::logging::exit_words(&status)
                 )),
             }
         }

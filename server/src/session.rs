@@ -28,7 +28,7 @@ use forkmail_protocol::messages::{
     INBOX_PAGE_LEN, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
-use forkmail_store::{Store, StoreError};
+use forkmail_store::{SendLimits, Store, StoreError};
 use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
 use tracing::{debug, info, warn};
@@ -127,6 +127,8 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
 /// The server has answered the hello; the client must authenticate next.
 struct ExpectAuth {
     user: String,
+    /// The protocol version of the hello: what the client can decode.
+    version: u16,
     established: Established,
 }
 
@@ -170,10 +172,15 @@ impl ExpectAuth {
             }
         }
         let user = checked.hello.user.clone();
+        let version = checked.hello.version;
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
         write_frame(&mut stream, &reply)?;
         ctx.heart.beat();
-        Ok(Self { user, established })
+        Ok(Self {
+            user,
+            version,
+            established,
+        })
     }
 
     fn authenticate(
@@ -185,6 +192,7 @@ impl ExpectAuth {
     ) -> Result<Authenticated, SessionError> {
         let Self {
             user,
+            version,
             established:
                 Established {
                     mut channel,
@@ -238,6 +246,7 @@ impl ExpectAuth {
         }
         Ok(Authenticated {
             user,
+            version,
             channel,
             heart: ctx.heart.clone(),
         })
@@ -247,6 +256,9 @@ impl ExpectAuth {
 /// Both factors checked: requests may flow.
 struct Authenticated {
     user: String,
+    /// The session's protocol version: a version 1 client (0.1.0) cannot decode the error
+    /// codes added since, and is told [`ErrorCode::Internal`] with the same message instead.
+    version: u16,
     channel: SecureChannel,
     heart: Heartbeat,
 }
@@ -281,7 +293,7 @@ impl Authenticated {
             let request: Request =
                 self.channel
                     .open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
-            if let Flow::End = self.handle(store, stream, request)? {
+            if let Flow::End = self.handle(store, &ctx.config.send_limits, stream, request)? {
                 return Ok(());
             }
         }
@@ -290,12 +302,13 @@ impl Authenticated {
     fn handle(
         &mut self,
         store: &mut dyn Store,
+        limits: &SendLimits,
         stream: &TcpStream,
         request: Request,
     ) -> Result<Flow, SessionError> {
         let response = match request {
-            Request::Send(draft) => self.send(store, None, draft),
-            Request::SendOnce { send_id, draft } => self.send(store, Some(send_id), draft),
+            Request::Send(draft) => self.send(store, limits, None, draft),
+            Request::SendOnce { send_id, draft } => self.send(store, limits, Some(send_id), draft),
             Request::Inbox => return self.inbox(store, stream).map(|()| Flow::Continue),
             Request::Sent => return self.sent(store, stream).map(|()| Flow::Continue),
             Request::Read { id } => match store.read(&self.user, id) {
@@ -315,11 +328,12 @@ impl Authenticated {
         Ok(Flow::Continue)
     }
 
-    /// Stores a draft; with a send id, at most once per (user, send id), a repeat answered
-    /// with the first message's id.
+    /// Stores a draft within the server's limits; with a send id, at most once per (user, send
+    /// id), a repeat answered with the first message's id.
     fn send(
         &self,
         store: &mut dyn Store,
+        limits: &SendLimits,
         send_id: Option<[u8; SEND_ID_LEN]>,
         draft: Draft,
     ) -> Response {
@@ -333,13 +347,14 @@ impl Authenticated {
             };
         }
         let stored = match send_id {
-            None => store.send(&self.user, &draft, now_millis()),
+            None => store.send(&self.user, &draft, now_millis(), limits),
             Some(send_id) => store.send_once(
                 &self.user,
                 &send_id,
                 &draft,
                 now_millis(),
                 SEND_ID_RETENTION_MS,
+                limits,
             ),
         };
         match stored {
@@ -352,7 +367,7 @@ impl Authenticated {
                 );
                 Response::Sent { id }
             }
-            Err(err) => error_response(err),
+            Err(err) => send_refusal(err, self.version),
         }
     }
 
@@ -405,6 +420,50 @@ impl Authenticated {
         self.heart.beat();
         Ok(())
     }
+}
+
+/// What a refused send tells the client: the limit it met, with what the client needs to say
+/// why (PROTOCOL.md §8), or what any other failure says.
+fn send_refusal(err: StoreError, version: u16) -> Response {
+    const MB: u64 = 1024 * 1024;
+    let code = match &err {
+        StoreError::MailboxFull {
+            recipient,
+            quota_bytes,
+        } => ErrorCode::MailboxFull {
+            recipient: recipient.clone(),
+            quota_mb: quota_bytes.div_ceil(MB),
+        },
+        StoreError::RateLimited {
+            max_per_minute,
+            retry_after_ms,
+            ..
+        } => ErrorCode::RateLimited {
+            max_per_minute: *max_per_minute,
+            retry_after_secs: u32::try_from(retry_after_ms.div_ceil(1000)).unwrap_or(u32::MAX),
+        },
+        StoreError::DiskLow { .. } | StoreError::Full(_) => {
+            warn!("a send from a user was refused: {err}");
+            ErrorCode::DiskLow
+        }
+        _ => return error_response(err),
+    };
+    let message = match &code {
+        ErrorCode::DiskLow => {
+            "the server's disk is nearly full, so sends are refused for now; nothing was sent; \
+             reading and deleting mail still work; tell the server's operator"
+                .to_owned()
+        }
+        // Names only existing users and the sender: nothing untrusted to escape.
+        _ => err.to_string(),
+    };
+    // 0.1.0 knows UnknownRecipient, InvalidRequest, NotFound and Internal only.
+    let code = if version < 2 {
+        ErrorCode::Internal
+    } else {
+        code
+    };
+    Response::Error { code, message }
 }
 
 fn error_response(err: StoreError) -> Response {

@@ -66,6 +66,22 @@ pub enum StoreError {
     /// Any other backend failure, as text.
     #[error("mail store error: {0}")]
     Backend(String),
+    /// A send would take `recipient`'s mailbox over `quota_bytes`; nothing was stored.
+    #[error("the mailbox of {recipient} is full (quota {} MB); nothing was stored", quota_bytes / (1024 * 1024))]
+    MailboxFull { recipient: String, quota_bytes: u64 },
+    /// The sender already sent `max_per_minute` mails in the last 60 s; nothing was stored. The
+    /// oldest of those leaves the window in `retry_after_ms`.
+    #[error("{sender} already sent {max_per_minute} mails in the last minute; nothing was stored; try again in {} s", retry_after_ms.div_ceil(1000))]
+    RateLimited {
+        sender: String,
+        max_per_minute: u32,
+        retry_after_ms: u64,
+    },
+    /// The store's filesystem has less free space than the floor, or none to keep the store's
+    /// reserve (docs/ARCHITECTURE.md): sends are refused, nothing was stored, everything else
+    /// goes on.
+    #[error("the mail store's disk is low: {free_bytes} bytes free, sends need {needed_bytes}; nothing was stored")]
+    DiskLow { free_bytes: u64, needed_bytes: u64 },
     /// The database file was deleted, or another file put at its path, while this connection
     /// had it open: a write would land in a file nobody reads again, so none is made.
     #[error("the mail store's file changed under this session ({0}); nothing was saved; put the right database back and restart forkmail-server")]
@@ -75,6 +91,12 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying later may succeed without anyone fixing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::Full(_)
+                | StoreError::RateLimited { .. }
+                | StoreError::DiskLow { .. }
+        )
     }
 }

@@ -28,6 +28,11 @@
 //! - a login attempt is counted, or refused as locked, atomically across processes and hosts,
 //!   before its password is tested: however many race, no more are counted than the lock they
 //!   earn allows;
+//! - a send is refused, storing nothing, when it would take a recipient's mailbox (the bytes of
+//!   the title and body of every delivery in it) over the quota, when its sender already sent
+//!   the maximum in the last minute, or (SQLite) when the database's filesystem is below the
+//!   free-space floor; the quota and rate are checked in the send's own transaction, so
+//!   racing sends cannot exceed them, and a delete gives the space back ([`SendLimits`]);
 //! - a failed operation changes nothing.
 
 #![forbid(unsafe_code)]
@@ -36,7 +41,9 @@ use std::ops::ControlFlow;
 
 use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 
+pub mod disk;
 mod error;
+mod limits;
 pub mod location;
 mod migrations;
 pub mod pgtest;
@@ -44,6 +51,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
+pub use limits::SendLimits;
 pub use location::StoreLocation;
 pub use migrations::{Migration, CURRENT_VERSION, MIGRATIONS};
 
@@ -145,9 +153,17 @@ pub trait Store {
     fn find_user(&mut self, name: &str) -> Result<Option<UserRecord>, StoreError>;
 
     /// Stores one message and one delivery per recipient in a single transaction, committed
-    /// durably before it returns. Fails, storing nothing, if any recipient does not exist.
+    /// durably before it returns. Fails, storing nothing, if any recipient does not exist
+    /// ([`StoreError::UnknownRecipient`]) or the send breaks one of `limits`
+    /// ([`StoreError::MailboxFull`], [`StoreError::RateLimited`], [`StoreError::DiskLow`]).
     /// Returns the new message id.
-    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError>;
+    fn send(
+        &mut self,
+        from: &str,
+        draft: &Draft,
+        now_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError>;
 
     /// Calls `page` with the user's inbox in id order, `page_len` entries at a time; the last
     /// call has `more == false` (and is made even for an empty inbox). `page` returning
@@ -163,6 +179,7 @@ pub trait Store {
     /// send ids recorded before `now_ms - retention_ms`, then returns the message id already
     /// recorded for this pair (storing nothing), or stores the mail and records the pair.
     /// Of two connections racing with one pair, exactly one stores; the other returns its id.
+    /// A repeat of a stored send returns its id whatever the limits say now.
     fn send_once(
         &mut self,
         from: &str,
@@ -170,6 +187,7 @@ pub trait Store {
         draft: &Draft,
         now_ms: u64,
         retention_ms: u64,
+        limits: &SendLimits,
     ) -> Result<u64, StoreError>;
 
     /// Calls `page` with what the user has sent, in id order (oldest first), `page_len` entries
@@ -182,11 +200,13 @@ pub trait Store {
         page: &mut dyn FnMut(Vec<SentSummary>, bool) -> ControlFlow<()>,
     ) -> Result<(), StoreError>;
 
-    /// Reads one message from the user's mailbox and marks it read.
+    /// Reads one message from the user's mailbox and marks it read. Marking is best effort:
+    /// if only the mark fails (a full disk), the mail is still returned and the failure logged.
     fn read(&mut self, user: &str, id: u64) -> Result<Mail, StoreError>;
 
     /// Deletes the user's delivery of a message; the message itself goes once no recipient
-    /// holds it any more. Other recipients' copies are untouched.
+    /// holds it any more. Other recipients' copies are untouched. The message's size leaves
+    /// the user's mailbox usage in the same transaction.
     fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError>;
 
     /// Purges nonces that expired before `now_ms` and records `nonce` until `expires_at_ms`.
@@ -220,7 +240,8 @@ pub trait Store {
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError>;
 
     /// Stores many mails in one transaction (the benchmark's preload): all or nothing, with
-    /// the same checks and ids as [`Store::send`]. Returns how many were stored.
+    /// the same recipient checks and ids as [`Store::send`] and no limits (mailbox usage is
+    /// counted). Returns how many were stored.
     fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError>;
 
     /// Row counts.
@@ -233,6 +254,10 @@ pub trait Store {
 
     /// The schema version of the store as it is now.
     fn schema_version(&mut self) -> Result<u32, StoreError>;
+
+    /// The bytes (title and body) of every delivery in the user's inbox, as the quota counts
+    /// them; 0 for an unknown user.
+    fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError>;
 }
 
 /// Opens an existing store at the current schema version. Refuses a missing store, a foreign

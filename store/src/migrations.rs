@@ -11,7 +11,9 @@
 //! applied when, and marks SQLite files with forkmail's `application_id`, so that a foreign
 //! database is told apart from an old forkmail one. Version 3 adds `sent`, each sender's
 //! record of what they sent, which outlives the recipients' deletes. Version 4 adds `send_ids`,
-//! which makes a repeated send (same sender, same send id) store nothing new.
+//! which makes a repeated send (same sender, same send id) store nothing new. Version 5 adds
+//! each message's size and each user's mailbox usage (the quota's counter, kept by send and
+//! delete), computed from the mail already stored, and an index of `sent` by time (the rate).
 
 use crate::StoreError;
 
@@ -211,11 +213,37 @@ CREATE TABLE send_ids (
 CREATE INDEX send_ids_by_age ON send_ids(created_ms);
 ",
     },
+    // `messages.size` is the bytes of the title and body, what a delivery adds to its
+    // recipient's mailbox; `users.mailbox_bytes` the sum over the user's deliveries, kept in
+    // the transaction of every send and delete so the quota check reads one row. Both are
+    // computed here from what is stored (`octet_length`: UTF-8 bytes on both backends).
+    Migration {
+        version: 5,
+        name: "mailbox usage: message sizes, per-user usage, sent by time",
+        sqlite: "
+ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET size = octet_length(title)
+    + coalesce((SELECT octet_length(b.body) FROM bodies b WHERE b.message_id = messages.id), 0);
+ALTER TABLE users ADD COLUMN mailbox_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET mailbox_bytes = coalesce((SELECT sum(m.size) FROM deliveries d
+    JOIN messages m ON m.id = d.message_id WHERE d.recipient = users.name), 0);
+CREATE INDEX sent_by_sender_time ON sent(sender, sent_ms);
+",
+        postgres: "
+ALTER TABLE messages ADD COLUMN size BIGINT NOT NULL DEFAULT 0;
+UPDATE messages m SET size = octet_length(m.title)
+    + coalesce((SELECT octet_length(b.body) FROM bodies b WHERE b.message_id = m.id), 0);
+ALTER TABLE users ADD COLUMN mailbox_bytes BIGINT NOT NULL DEFAULT 0;
+UPDATE users u SET mailbox_bytes = coalesce((SELECT sum(m.size) FROM deliveries d
+    JOIN messages m ON m.id = d.message_id WHERE d.recipient = u.name), 0);
+CREATE INDEX sent_by_sender_time ON sent(sender, sent_ms);
+",
+    },
 ];
 
 /// forkmail's invariants as counting queries that must all give 0, in SQL both backends run
 /// as it is (`check_integrity`).
-pub(crate) const INVARIANTS: [(&str, &str); 6] = [
+pub(crate) const INVARIANTS: [(&str, &str); 8] = [
     (
         "messages without a body",
         "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.message_id = m.id)",
@@ -239,6 +267,14 @@ pub(crate) const INVARIANTS: [(&str, &str); 6] = [
     (
         "messages without a sent record",
         "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM sent s WHERE s.message_id = m.id)",
+    ),
+    (
+        "messages whose size is not that of their title and body",
+        "SELECT count(*) FROM messages m JOIN bodies b ON b.message_id = m.id WHERE m.size <> octet_length(m.title) + octet_length(b.body)",
+    ),
+    (
+        "users whose mailbox usage is not the sum of their deliveries",
+        "SELECT count(*) FROM users u WHERE u.mailbox_bytes <> (SELECT coalesce(sum(m.size), 0) FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.recipient = u.name)",
     ),
 ];
 

@@ -16,6 +16,13 @@
 //! checks, at every write, that the path still names it: a database deleted or replaced under a
 //! running session refuses the write ([`StoreError::Replaced`]) instead of acknowledging mail
 //! into a file nobody will read again.
+//!
+//! Limits ([`SendLimits`]): `BEGIN IMMEDIATE` serialises every writer, so the rate (the
+//! sender's rows in `sent` within the last minute, by the `sent_by_sender_time` index) and the
+//! quota (each recipient's `users.mailbox_bytes`, kept by send and delete) read under the write
+//! lock cannot be exceeded by a racing send. The free-space floor and the disk reserve that keeps
+//! everything but sends working on a full disk are [`crate::disk`]'s. `journal_size_limit`
+//! ([`JOURNAL_SIZE_LIMIT`]) gives the WAL back to the filesystem after a burst.
 
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
@@ -27,17 +34,26 @@ use std::time::Duration;
 use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::disk::{self, Disk};
+use crate::limits::mail_size;
 use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
-    UserRecord, WriteLock,
+    Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store, StoreError,
+    StoredPassword, UserRecord, WriteLock,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
 /// unavailable. Writes are short transactions, so five writers never come near this.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `PRAGMA journal_size_limit`: after a checkpoint has copied the whole WAL into the database,
+/// the next writer starts the WAL over and truncates the file to this. 4 MiB is what the WAL
+/// reaches between automatic checkpoints (1000 pages of 4 KiB), so steady use never regrows
+/// it, while whatever a burst or a reader holding an old snapshot made it grow beyond (15.8 MB
+/// in issue 9's measurement) goes back to the filesystem once that reader is done.
+pub const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// A connection to one SQLite store, at the current schema version.
 pub struct SqliteStore {
@@ -46,6 +62,8 @@ pub struct SqliteStore {
     /// The (device, inode) of the file opened, checked before every write: the path naming
     /// another file, or none, means the database was replaced or deleted under this connection.
     file: (u64, u64),
+    /// Its filesystem: free space and the reserve.
+    disk: Disk,
     /// Told when a write transaction takes and releases the write lock
     /// ([`Store::watch_write_lock`]).
     lock_watch: Option<Box<dyn FnMut(WriteLock)>>,
@@ -117,8 +135,19 @@ impl SqliteStore {
         Self::open(path)
     }
 
-    /// Opens an existing store, which must be at [`CURRENT_VERSION`].
+    /// Opens an existing store, which must be at [`CURRENT_VERSION`]. On a full filesystem
+    /// (where even reading needs room for the `-shm` file) the disk reserve is released and the
+    /// open tried once more.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        match Self::open_once(path) {
+            Err(err) if disk::is_out_of_space(&err) && Disk::of(path).release_reserve() => {
+                Self::open_once(path)
+            }
+            other => other,
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
         let conn = connect(path, OpenFlags::empty())?;
         match probe(&conn).map_err(|e| probe_error(path, e))? {
             Probe::Version(CURRENT_VERSION) => {}
@@ -130,8 +159,26 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
             file: (meta.dev(), meta.ino()),
+            disk: Disk::of(path),
             lock_watch: None,
         })
+    }
+
+    /// Runs a write that is not a send; if it fails for want of space, releases the disk
+    /// reserve and runs it once more (see [`crate::disk`]).
+    fn with_reserve<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match op(self) {
+            Err(err) if disk::is_out_of_space(&err) && self.disk.release_reserve() => op(self),
+            other => other,
+        }
+    }
+
+    /// Refuses a write once the path no longer names the file this connection opened.
+    fn check_file(&self) -> Result<(), StoreError> {
+        check_file(&self.path, self.file)
     }
 
     /// `BEGIN IMMEDIATE`, then the check that the file is still the one opened (under the
@@ -152,6 +199,57 @@ impl SqliteStore {
         check_file(&self.path, self.file)?;
         Ok(tx)
     }
+
+    /// [`Store::delete`], one attempt: the delivery, the recipient's usage, and the message
+    /// with its last delivery.
+    fn delete_once(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
+        let id_sql = to_sql_id(id)?;
+        let tx = self.write_transaction()?;
+        let size: Option<i64> = tx
+            .prepare_cached(
+                "SELECT m.size FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.recipient = ?1 AND d.message_id = ?2",
+            )
+            .sql()?
+            .query_row(params![user, id_sql], |r| r.get(0))
+            .optional()
+            .sql()?;
+        let Some(size) = size else {
+            return Err(StoreError::NotFound(id));
+        };
+        tx.prepare_cached("DELETE FROM deliveries WHERE recipient = ?1 AND message_id = ?2")
+            .sql()?
+            .execute(params![user, id_sql])
+            .sql()?;
+        tx.prepare_cached("UPDATE users SET mailbox_bytes = mailbox_bytes - ?2 WHERE name = ?1")
+            .sql()?
+            .execute(params![user, size])
+            .sql()?;
+        let orphaned = tx
+            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")
+            .sql()?
+            .query_row([id_sql], |r| r.get::<_, bool>(0))
+            .sql()?;
+        if orphaned {
+            tx.prepare_cached("DELETE FROM bodies WHERE message_id = ?1")
+                .sql()?
+                .execute([id_sql])
+                .sql()?;
+            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
+                .sql()?
+                .execute([id_sql])
+                .sql()?;
+        }
+        tx.commit().sql()
+    }
+}
+
+/// The floor and the reserve, before a send stores anything; nothing with the floor off.
+fn room_for_send(disk: &Disk, limits: &SendLimits) -> Result<(), StoreError> {
+    if limits.min_free_bytes == 0 {
+        return Ok(());
+    }
+    disk.room_for_send(limits.min_free_bytes)
 }
 
 /// Whether `path` still names the file `(device, inode)`; [`StoreError::Replaced`] if not.
@@ -190,7 +288,13 @@ pub fn migrate(path: &Path) -> Result<Migrated, StoreError> {
         probe => return Err(refusal(path, probe)),
     }
     enable_wal(&conn).sql()?;
-    migrate_conn(&conn, path, false)
+    let migrated = migrate_conn(&conn, path, false)?;
+    // The server migrates at start-up: the moment to put the disk reserve in place.
+    let disk = Disk::of(path);
+    if let Ok(free) = disk.free_bytes() {
+        disk.ensure_reserve(free, disk::RESERVE_BYTES);
+    }
+    Ok(migrated)
 }
 
 /// Opens the file without creating it (unless `extra` says so), with the busy timeout set, and
@@ -219,6 +323,7 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     enable_wal(conn)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     Ok(())
 }
 
@@ -386,6 +491,10 @@ fn classify(err: rusqlite::Error) -> StoreError {
             ))
         }
         Some(ErrorCode::DiskFull) => StoreError::Full(text),
+        // The `-shm` file could not be grown: on a full filesystem, the first thing that fails.
+        Some(ErrorCode::SystemIoFailure) if is_shm_growth(&err) => {
+            StoreError::Full(format!("{text} (no room for the shared-memory file)"))
+        }
         Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(text),
         Some(
             ErrorCode::CannotOpen
@@ -396,6 +505,15 @@ fn classify(err: rusqlite::Error) -> StoreError {
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(text),
         _ => StoreError::Backend(text),
     }
+}
+
+fn is_shm_growth(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+                || e.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMMAP
+    )
 }
 
 /// `.sql()?` turns a rusqlite result into a store result.
@@ -414,13 +532,53 @@ fn to_sql_id(id: u64) -> Result<i64, StoreError> {
 }
 
 fn user_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(mailbox_bytes(conn, name)?.is_some())
+}
+
+/// The user's mailbox usage, `None` if there is no such user.
+fn mailbox_bytes(conn: &Connection, name: &str) -> Result<Option<u64>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
+        .prepare_cached("SELECT mailbox_bytes FROM users WHERE name = ?1")
         .sql()?
-        .query_row([name], |_| Ok(()))
+        .query_row([name], |r| r.get::<_, i64>(0))
         .optional()
         .sql()?
-        .is_some())
+        .map(|n| n.max(0) as u64))
+}
+
+/// Every check of a send, under the write lock: the recipients exist, the sender is under
+/// the rate, no recipient's mailbox goes over the quota.
+fn check_send(
+    conn: &Connection,
+    from: &str,
+    draft: &Draft,
+    now_ms: u64,
+    limits: &SendLimits,
+) -> Result<(), StoreError> {
+    let mut used = Vec::with_capacity(draft.to.len());
+    for name in &draft.to {
+        match mailbox_bytes(conn, name)? {
+            Some(bytes) => used.push(bytes),
+            None => return Err(StoreError::UnknownRecipient(name.clone())),
+        }
+    }
+    if let Some((after_ms, offset)) = limits.rate_query(now_ms) {
+        let filling: Option<i64> = conn
+            .prepare_cached(
+                "SELECT sent_ms FROM sent WHERE sender = ?1 AND sent_ms > ?2
+                 ORDER BY sent_ms DESC LIMIT 1 OFFSET ?3",
+            )
+            .sql()?
+            .query_row(params![from, after_ms, offset], |r| r.get(0))
+            .optional()
+            .sql()?;
+        limits.check_rate(from, now_ms, filling.map(|ms| ms.max(0) as u64))?;
+    }
+    let size = mail_size(&draft.title, &draft.body);
+    for (name, used) in draft.to.iter().zip(used) {
+        limits.check_quota(name, used, size)?;
+    }
+    Ok(())
 }
 
 /// Inserts one message, its body and its deliveries (recipients already checked).
@@ -435,15 +593,17 @@ fn insert_mail(
     draft: &Draft,
     sent_ms: u64,
 ) -> Result<u64, StoreError> {
+    let size = mail_size(&draft.title, &draft.body) as i64;
     conn.prepare_cached(
-        "INSERT INTO messages (sender, recipients, sent_ms, title) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO messages (sender, recipients, sent_ms, title, size) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .sql()?
     .execute(params![
         from,
         draft.to.join(";"),
         sent_ms as i64,
-        draft.title
+        draft.title,
+        size
     ])
     .sql()?;
     let id = conn.last_insert_rowid();
@@ -454,8 +614,12 @@ fn insert_mail(
     let mut deliver = conn
         .prepare_cached("INSERT INTO deliveries (recipient, message_id) VALUES (?1, ?2)")
         .sql()?;
+    let mut count = conn
+        .prepare_cached("UPDATE users SET mailbox_bytes = mailbox_bytes + ?2 WHERE name = ?1")
+        .sql()?;
     for name in &draft.to {
         deliver.execute(params![name, id]).sql()?;
+        count.execute(params![name, size]).sql()?;
     }
     conn.prepare_cached(
         "INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
@@ -534,13 +698,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
+    fn send(
+        &mut self,
+        from: &str,
+        draft: &Draft,
+        now_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        room_for_send(&self.disk, limits)?;
         let tx = self.write_transaction()?;
-        for name in &draft.to {
-            if !user_exists(&tx, name)? {
-                return Err(StoreError::UnknownRecipient(name.clone()));
-            }
-        }
+        check_send(&tx, from, draft, now_ms, limits)?;
         let id = insert_mail(&tx, from, draft, now_ms)?;
         tx.commit().sql()?;
         Ok(id)
@@ -553,18 +720,23 @@ impl Store for SqliteStore {
         draft: &Draft,
         now_ms: u64,
         retention_ms: u64,
+        limits: &SendLimits,
     ) -> Result<u64, StoreError> {
+        let disk = self.disk.clone();
+        let cutoff = now_ms.saturating_sub(retention_ms) as i64;
         // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
-        // step for every other process.
+        // step for every other process. The lookup comes before anything that may refuse
+        // (the disk, the limits) or write (the purge): a repeat of a stored send is answered
+        // with its id even on a full disk, so the client is never told "nothing was sent"
+        // about a mail that was.
         let tx = self.write_transaction()?;
-        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
-            .sql()?
-            .execute([now_ms.saturating_sub(retention_ms) as i64])
-            .sql()?;
         let known: Option<Option<i64>> = tx
-            .prepare_cached("SELECT message_id FROM send_ids WHERE sender = ?1 AND send_id = ?2")
+            .prepare_cached(
+                "SELECT message_id FROM send_ids
+                 WHERE sender = ?1 AND send_id = ?2 AND created_ms >= ?3",
+            )
             .sql()?
-            .query_row(params![from, send_id], |r| r.get(0))
+            .query_row(params![from, send_id, cutoff], |r| r.get(0))
             .optional()
             .sql()?;
         if let Some(id) = known {
@@ -573,11 +745,12 @@ impl Store for SqliteStore {
             })?;
             return Ok(id as u64);
         }
-        for name in &draft.to {
-            if !user_exists(&tx, name)? {
-                return Err(StoreError::UnknownRecipient(name.clone()));
-            }
-        }
+        room_for_send(&disk, limits)?;
+        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
+            .sql()?
+            .execute([cutoff])
+            .sql()?;
+        check_send(&tx, from, draft, now_ms, limits)?;
         let id = insert_mail(&tx, from, draft, now_ms)?;
         tx.prepare_cached(
             "INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -682,46 +855,28 @@ impl Store for SqliteStore {
             .optional()
             .sql()?
             .ok_or(StoreError::NotFound(id))?;
+        self.check_file()?;
         // A transaction of its own (not an autocommit statement) so that the lock watcher hears
         // of the write lock only once it is held.
-        let tx = self.write_transaction()?;
-        tx.prepare_cached(
-            "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
-        )
-        .sql()?
-        .execute(params![user, id_sql])
-        .sql()?;
-        tx.commit().sql()?;
+        let marked = self.with_reserve(|store| {
+            let tx = store.write_transaction()?;
+            tx.prepare_cached(
+                "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
+            )
+            .sql()?
+            .execute(params![user, id_sql])
+            .sql()?;
+            tx.commit().sql()
+        });
+        if let Err(err) = marked {
+            // The mail was read: a flag that could not be saved must not withhold it.
+            tracing::warn!("message {id} stays marked unread for its reader: {err}");
+        }
         Ok(mail)
     }
 
     fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
-        let id_sql = to_sql_id(id)?;
-        let tx = self.write_transaction()?;
-        let removed = tx
-            .prepare_cached("DELETE FROM deliveries WHERE recipient = ?1 AND message_id = ?2")
-            .sql()?
-            .execute(params![user, id_sql])
-            .sql()?;
-        if removed == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        let orphaned = tx
-            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")
-            .sql()?
-            .query_row([id_sql], |r| r.get::<_, bool>(0))
-            .sql()?;
-        if orphaned {
-            tx.prepare_cached("DELETE FROM bodies WHERE message_id = ?1")
-                .sql()?
-                .execute([id_sql])
-                .sql()?;
-            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
-                .sql()?
-                .execute([id_sql])
-                .sql()?;
-        }
-        tx.commit().sql()
+        self.with_reserve(|store| store.delete_once(user, id))
     }
 
     /// Purges and records in one transaction; the `INSERT OR IGNORE` on the primary key is
@@ -739,28 +894,7 @@ impl Store for SqliteStore {
         now_ms: u64,
         expires_at_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .sql()?;
-        let result = (|| {
-            let tx = self.write_transaction()?;
-            tx.prepare_cached("DELETE FROM seen_nonces WHERE expires_ms < ?1")
-                .sql()?
-                .execute([now_ms as i64])
-                .sql()?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO seen_nonces (nonce, expires_ms) VALUES (?1, ?2)",
-                )
-                .sql()?
-                .execute(params![nonce, expires_at_ms as i64])
-                .sql()?;
-            tx.commit().sql()?;
-            Ok(inserted == 1)
-        })();
-        // Mail is always committed with FULL, whatever happened above.
-        self.conn.pragma_update(None, "synchronous", "FULL").sql()?;
-        result
+        self.with_reserve(|store| store.record_nonce_once(nonce, now_ms, expires_at_ms))
     }
 
     fn login_failures(&mut self, user: &str) -> Result<Option<LoginFailures>, StoreError> {
@@ -783,50 +917,11 @@ impl Store for SqliteStore {
         now_ms: u64,
         lock_for: &dyn Fn(u32) -> u64,
     ) -> Result<Attempt, StoreError> {
-        // IMMEDIATE takes the write lock before the read: no other attempt can count between
-        // this one's check and its count.
-        let tx = self.write_transaction()?;
-        let locked_until_ms: Option<i64> = tx
-            .prepare_cached("SELECT locked_until_ms FROM login_failures WHERE user = ?1")
-            .sql()?
-            .query_row([user], |r| r.get(0))
-            .optional()
-            .sql()?;
-        if let Some(until_ms) = locked_until_ms
-            .map(|ms| ms as u64)
-            .filter(|&ms| ms > now_ms)
-        {
-            return Ok(Attempt::Locked { until_ms });
-        }
-        let failures: u32 = tx
-            .prepare_cached(
-                "INSERT INTO login_failures (user, failures, last_ms, locked_until_ms)
-                 VALUES (?1, 1, ?2, 0)
-                 ON CONFLICT(user) DO UPDATE SET failures = failures + 1, last_ms = excluded.last_ms
-                 RETURNING failures",
-            )
-            .sql()?
-            .query_row(params![user, now_ms as i64], |r| r.get(0))
-            .sql()?;
-        let lock_ms = lock_for(failures);
-        if lock_ms > 0 {
-            tx.prepare_cached("UPDATE login_failures SET locked_until_ms = ?2 WHERE user = ?1")
-                .sql()?
-                .execute(params![user, now_ms.saturating_add(lock_ms) as i64])
-                .sql()?;
-        }
-        tx.commit().sql()?;
-        Ok(Attempt::Counted { failures })
+        self.with_reserve(|store| store.begin_login_attempt_once(user, now_ms, lock_for))
     }
 
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {
-        let tx = self.write_transaction()?;
-        tx.prepare_cached("DELETE FROM login_failures WHERE user = ?1")
-            .sql()?
-            .execute([user])
-            .sql()?;
-        tx.commit().sql()?;
-        Ok(())
+        self.with_reserve(|store| store.clear_login_failures_once(user))
     }
 
     fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError> {
@@ -904,6 +999,98 @@ impl Store for SqliteStore {
             other => Err(refusal(&self.path, other)),
         }
     }
+
+    fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
+        Ok(mailbox_bytes(&self.conn, user)?.unwrap_or(0))
+    }
+}
+
+/// The writes of a login, one attempt each (the [`Store`] methods retry them once with the
+/// disk reserve released).
+impl SqliteStore {
+    fn record_nonce_once(
+        &mut self,
+        nonce: &[u8],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .sql()?;
+        let result = (|| {
+            let tx = self.write_transaction()?;
+            tx.prepare_cached("DELETE FROM seen_nonces WHERE expires_ms < ?1")
+                .sql()?
+                .execute([now_ms as i64])
+                .sql()?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO seen_nonces (nonce, expires_ms) VALUES (?1, ?2)",
+                )
+                .sql()?
+                .execute(params![nonce, expires_at_ms as i64])
+                .sql()?;
+            tx.commit().sql()?;
+            Ok(inserted == 1)
+        })();
+        // Mail is always committed with FULL, whatever happened above.
+        self.conn.pragma_update(None, "synchronous", "FULL").sql()?;
+        result
+    }
+
+    fn begin_login_attempt_once(
+        &mut self,
+        user: &str,
+        now_ms: u64,
+        lock_for: &dyn Fn(u32) -> u64,
+    ) -> Result<Attempt, StoreError> {
+        // IMMEDIATE takes the write lock before the read: no other attempt can count between
+        // this one's check and its count.
+        let tx = self.write_transaction()?;
+        let locked_until_ms: Option<i64> = tx
+            .prepare_cached("SELECT locked_until_ms FROM login_failures WHERE user = ?1")
+            .sql()?
+            .query_row([user], |r| r.get(0))
+            .optional()
+            .sql()?;
+        if let Some(until_ms) = locked_until_ms
+            .map(|ms| ms as u64)
+            .filter(|&ms| ms > now_ms)
+        {
+            return Ok(Attempt::Locked { until_ms });
+        }
+        let failures: u32 = tx
+            .prepare_cached(
+                "INSERT INTO login_failures (user, failures, last_ms, locked_until_ms)
+                 VALUES (?1, 1, ?2, 0)
+                 ON CONFLICT(user) DO UPDATE SET failures = failures + 1, last_ms = excluded.last_ms
+                 RETURNING failures",
+            )
+            .sql()?
+            .query_row(params![user, now_ms as i64], |r| r.get(0))
+            .sql()?;
+        let lock_ms = lock_for(failures);
+        if lock_ms > 0 {
+            tx.prepare_cached("UPDATE login_failures SET locked_until_ms = ?2 WHERE user = ?1")
+                .sql()?
+                .execute(params![user, now_ms.saturating_add(lock_ms) as i64])
+                .sql()?;
+        }
+        tx.commit().sql()?;
+        Ok(Attempt::Counted { failures })
+    }
+
+    /// A transaction of its own (not an autocommit statement) so that the lock watcher hears of
+    /// the write lock only once it is held.
+    fn clear_login_failures_once(&mut self, user: &str) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        tx.prepare_cached("DELETE FROM login_failures WHERE user = ?1")
+            .sql()?
+            .execute([user])
+            .sql()?;
+        tx.commit().sql()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -927,7 +1114,7 @@ mod tests {
             title: "t".into(),
             body: "b".into(),
         };
-        assert!(store.send("alice", &draft, 0).is_err());
+        assert!(store.send("alice", &draft, 0, &SendLimits::NONE).is_err());
         assert_eq!(heard.borrow().len(), 4);
         assert_eq!(heard.borrow()[3], WriteLock::Released);
         // Reads take no write lock; clearing failures (one statement) is reported like the rest.

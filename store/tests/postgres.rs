@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use forkmail_store::pgtest::Cluster;
-use forkmail_store::{StoreError, StoreLocation, MIGRATIONS};
+use forkmail_store::{SendLimits, StoreError, StoreLocation, MIGRATIONS};
 
 #[macro_use]
 mod contract;
@@ -145,7 +145,12 @@ fn a_store_survives_its_server_going_away_and_coming_back() {
             store.add_user(&contract::user(name), 1).unwrap();
         }
         let id = store
-            .send("alice", &contract::draft(&["bob"], "before"), 1)
+            .send(
+                "alice",
+                &contract::draft(&["bob"], "before"),
+                1,
+                &SendLimits::NONE,
+            )
             .unwrap();
         (store, id)
     };
@@ -157,7 +162,12 @@ fn a_store_survives_its_server_going_away_and_coming_back() {
 
     // Gone: every kind of call says so, and changes nothing.
     cluster.stop();
-    let send = store.send("alice", &contract::draft(&["bob"], "during"), 2);
+    let send = store.send(
+        "alice",
+        &contract::draft(&["bob"], "during"),
+        2,
+        &SendLimits::NONE,
+    );
     assert!(
         matches!(&send, Err(StoreError::Unavailable(m)) if m.contains("cannot connect to")),
         "{send:?}"
@@ -175,7 +185,12 @@ fn a_store_survives_its_server_going_away_and_coming_back() {
     cluster.start_again();
     assert!(store.record_nonce(b"n", 1, 2).unwrap());
     let after = store
-        .send("alice", &contract::draft(&["bob"], "after"), 3)
+        .send(
+            "alice",
+            &contract::draft(&["bob"], "after"),
+            3,
+            &SendLimits::NONE,
+        )
         .unwrap();
     let titles: Vec<String> = contract::inbox(&mut *store, "bob")
         .into_iter()
@@ -247,7 +262,12 @@ fn a_copied_database_starts_equal_and_then_goes_its_own_way() {
             store.add_user(&contract::user(name), 1).unwrap();
         }
         store
-            .send("alice", &contract::draft(&["bob"], "before the copy"), 1)
+            .send(
+                "alice",
+                &contract::draft(&["bob"], "before the copy"),
+                1,
+                &SendLimits::NONE,
+            )
             .unwrap()
     };
     let copy_at = cluster.copy_database("original", "copy");
@@ -256,8 +276,13 @@ fn a_copied_database_starts_equal_and_then_goes_its_own_way() {
     assert_eq!(copy.read("bob", id).unwrap().title, "before the copy");
     assert_eq!(copy.counts().unwrap(), original.counts().unwrap());
 
-    copy.send("alice", &contract::draft(&["bob"], "only in the copy"), 2)
-        .unwrap();
+    copy.send(
+        "alice",
+        &contract::draft(&["bob"], "only in the copy"),
+        2,
+        &SendLimits::NONE,
+    )
+    .unwrap();
     assert_eq!(contract::inbox(&mut *copy, "bob").len(), 2);
     assert_eq!(contract::inbox(&mut *original, "bob").len(), 1);
     copy.check_integrity().unwrap();

@@ -5,7 +5,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use forkmail_protocol::messages::{Draft, MailSummary};
-use forkmail_store::{Migrated, Store, StoreError, StoreLocation, CURRENT_VERSION};
+use forkmail_store::{
+    Migrated, SendLimits, Store, StoreError, StoreLocation, CURRENT_VERSION, MIGRATIONS,
+};
 
 fn fixture_copy(dir: &Path) -> StoreLocation {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/v0.1.0/server/mail.db");
@@ -135,7 +137,7 @@ fn upgrading_010_keeps_every_user_mail_read_flag_and_id() {
         title: "after the upgrade".into(),
         body: "hi".into(),
     };
-    assert_eq!(store.send("bob", &draft, 1).unwrap(), 6);
+    assert_eq!(store.send("bob", &draft, 1, &SendLimits::NONE).unwrap(), 6);
     // Carol's counted password failure is still counted.
     let failures = store.login_failures("carol").unwrap().expect("kept");
     assert_eq!(failures.failures, 1);
@@ -168,5 +170,81 @@ fn two_processes_migrating_010_together_apply_each_migration_once() {
     assert!(results.iter().all(|m| m.to == CURRENT_VERSION));
     let mut store = forkmail_store::open(&location).unwrap();
     assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
+    store.check_integrity().unwrap();
+}
+
+/// What a mailbox holds by the quota's measure, added up from the mail itself.
+fn bytes_in_inbox(store: &mut dyn Store, user: &str) -> u64 {
+    inbox(store, user)
+        .iter()
+        .map(|m| {
+            let mail = store.read(user, m.id).unwrap();
+            (mail.title.len() + mail.body.len()) as u64
+        })
+        .sum()
+}
+
+#[test]
+fn upgrading_010_counts_every_mailbox_from_the_mail_already_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let store = &mut *store;
+    for name in ["alice", "bob", "carol"] {
+        let counted = store.mailbox_bytes(name).unwrap();
+        assert!(counted > 0, "{name} has mail");
+        assert_eq!(counted, bytes_in_inbox(store, name), "{name}");
+    }
+    // Bob's message 2 has non-ASCII text: bytes, not characters.
+    let mail = store.read("bob", 2).unwrap();
+    assert!(mail.body.len() > mail.body.chars().count());
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn upgrading_a_version_4_store_counts_every_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for m in &MIGRATIONS[..4] {
+        conn.execute_batch(m.sqlite).unwrap();
+    }
+    conn.execute_batch(
+        "PRAGMA user_version = 4;
+         INSERT INTO schema_migrations (version, name, applied_ms) VALUES (2, 'v2', 0), (3, 'v3', 0), (4, 'v4', 0);
+         INSERT INTO users (name, kdf, iterations, salt, hash, public_key, created_ms) VALUES
+             ('alice', 'pbkdf2-sha512', 1000, X'00', X'00', X'00', 0),
+             ('bob', 'pbkdf2-sha512', 1000, X'00', X'00', X'00', 0),
+             ('carol', 'pbkdf2-sha512', 1000, X'00', X'00', X'00', 0);
+         INSERT INTO messages (id, sender, recipients, sent_ms, title) VALUES
+             (1, 'alice', 'bob;carol', 1, 'to both'), (2, 'carol', 'bob', 2, 'ünï');
+         INSERT INTO bodies (message_id, body) VALUES (1, 'twelve bytes'), (2, '✉');
+         INSERT INTO deliveries (recipient, message_id) VALUES ('bob', 1), ('carol', 1), ('bob', 2);
+         INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
+             SELECT id, sender, recipients, sent_ms, title FROM messages;",
+    )
+    .unwrap();
+    drop(conn);
+    let location = StoreLocation::Sqlite(path);
+    assert_eq!(
+        forkmail_store::migrate(&location).unwrap(),
+        Migrated {
+            from: 4,
+            to: CURRENT_VERSION
+        }
+    );
+    let mut store = forkmail_store::open(&location).unwrap();
+    // "to both" + "twelve bytes" = 7 + 12; "ünï" + "✉" = 5 + 3.
+    assert_eq!(store.mailbox_bytes("bob").unwrap(), 19 + 8);
+    assert_eq!(store.mailbox_bytes("carol").unwrap(), 19);
+    assert_eq!(store.mailbox_bytes("alice").unwrap(), 0);
+    store.check_integrity().unwrap();
+    store.delete("bob", 1).unwrap();
+    assert_eq!(
+        store.mailbox_bytes("bob").unwrap(),
+        8,
+        "a delete gives the space back"
+    );
     store.check_integrity().unwrap();
 }

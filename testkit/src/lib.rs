@@ -38,7 +38,7 @@ pub use client::{bin, bin_dir, ClientCmd};
 pub use db::{count_rows, integrity_ok};
 pub use deployment::{copy_tree, password, DeployOptions, Deployment};
 pub use error::KitError;
-pub use server::{Server, ServerConfig};
+pub use server::{GivenStderr, Server, ServerConfig};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -44,9 +44,27 @@ pub fn children(parent: i32) -> Vec<Process> {
         .collect()
 }
 
+/// The name the server's logger process gives itself (`forkmail_server::logging::LOGGER_NAME`).
+pub const LOGGER_NAME: &str = "forkmail-log";
+
+/// The session processes of the server `server`: its children, zombies included, but not its
+/// logger process.
+pub fn sessions(server: i32) -> Vec<Process> {
+    children(server)
+        .into_iter()
+        .filter(|child| name(child.pid).as_deref() != Some(LOGGER_NAME))
+        .collect()
+}
+
 /// The state letter of `pid`, or `None` if there is no such process (any more).
 pub fn state(pid: i32) -> Option<char> {
     stat(pid).map(|(state, _)| state)
+}
+
+/// The command name of `pid` (`/proc/PID/comm`, as `prctl(PR_SET_NAME)` sets it).
+pub fn name(pid: i32) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end_matches('\n').to_owned())
 }
 
 /// State and parent pid of `pid`. The command name in `stat` is in parentheses and may itself

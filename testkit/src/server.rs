@@ -5,11 +5,16 @@
 //! connections: that is how the bound port is learnt, so tests run in parallel without choosing
 //! ports. Its stderr log is either kept in memory, for the tests' assertions on it at
 //! `RUST_LOG=debug`, or written to a file at the level the benchmark asks for (`warn`, so that
-//! logging costs nothing in the figures and a failure can still be diagnosed).
+//! logging costs nothing in the figures and a failure can still be diagnosed), or it is a pipe
+//! the test holds or closed altogether ([`GivenStderr`]: the faults of a broken log).
+//!
+//! The server forks a logger process (`forkmail-log`) that copies its log to this stderr; it is
+//! not a session, so [`Server::children`] leaves it out and [`Server::logger`] finds it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -42,8 +47,19 @@ pub struct ServerConfig {
     /// The server's `RUST_LOG`.
     pub rust_log: String,
     /// Where the server's stderr goes: this file, or memory when `None` (read it with
-    /// [`Server::log`]).
+    /// [`Server::log`]). [`ServerConfig::stderr`] overrides it.
     pub log_file: Option<PathBuf>,
+    /// A stderr the test controls instead; [`Server::log`] is then empty.
+    pub stderr: Option<GivenStderr>,
+}
+
+/// A stderr for the server that the test controls.
+#[derive(Debug, Clone)]
+pub enum GivenStderr {
+    /// The write end of a pipe whose read end the test holds (to close it, or leave it unread).
+    Pipe(Arc<OwnedFd>),
+    /// No descriptor 2 at all (started through `sh -c 'exec ... 2>&-'`).
+    Closed,
 }
 
 impl ServerConfig {
@@ -56,6 +72,7 @@ impl ServerConfig {
             extra_args: Vec::new(),
             rust_log: "debug".into(),
             log_file: None,
+            stderr: None,
         }
     }
 }
@@ -64,6 +81,8 @@ impl ServerConfig {
 enum Log {
     Memory(Arc<Mutex<String>>),
     File(PathBuf),
+    /// The test's own stderr ([`GivenStderr`]).
+    Given,
 }
 
 /// A running server, stopped and reaped on drop.
@@ -94,11 +113,23 @@ impl Server {
 
     /// Starts the server `config` describes and waits for its `listening on` line.
     pub fn launch(config: &ServerConfig) -> Result<Self, KitError> {
-        let stderr = match &config.log_file {
-            Some(path) => File::create(path).map_err(KitError::io(path))?.into(),
-            None => Stdio::piped(),
+        let stderr = match (&config.stderr, &config.log_file) {
+            (Some(GivenStderr::Pipe(fd)), _) => {
+                fd.try_clone().map_err(KitError::io("pipe"))?.into()
+            }
+            (Some(GivenStderr::Closed), _) => Stdio::inherit(),
+            (None, Some(path)) => File::create(path).map_err(KitError::io(path))?.into(),
+            (None, None) => Stdio::piped(),
         };
-        let mut child = Command::new(&config.bin)
+        let mut command = match config.stderr {
+            Some(GivenStderr::Closed) => {
+                let mut sh = Command::new("/bin/sh");
+                sh.args(["-c", r#"exec "$0" "$@" 2>&-"#]).arg(&config.bin);
+                sh
+            }
+            _ => Command::new(&config.bin),
+        };
+        let mut child = command
             .arg("--dir")
             .arg(&config.server_dir)
             .args(["--listen", &config.listen])
@@ -114,6 +145,7 @@ impl Server {
                 source,
             })?;
         let (log, reader) = match (&config.log_file, child.stderr.take()) {
+            _ if config.stderr.is_some() => (Log::Given, None),
             (Some(path), _) => (Log::File(path.clone()), None),
             (None, Some(stderr)) => {
                 let (buffer, reader) = capture(stderr);
@@ -145,6 +177,7 @@ impl Server {
                 log: match &log {
                     Log::File(path) => format!("see its log {}", path.display()),
                     Log::Memory(buffer) => format!("its log:\n{}", lock(buffer)),
+                    Log::Given => "its log went to the test's own stderr".to_owned(),
                 },
             });
         };
@@ -173,6 +206,7 @@ impl Server {
         match &self.log {
             Log::Memory(buffer) => lock(buffer).clone(),
             Log::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
+            Log::Given => String::new(),
         }
     }
 
@@ -181,9 +215,16 @@ impl Server {
         wait_until(timeout, || self.log().contains(needle))
     }
 
-    /// The server's child processes (one per session), zombies included.
+    /// The server's child processes (one per session), zombies included; not its logger.
     pub fn children(&self) -> Vec<Process> {
+        procfs::sessions(self.pid().as_raw())
+    }
+
+    /// The server's logger process, if it has one running.
+    pub fn logger(&self) -> Option<Process> {
         procfs::children(self.pid().as_raw())
+            .into_iter()
+            .find(|child| procfs::name(child.pid).as_deref() == Some(procfs::LOGGER_NAME))
     }
 
     /// Memory of the server's parent (listening) process.

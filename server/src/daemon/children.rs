@@ -14,6 +14,8 @@ use tracing::{debug, warn};
 use super::liveness::{Limits, Liveness};
 use crate::heartbeat::Monitor;
 
+use crate::logging;
+
 /// One forked session process.
 pub(super) struct Child {
     pub(super) started: Instant,
@@ -118,15 +120,20 @@ impl Children {
         }
     }
 
+    /// A pid that is not a session's is the logger's, or nobody's (the store check is reaped
+    /// where it is forked): [`logging::reaped`] decides.
     fn forget(&mut self, status: WaitStatus) {
         if let Some(pid) = status.pid() {
-            if let Some(child) = self.by_pid.remove(&pid) {
-                debug!(
+            match self.by_pid.remove(&pid) {
+                Some(child) => debug!(
                     pid = pid.as_raw(),
-                    ?status,
                     secs = child.started.elapsed().as_secs_f32(),
-                    "session process exited"
-                );
+                    "session process {}",
+                    logging::exit_words(&status)
+                ),
+                None => {
+                    logging::reaped(pid, &status);
+                }
             }
         }
     }

@@ -30,11 +30,12 @@ use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
+use crate::limits::mail_size;
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
-    Attempt, Counts, ImportedMail, LoginFailures, Migrated, Store, StoreError, StoredPassword,
-    UserRecord,
+    Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store, StoreError,
+    StoredPassword, UserRecord,
 };
 
 mod connection;
@@ -239,17 +240,39 @@ fn first_unknown(
     }
 }
 
-/// Checks every recipient and stores the message, its body, its deliveries and the sender's
-/// record, inside the caller's transaction; returns the new id.
+/// Locks the recipients' and the sender's rows ([`queries::LOCK_USERS`]), checks that every
+/// recipient exists, the rate and the quota, and stores the message, its body, its deliveries,
+/// the sender's record and the recipients' usage, inside the caller's transaction; returns
+/// the new id.
 fn store_mail(
     statements: &mut Statements,
     tx: &mut ::postgres::Transaction<'_>,
     from: &str,
     draft: &Draft,
     now_ms: u64,
+    limits: &SendLimits,
 ) -> Result<i64, Fail> {
-    if let Some(name) = first_unknown(statements, tx, &draft.to)? {
-        return Err(StoreError::UnknownRecipient(name).into());
+    let mut names = draft.to.clone();
+    names.push(from.to_owned());
+    let lock = statements.get(tx, queries::LOCK_USERS)?;
+    let mut used = std::collections::HashMap::new();
+    for row in tx.query(&lock, &[&names])? {
+        used.insert(row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?);
+    }
+    if let Some(name) = draft.to.iter().find(|name| !used.contains_key(*name)) {
+        return Err(StoreError::UnknownRecipient(name.clone()).into());
+    }
+    if let Some((after_ms, offset)) = limits.rate_query(now_ms) {
+        let rate = statements.get(tx, queries::RATE_FILLER)?;
+        let filling: Option<i64> = match tx.query_opt(&rate, &[&from, &after_ms, &offset])? {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        };
+        limits.check_rate(from, now_ms, filling.map(|ms| ms.max(0) as u64))?;
+    }
+    let size = mail_size(&draft.title, &draft.body);
+    for name in &draft.to {
+        limits.check_quota(name, used[name].max(0) as u64, size)?;
     }
     let statement = statements.get(tx, queries::SEND)?;
     let row = tx.query_one(
@@ -261,6 +284,7 @@ fn store_mail(
             &draft.title,
             &draft.body,
             &draft.to,
+            &(size as i64),
         ],
     )?;
     Ok(row.try_get(0)?)
@@ -317,10 +341,18 @@ impl Store for PgStore {
         })
     }
 
-    fn send(&mut self, from: &str, draft: &Draft, now_ms: u64) -> Result<u64, StoreError> {
+    /// The free-space floor does not apply: the database's disk is the PostgreSQL server's,
+    /// which forkmail cannot see (docs/SECURITY.md); PostgreSQL refuses writes itself when full.
+    fn send(
+        &mut self,
+        from: &str,
+        draft: &Draft,
+        now_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
-            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms)?;
+            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms, limits)?;
             tx.commit().map_err(Fail::Unsure)?;
             Ok(id as u64)
         })
@@ -333,6 +365,7 @@ impl Store for PgStore {
         draft: &Draft,
         now_ms: u64,
         retention_ms: u64,
+        limits: &SendLimits,
     ) -> Result<u64, StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
@@ -348,7 +381,7 @@ impl Store for PgStore {
                 })?;
                 return Ok(id as u64);
             }
-            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms)?;
+            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms, limits)?;
             let record = conn.statements.get(&mut tx, queries::RECORD_SEND_ID)?;
             tx.execute(&record, &[&from, &send_id, &id])?;
             tx.commit().map_err(Fail::Unsure)?;
@@ -415,10 +448,19 @@ impl Store for PgStore {
         self.run(|conn| {
             let id_sql = to_sql_id(id)?;
             let statement = conn.statements.get(&mut conn.client, queries::READ)?;
-            let row = conn
-                .client
-                .query_opt(&statement, &[&user, &id_sql])?
-                .ok_or(Fail::Store(StoreError::NotFound(id)))?;
+            let row = match conn.client.query_opt(&statement, &[&user, &id_sql]) {
+                Err(err) if classify(&err) == Class::Full => {
+                    // The mail was asked for: a flag that cannot be saved must not withhold it.
+                    tracing::warn!(
+                        "message {id} stays marked unread for its reader: {}",
+                        connection::reason(&err)
+                    );
+                    let statement = conn.statements.get(&mut conn.client, queries::READ_ONLY)?;
+                    conn.client.query_opt(&statement, &[&user, &id_sql])?
+                }
+                other => other?,
+            }
+            .ok_or(Fail::Store(StoreError::NotFound(id)))?;
             Ok(Mail {
                 id,
                 from: row.try_get(0)?,
@@ -439,9 +481,12 @@ impl Store for PgStore {
             let id_sql = to_sql_id(id)?;
             let mut tx = conn.client.transaction()?;
             let statement = conn.statements.get(&mut tx, queries::DELETE_DELIVERY)?;
-            if tx.execute(&statement, &[&user, &id_sql])? == 0 {
+            let Some(row) = tx.query_opt(&statement, &[&user, &id_sql])? else {
                 return Err(StoreError::NotFound(id).into());
-            }
+            };
+            let size: i64 = row.try_get(0)?;
+            let release = conn.statements.get(&mut tx, queries::RELEASE_USAGE)?;
+            tx.execute(&release, &[&user, &size])?;
             for sql in [queries::DELETE_ORPHAN_BODY, queries::DELETE_ORPHAN_MESSAGE] {
                 let statement = conn.statements.get(&mut tx, sql)?;
                 tx.execute(&statement, &[&id_sql])?;
@@ -586,6 +631,18 @@ impl Store for PgStore {
                 broken.join(", ")
             )))
         }
+    }
+
+    fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::MAILBOX_BYTES)?;
+            Ok(match conn.client.query_opt(&statement, &[&user])? {
+                Some(row) => row.try_get::<_, i64>(0)?.max(0) as u64,
+                None => 0,
+            })
+        })
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

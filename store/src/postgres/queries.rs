@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use super::connection::Conn;
 use super::{first_unknown, Fail};
+use crate::limits::mail_size;
 use crate::{ImportedMail, StoreError};
 
 /// The first name in `$1` that is no user, in the array's order.
@@ -12,6 +13,19 @@ pub(super) const FIRST_UNKNOWN: &str = "
 SELECT r.name FROM unnest($1::text[]) WITH ORDINALITY AS r(name, i)
 WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.name = r.name)
 ORDER BY r.i LIMIT 1";
+
+/// Locks the users named in `$1` (a send's recipients and its sender), in name order so that
+/// two sends locking overlapping sets never deadlock, and reads each one's mailbox usage: the
+/// quota and rate checks that follow cannot be raced past.
+pub(super) const LOCK_USERS: &str = "
+SELECT name, mailbox_bytes FROM users WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE";
+
+/// The `$3 + 1`-th newest send of `$1` after `$2`: if there is one, the rate is used up.
+pub(super) const RATE_FILLER: &str = "
+SELECT sent_ms FROM sent WHERE sender = $1 AND sent_ms > $2
+ORDER BY sent_ms DESC LIMIT 1 OFFSET $3";
+
+pub(super) const MAILBOX_BYTES: &str = "SELECT mailbox_bytes FROM users WHERE name = $1";
 
 pub(super) const ADD_USER: &str = "
 INSERT INTO users (name, kdf, iterations, salt, hash, public_key, created_ms)
@@ -21,12 +35,15 @@ ON CONFLICT (name) DO NOTHING";
 pub(super) const FIND_USER: &str =
     "SELECT kdf, iterations, salt, hash, public_key FROM users WHERE name = $1";
 
-/// The message, its body, one delivery per recipient and the sender's record in one statement (one round trip);
-/// the foreign keys are checked at its end, when all three rows exist.
+/// The message, its body, one delivery per recipient, the sender's record and the
+/// recipients' usage in one statement (one round trip); the foreign keys are checked at its
+/// end, when all the rows exist.
 pub(super) const SEND: &str = "
 WITH m AS (
-    INSERT INTO messages (sender, recipients, sent_ms, title)
-    VALUES ($1::text, $2::text, $3::bigint, $4::text) RETURNING id
+    INSERT INTO messages (sender, recipients, sent_ms, title, size)
+    VALUES ($1::text, $2::text, $3::bigint, $4::text, $7::bigint) RETURNING id
+), u AS (
+    UPDATE users SET mailbox_bytes = mailbox_bytes + $7::bigint WHERE name = ANY($6::text[])
 ), b AS (
     INSERT INTO bodies (message_id, body) SELECT id, $5::text FROM m
 ), d AS (
@@ -77,10 +94,23 @@ JOIN bodies b ON b.message_id = d.message_id
 WHERE d.recipient = $1 AND d.message_id = $2";
 
 /// Locks the message first (`FOR UPDATE`), so that of two recipients deleting at once the
-/// second waits, then sees the first's delivery gone and removes the message.
+/// second waits, then sees the first's delivery gone and removes the message. Returns the
+/// message's size, which leaves the recipient's usage ([`RELEASE_USAGE`]).
 pub(super) const DELETE_DELIVERY: &str = "
 DELETE FROM deliveries
-WHERE recipient = $1 AND message_id = (SELECT id FROM messages WHERE id = $2 FOR UPDATE)";
+WHERE recipient = $1 AND message_id = (SELECT id FROM messages WHERE id = $2 FOR UPDATE)
+RETURNING (SELECT size FROM messages WHERE id = $2)";
+
+pub(super) const RELEASE_USAGE: &str =
+    "UPDATE users SET mailbox_bytes = mailbox_bytes - $2 WHERE name = $1";
+
+/// The mail alone, for when marking it read failed (a full disk): reading must not.
+pub(super) const READ_ONLY: &str = "
+SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body
+FROM deliveries d
+JOIN messages m ON m.id = d.message_id
+JOIN bodies b ON b.message_id = d.message_id
+WHERE d.recipient = $1 AND d.message_id = $2";
 
 pub(super) const DELETE_ORPHAN_BODY: &str = "
 DELETE FROM bodies
@@ -131,8 +161,14 @@ const IMPORT_IDS: &str =
     "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)";
 
 const IMPORT_MESSAGES: &str = "
-INSERT INTO messages (id, sender, recipients, sent_ms, title) OVERRIDING SYSTEM VALUE
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])";
+INSERT INTO messages (id, sender, recipients, sent_ms, title, size) OVERRIDING SYSTEM VALUE
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])";
+
+/// Adds each delivery's size (`$2`) to its recipient's (`$1`) usage.
+const IMPORT_USAGE: &str = "
+UPDATE users u SET mailbox_bytes = u.mailbox_bytes + x.bytes
+FROM (SELECT r, sum(s) AS bytes FROM unnest($1::text[], $2::bigint[]) AS t(r, s) GROUP BY r) x
+WHERE u.name = x.r";
 
 const IMPORT_BODIES: &str = "
 INSERT INTO bodies (message_id, body) SELECT * FROM unnest($1::bigint[], $2::text[])";
@@ -180,13 +216,27 @@ pub(super) fn import(
         let sent: Vec<i64> = chunk.iter().map(|m| m.sent_ms as i64).collect();
         let titles: Vec<&str> = chunk.iter().map(|m| m.draft.title.as_str()).collect();
         let bodies: Vec<&str> = chunk.iter().map(|m| m.draft.body.as_str()).collect();
+        let sizes: Vec<i64> = chunk
+            .iter()
+            .map(|m| mail_size(&m.draft.title, &m.draft.body) as i64)
+            .collect();
         let (to, to_ids): (Vec<&str>, Vec<i64>) = chunk
             .iter()
             .zip(&ids)
             .flat_map(|(m, &id)| m.draft.to.iter().map(move |name| (name.as_str(), id)))
             .unzip();
+        let to_sizes: Vec<i64> = chunk
+            .iter()
+            .zip(&sizes)
+            .flat_map(|(m, &size)| m.draft.to.iter().map(move |_| size))
+            .collect();
         let insert = statements.get(&mut tx, IMPORT_MESSAGES)?;
-        tx.execute(&insert, &[&ids, &senders, &recipients, &sent, &titles])?;
+        tx.execute(
+            &insert,
+            &[&ids, &senders, &recipients, &sent, &titles, &sizes],
+        )?;
+        let usage = statements.get(&mut tx, IMPORT_USAGE)?;
+        tx.execute(&usage, &[&to, &to_sizes])?;
         let insert = statements.get(&mut tx, IMPORT_BODIES)?;
         tx.execute(&insert, &[&ids, &bodies])?;
         let insert = statements.get(&mut tx, IMPORT_DELIVERIES)?;

@@ -12,8 +12,8 @@ use std::sync::Barrier;
 
 use forkmail_protocol::messages::{Draft, MailSummary, SentSummary};
 use forkmail_store::{
-    Attempt, Counts, ImportedMail, LoginFailures, Store, StoreError, StoreLocation, StoredPassword,
-    UserRecord, CURRENT_VERSION,
+    Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, StoreLocation,
+    StoredPassword, UserRecord, CURRENT_VERSION,
 };
 
 /// Invokes `$m! { name, ... }` with every behaviour below: the one list both backends use.
@@ -50,6 +50,11 @@ macro_rules! for_each_behaviour {
             a_newer_store_is_refused_with_both_versions,
             an_empty_database_is_refused,
             a_foreign_database_is_refused,
+            a_send_over_a_recipients_quota_is_refused_and_stores_nothing,
+            a_delete_gives_the_quota_back,
+            a_sender_over_the_rate_is_refused_with_when_to_retry,
+            racing_sends_at_the_quota_edge_store_no_more_than_it_allows,
+            racing_sends_at_the_rate_edge_store_no_more_than_it_allows,
         }
     };
 }
@@ -144,7 +149,12 @@ fn mail_counts(c: Counts) -> (u64, u64, u64) {
 pub fn send_is_all_or_nothing(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let err = store
-        .send("alice", &draft(&["bob", "nobody", "carol"], "t"), 10)
+        .send(
+            "alice",
+            &draft(&["bob", "nobody", "carol"], "t"),
+            10,
+            &SendLimits::NONE,
+        )
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::UnknownRecipient(n) if n == "nobody"),
@@ -157,7 +167,12 @@ pub fn send_is_all_or_nothing(b: &dyn Backend) {
 pub fn send_gives_each_recipient_one_delivery(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let id = store
-        .send("alice", &draft(&["bob", "carol"], "hello"), 10)
+        .send(
+            "alice",
+            &draft(&["bob", "carol"], "hello"),
+            10,
+            &SendLimits::NONE,
+        )
         .unwrap();
     for who in ["bob", "carol"] {
         let entries = inbox(&mut *store, who);
@@ -181,7 +196,12 @@ pub fn send_gives_each_recipient_one_delivery(b: &dyn Backend) {
 pub fn delete_is_per_recipient_and_the_last_takes_the_message(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let id = store
-        .send("alice", &draft(&["bob", "carol"], "both"), 10)
+        .send(
+            "alice",
+            &draft(&["bob", "carol"], "both"),
+            10,
+            &SendLimits::NONE,
+        )
         .unwrap();
     store.delete("bob", id).unwrap();
     assert!(matches!(store.read("bob", id), Err(StoreError::NotFound(n)) if n == id));
@@ -203,7 +223,12 @@ pub fn recipients_deleting_at_once_leave_no_orphan(b: &dyn Backend) {
     let ids: Vec<u64> = (0..MESSAGES)
         .map(|i| {
             store
-                .send("alice", &draft(&["bob", "carol"], &format!("d{i}")), 10)
+                .send(
+                    "alice",
+                    &draft(&["bob", "carol"], &format!("d{i}")),
+                    10,
+                    &SendLimits::NONE,
+                )
                 .unwrap()
         })
         .collect();
@@ -229,13 +254,20 @@ pub fn ids_increase_and_are_never_reused(b: &dyn Backend) {
     let ids: Vec<u64> = (0..3)
         .map(|i| {
             store
-                .send("alice", &draft(&["bob"], &format!("m{i}")), 10)
+                .send(
+                    "alice",
+                    &draft(&["bob"], &format!("m{i}")),
+                    10,
+                    &SendLimits::NONE,
+                )
                 .unwrap()
         })
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     store.delete("bob", ids[2]).unwrap();
-    let next = store.send("alice", &draft(&["bob"], "m3"), 10).unwrap();
+    let next = store
+        .send("alice", &draft(&["bob"], "m3"), 10, &SendLimits::NONE)
+        .unwrap();
     assert!(next > ids[2], "id {next} after deleting {}", ids[2]);
     assert_eq!(store.read("bob", ids[1]).unwrap().title, "m1");
 }
@@ -243,7 +275,12 @@ pub fn ids_increase_and_are_never_reused(b: &dyn Backend) {
 pub fn read_marks_read_only_for_that_reader(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let id = store
-        .send("alice", &draft(&["bob", "carol"], "r"), 10)
+        .send(
+            "alice",
+            &draft(&["bob", "carol"], "r"),
+            10,
+            &SendLimits::NONE,
+        )
         .unwrap();
     store.read("bob", id).unwrap();
     assert!(inbox(&mut *store, "bob")[0].read);
@@ -258,7 +295,7 @@ pub fn read_marks_read_only_for_that_reader(b: &dyn Backend) {
 pub fn other_users_messages_and_impossible_ids_are_not_found(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let id = store
-        .send("alice", &draft(&["bob"], "private"), 10)
+        .send("alice", &draft(&["bob"], "private"), 10, &SendLimits::NONE)
         .unwrap();
     for who in ["carol", "alice"] {
         assert!(matches!(store.read(who, id), Err(StoreError::NotFound(n)) if n == id));
@@ -280,7 +317,12 @@ pub fn inbox_pages_by_page_len_and_stops_on_break(b: &dyn Backend) {
     let ids: Vec<u64> = (0..5)
         .map(|i| {
             store
-                .send("alice", &draft(&["bob"], &format!("p{i}")), 10)
+                .send(
+                    "alice",
+                    &draft(&["bob"], &format!("p{i}")),
+                    10,
+                    &SendLimits::NONE,
+                )
                 .unwrap()
         })
         .collect();
@@ -490,7 +532,9 @@ pub fn find_user_round_trips(b: &dyn Backend) {
 
 pub fn import_is_all_or_nothing(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
-    let sent = store.send("alice", &draft(&["bob"], "before"), 10).unwrap();
+    let sent = store
+        .send("alice", &draft(&["bob"], "before"), 10, &SendLimits::NONE)
+        .unwrap();
     let mail = |to: &[&str], i: usize| ImportedMail {
         from: "carol".into(),
         sent_ms: 100 + i as u64,
@@ -529,16 +573,25 @@ pub fn import_is_all_or_nothing(b: &dyn Backend) {
     let read = store.read("alice", ids[2]).unwrap();
     assert_eq!((read.from.as_str(), read.date_ms), ("carol", 101));
     assert_eq!(read.to, ["bob", "alice"]);
-    let next = store.send("alice", &draft(&["bob"], "after"), 10).unwrap();
+    let next = store
+        .send("alice", &draft(&["bob"], "after"), 10, &SendLimits::NONE)
+        .unwrap();
     assert!(next > ids[3], "send continues after the imported ids");
 }
 
 pub fn check_integrity_passes_when_healthy_and_names_a_broken_invariant(b: &dyn Backend) {
     let (at, mut store) = store_with_users(b);
     let a = store
-        .send("alice", &draft(&["bob", "carol"], "a"), 10)
+        .send(
+            "alice",
+            &draft(&["bob", "carol"], "a"),
+            10,
+            &SendLimits::NONE,
+        )
         .unwrap();
-    store.send("alice", &draft(&["bob"], "b"), 10).unwrap();
+    store
+        .send("alice", &draft(&["bob"], "b"), 10, &SendLimits::NONE)
+        .unwrap();
     store.delete("bob", a).unwrap();
     store.check_integrity().unwrap();
     b.exec(&at, "DELETE FROM bodies");
@@ -567,7 +620,9 @@ pub fn create_gives_the_current_version(b: &dyn Backend) {
 
 pub fn create_refuses_an_existing_store(b: &dyn Backend) {
     let (at, mut store) = store_with_users(b);
-    store.send("alice", &draft(&["bob"], "kept"), 10).unwrap();
+    store
+        .send("alice", &draft(&["bob"], "kept"), 10, &SendLimits::NONE)
+        .unwrap();
     let err = forkmail_store::create(&at).err().expect("create refuses");
     assert!(matches!(err, StoreError::Exists(_)), "{err:?}");
     assert!(err.to_string().contains("already exists"), "{err}");
@@ -597,7 +652,9 @@ pub fn a_v1_store_needs_migrating_and_migrates(b: &dyn Backend) {
     let mut store = forkmail_store::open(&at).unwrap();
     assert_eq!(store.schema_version().unwrap(), CURRENT_VERSION);
     store.add_user(&user("bob"), 1).unwrap();
-    store.send("bob", &draft(&["bob"], "works"), 1).unwrap();
+    store
+        .send("bob", &draft(&["bob"], "works"), 1, &SendLimits::NONE)
+        .unwrap();
 }
 
 /// Two servers starting together on an old store: both succeed, each migration once.
@@ -708,17 +765,32 @@ pub fn a_foreign_database_is_refused(b: &dyn Backend) {
 pub fn sent_lists_each_senders_mail_and_outlives_every_delete(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let first = store
-        .send("alice", &draft(&["bob", "carol"], "to both"), 10)
+        .send(
+            "alice",
+            &draft(&["bob", "carol"], "to both"),
+            10,
+            &SendLimits::NONE,
+        )
         .unwrap();
     let other = store
-        .send("bob", &draft(&["alice"], "from bob"), 20)
+        .send("bob", &draft(&["alice"], "from bob"), 20, &SendLimits::NONE)
         .unwrap();
     let second = store
-        .send("alice", &draft(&["carol"], "to carol"), 30)
+        .send(
+            "alice",
+            &draft(&["carol"], "to carol"),
+            30,
+            &SendLimits::NONE,
+        )
         .unwrap();
     assert!(
         store
-            .send("alice", &draft(&["nobody"], "refused"), 40)
+            .send(
+                "alice",
+                &draft(&["nobody"], "refused"),
+                40,
+                &SendLimits::NONE
+            )
             .is_err(),
         "a refused send leaves no record"
     );
@@ -760,7 +832,12 @@ pub fn sent_pages_by_page_len_and_stops_on_break(b: &dyn Backend) {
     let ids: Vec<u64> = (0..5)
         .map(|i| {
             store
-                .send("alice", &draft(&["bob"], &format!("s{i}")), 10)
+                .send(
+                    "alice",
+                    &draft(&["bob"], &format!("s{i}")),
+                    10,
+                    &SendLimits::NONE,
+                )
                 .unwrap()
         })
         .collect();
@@ -807,12 +884,26 @@ pub fn a_repeated_send_id_returns_the_first_id_and_stores_nothing(b: &dyn Backen
     let (_, mut store) = store_with_users(b);
     let mail = draft(&["bob", "carol"], "once");
     let id = store
-        .send_once("alice", b"0123456789abcdef", &mail, 10, DAY_MS)
+        .send_once(
+            "alice",
+            b"0123456789abcdef",
+            &mail,
+            10,
+            DAY_MS,
+            &SendLimits::NONE,
+        )
         .unwrap();
     for at in [11, 10 + DAY_MS - 1] {
         assert_eq!(
             store
-                .send_once("alice", b"0123456789abcdef", &mail, at, DAY_MS)
+                .send_once(
+                    "alice",
+                    b"0123456789abcdef",
+                    &mail,
+                    at,
+                    DAY_MS,
+                    &SendLimits::NONE
+                )
                 .unwrap(),
             id,
             "a repeat at {at} answers the first id"
@@ -826,16 +917,37 @@ pub fn a_repeated_send_id_returns_the_first_id_and_stores_nothing(b: &dyn Backen
     assert_eq!(sent(&mut *store, "alice").len(), 1);
     // Another sender may use the same id; another id of the same sender is another mail.
     let bobs = store
-        .send_once("bob", b"0123456789abcdef", &mail_to_alice(), 12, DAY_MS)
+        .send_once(
+            "bob",
+            b"0123456789abcdef",
+            &mail_to_alice(),
+            12,
+            DAY_MS,
+            &SendLimits::NONE,
+        )
         .unwrap();
     let again = store
-        .send_once("alice", b"fedcba9876543210", &mail, 13, DAY_MS)
+        .send_once(
+            "alice",
+            b"fedcba9876543210",
+            &mail,
+            13,
+            DAY_MS,
+            &SendLimits::NONE,
+        )
         .unwrap();
     assert!(bobs != id && again != id && bobs != again);
     // A refused send records nothing: the same id may then carry a corrected draft.
     let bad = draft(&["nobody"], "typo");
     assert!(matches!(
-        store.send_once("carol", b"cccccccccccccccc", &bad, 14, DAY_MS),
+        store.send_once(
+            "carol",
+            b"cccccccccccccccc",
+            &bad,
+            14,
+            DAY_MS,
+            &SendLimits::NONE
+        ),
         Err(StoreError::UnknownRecipient(_))
     ));
     let fixed = store
@@ -845,6 +957,7 @@ pub fn a_repeated_send_id_returns_the_first_id_and_stores_nothing(b: &dyn Backen
             &draft(&["bob"], "typo"),
             15,
             DAY_MS,
+            &SendLimits::NONE,
         )
         .unwrap();
     assert_eq!(store.read("bob", fixed).unwrap().title, "typo");
@@ -853,7 +966,14 @@ pub fn a_repeated_send_id_returns_the_first_id_and_stores_nothing(b: &dyn Backen
     store.delete("carol", id).unwrap();
     assert_eq!(
         store
-            .send_once("alice", b"0123456789abcdef", &mail, 16, DAY_MS)
+            .send_once(
+                "alice",
+                b"0123456789abcdef",
+                &mail,
+                16,
+                DAY_MS,
+                &SendLimits::NONE
+            )
             .unwrap(),
         id
     );
@@ -882,7 +1002,14 @@ pub fn racing_sends_with_one_send_id_store_one_message(b: &dyn Backend) {
                             let mail = draft(&["bob"], &format!("r{round}"));
                             barrier.wait();
                             store
-                                .send_once("alice", send_id.as_bytes(), &mail, 10, DAY_MS)
+                                .send_once(
+                                    "alice",
+                                    send_id.as_bytes(),
+                                    &mail,
+                                    10,
+                                    DAY_MS,
+                                    &SendLimits::NONE,
+                                )
                                 .unwrap()
                         })
                         .collect()
@@ -900,12 +1027,228 @@ pub fn send_ids_older_than_the_retention_are_forgotten(b: &dyn Backend) {
     let (_, mut store) = store_with_users(b);
     let mail = draft(&["bob"], "old");
     let first = store
-        .send_once("alice", b"aaaaaaaaaaaaaaaa", &mail, 1_000, DAY_MS)
+        .send_once(
+            "alice",
+            b"aaaaaaaaaaaaaaaa",
+            &mail,
+            1_000,
+            DAY_MS,
+            &SendLimits::NONE,
+        )
         .unwrap();
     let later = 1_000 + DAY_MS + 1;
     let second = store
-        .send_once("alice", b"aaaaaaaaaaaaaaaa", &mail, later, DAY_MS)
+        .send_once(
+            "alice",
+            b"aaaaaaaaaaaaaaaa",
+            &mail,
+            later,
+            DAY_MS,
+            &SendLimits::NONE,
+        )
         .unwrap();
     assert_ne!(first, second, "past the retention the id is forgotten");
     assert_eq!(store.counts().unwrap().messages, 2);
+}
+
+/// The bytes a draft adds to each recipient's mailbox.
+fn size(d: &Draft) -> u64 {
+    (d.title.len() + d.body.len()) as u64
+}
+
+pub fn a_send_over_a_recipients_quota_is_refused_and_stores_nothing(b: &dyn Backend) {
+    let (_at, mut store) = store_with_users(b);
+    let one = draft(&["bob"], "m");
+    let limits = SendLimits {
+        quota_bytes: 2 * size(&one),
+        ..SendLimits::NONE
+    };
+    store.send("alice", &one, 10, &limits).unwrap();
+    store.send("alice", &one, 10, &limits).unwrap();
+    assert_eq!(store.mailbox_bytes("bob").unwrap(), 2 * size(&one));
+    let before = store.counts().unwrap();
+    let err = store
+        .send("alice", &draft(&["carol", "bob"], "m"), 10, &limits)
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::MailboxFull { recipient, quota_bytes } if recipient == "bob" && *quota_bytes == limits.quota_bytes),
+        "{err:?}"
+    );
+    let err = store
+        .send_once("alice", &[1; 16], &draft(&["bob"], "m"), 10, 1000, &limits)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MailboxFull { .. }), "{err:?}");
+    assert_eq!(store.counts().unwrap(), before, "nothing stored for anyone");
+    assert_eq!(store.mailbox_bytes("carol").unwrap(), 0);
+    assert!(inbox(&mut *store, "carol").is_empty());
+    // A mail no larger than what is left still fits; the unlimited quota takes anything.
+    store
+        .send("alice", &draft(&["carol"], "m"), 10, &limits)
+        .unwrap();
+    store
+        .send("alice", &draft(&["bob"], "m"), 10, &SendLimits::NONE)
+        .unwrap();
+    store.check_integrity().unwrap();
+}
+
+pub fn a_delete_gives_the_quota_back(b: &dyn Backend) {
+    let (_at, mut store) = store_with_users(b);
+    let one = draft(&["bob", "carol"], "m");
+    let limits = SendLimits {
+        quota_bytes: size(&one),
+        ..SendLimits::NONE
+    };
+    let id = store.send("alice", &one, 10, &limits).unwrap();
+    assert!(matches!(
+        store.send("alice", &one, 10, &limits),
+        Err(StoreError::MailboxFull { .. })
+    ));
+    // Bob's delete frees bob's mailbox only: carol still holds her copy.
+    store.delete("bob", id).unwrap();
+    assert_eq!(store.mailbox_bytes("bob").unwrap(), 0);
+    assert_eq!(store.mailbox_bytes("carol").unwrap(), size(&one));
+    let err = store.send("alice", &one, 10, &limits).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::MailboxFull { recipient, .. } if recipient == "carol"),
+        "{err:?}"
+    );
+    store
+        .send("alice", &draft(&["bob"], "m"), 10, &limits)
+        .unwrap();
+    store.delete("carol", id).unwrap();
+    assert_eq!(store.mailbox_bytes("carol").unwrap(), 0);
+    store.check_integrity().unwrap();
+}
+
+pub fn a_sender_over_the_rate_is_refused_with_when_to_retry(b: &dyn Backend) {
+    let (_at, mut store) = store_with_users(b);
+    let limits = SendLimits {
+        max_per_minute: 3,
+        ..SendLimits::NONE
+    };
+    let t0 = 1_000_000;
+    let first = store
+        .send_once(
+            "alice",
+            &[9; 16],
+            &draft(&["bob"], "a"),
+            t0,
+            600_000,
+            &limits,
+        )
+        .unwrap();
+    store
+        .send("alice", &draft(&["bob"], "b"), t0 + 10_000, &limits)
+        .unwrap();
+    store
+        .send("alice", &draft(&["bob"], "c"), t0 + 20_000, &limits)
+        .unwrap();
+    let before = store.counts().unwrap();
+    let err = store
+        .send("alice", &draft(&["bob"], "d"), t0 + 30_000, &limits)
+        .unwrap_err();
+    match &err {
+        StoreError::RateLimited {
+            sender,
+            max_per_minute: 3,
+            retry_after_ms,
+        } => {
+            assert_eq!(sender, "alice");
+            assert_eq!(*retry_after_ms, 30_000, "when the first leaves the window");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.counts().unwrap(), before, "nothing stored");
+    // A repeat of a stored send is answered with its id, whatever the rate.
+    assert_eq!(
+        store
+            .send_once(
+                "alice",
+                &[9; 16],
+                &draft(&["bob"], "a"),
+                t0 + 30_000,
+                600_000,
+                &limits
+            )
+            .unwrap(),
+        first
+    );
+    // Others are not held back, and alice may send again once the first send is a minute old.
+    store
+        .send("bob", &draft(&["alice"], "x"), t0 + 30_000, &limits)
+        .unwrap();
+    store
+        .send("alice", &draft(&["bob"], "e"), t0 + 60_001, &limits)
+        .unwrap();
+}
+
+/// Opens one store per thread (as forked children do) and sends one mail from each at once;
+/// returns how many were stored and every refusal.
+fn race_sends(
+    at: &StoreLocation,
+    senders: &[&str],
+    to: &[&str],
+    limits: &SendLimits,
+) -> (usize, Vec<StoreError>) {
+    let barrier = Barrier::new(senders.len());
+    let results: Vec<Result<u64, StoreError>> = std::thread::scope(|s| {
+        let threads: Vec<_> = senders
+            .iter()
+            .enumerate()
+            .map(|(i, &from)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut store = forkmail_store::open(at).expect("open");
+                    barrier.wait();
+                    store.send(from, &draft(to, &format!("r{i}")), 10_000, limits)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    (
+        stored,
+        results.into_iter().filter_map(Result::err).collect(),
+    )
+}
+
+pub fn racing_sends_at_the_quota_edge_store_no_more_than_it_allows(b: &dyn Backend) {
+    let (at, mut store) = store_with_users(b);
+    // Titles r0..r7 are all two bytes: room for exactly three.
+    let limits = SendLimits {
+        quota_bytes: 3 * size(&draft(&["bob"], "r0")),
+        ..SendLimits::NONE
+    };
+    let senders = [
+        "alice", "carol", "alice", "carol", "alice", "carol", "alice", "carol",
+    ];
+    let (stored, refused) = race_sends(&at, &senders, &["carol", "bob"], &limits);
+    assert_eq!(stored, 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| matches!(e, StoreError::MailboxFull { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.mailbox_bytes("bob").unwrap(), limits.quota_bytes);
+    assert_eq!(inbox(&mut *store, "bob").len(), 3);
+    store.check_integrity().unwrap();
+}
+
+pub fn racing_sends_at_the_rate_edge_store_no_more_than_it_allows(b: &dyn Backend) {
+    let (at, mut store) = store_with_users(b);
+    let limits = SendLimits {
+        max_per_minute: 3,
+        ..SendLimits::NONE
+    };
+    let (stored, refused) = race_sends(&at, &["alice"; 8], &["bob"], &limits);
+    assert_eq!(stored, 3, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| matches!(e, StoreError::RateLimited { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(sent(&mut *store, "alice").len(), 3);
 }

@@ -18,6 +18,7 @@ use forkmail_server::auth::{Decoy, ThrottlePolicy};
 use forkmail_server::config::ServerConfig;
 use forkmail_server::daemon::{Daemon, Shared};
 use forkmail_server::demo;
+use forkmail_server::instance::InstanceLock;
 use forkmail_server::keys;
 use forkmail_server::logging;
 use forkmail_server::preflight;
@@ -185,6 +186,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
+    // Before the port is bound: a second server on an SQLite deployment is refused while the
+    // first keeps running. (Several servers on one PostgreSQL store are the multi-host set-up,
+    // docs/SCALING.md.)
+    let instance = match &store {
+        StoreLocation::Sqlite(_) => Some(InstanceLock::take(&dir)?),
+        StoreLocation::Postgres(_) => None,
+    };
     let config = ServerConfig {
         dir,
         store,
@@ -234,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let daemon = Daemon::new(config, shared, listener, user_keys)?;
+    let daemon = Daemon::new(config, shared, listener, instance, user_keys)?;
     {
         // A closed stdout is not a reason to stop serving.
         let mut out = std::io::stdout().lock();

@@ -9,6 +9,10 @@
 //! `idle_timeout` is closed with a `Closing` frame. When the server shuts down, a session keeps
 //! being served while requests keep coming and is closed (`Closing(ShuttingDown)`) once it has
 //! been idle for [`SHUTDOWN_DRAIN`]; a request in progress always completes.
+//!
+//! Progress: the child beats its [`Heartbeat`] on every idle tick, between the slices of a frame
+//! read, around every store call ([`Beating`]) and after every reply, so the parent can tell a
+//! stopped or wedged child from a quiet one and free its slot.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -31,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{self, Decoy, Verdict};
 use crate::config::ServerConfig;
+use crate::heartbeat::{Beating, Heartbeat};
 
 /// What the parent hands a child: a connection whose hello has fully arrived.
 pub struct Handoff {
@@ -50,6 +55,8 @@ pub struct ChildContext<'a> {
     pub decoy: &'a Decoy,
     /// Set by SIGTERM in the child.
     pub shutdown: &'a AtomicBool,
+    /// Tells the parent this child is making progress.
+    pub heart: &'a Heartbeat,
 }
 
 /// Why a session ended early. Logged by the child; the client has already been told what it
@@ -77,6 +84,8 @@ pub enum SessionError {
 const IDLE_TICK: Duration = Duration::from_millis(250);
 /// A frame that has started must arrive whole within this long.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// A frame is read in slices at most this long, with a heartbeat between them.
+const READ_SLICE: Duration = Duration::from_secs(1);
 
 /// Serves one connection to the end.
 pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
@@ -91,14 +100,14 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(ctx.config.write_timeout))?;
     // Each child opens its own connection, after the fork.
-    let mut store = match forkmail_store::open(&ctx.config.store) {
+    let mut store = match ctx.heart.around(|| forkmail_store::open(&ctx.config.store)) {
         Ok(store) => store,
         Err(err) => {
             refuse(&stream, Refusal::StoreUnavailable);
             return Err(err.into());
         }
     };
-    let store = &mut *store;
+    let store = &mut Beating::new(&mut *store, ctx.heart);
 
     let expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
     let user = expect_auth.user.clone();
@@ -166,6 +175,7 @@ impl ExpectAuth {
         let version = checked.hello.version;
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
         write_frame(&mut stream, &reply)?;
+        ctx.heart.beat();
         Ok(Self {
             user,
             version,
@@ -189,7 +199,10 @@ impl ExpectAuth {
                     transcript_hash,
                 },
         } = self;
-        let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_AUTH_LEN)?;
+        let frame = read_frame(
+            &mut DeadlineReader::new(stream, deadline, ctx.heart),
+            MAX_AUTH_LEN,
+        )?;
         let auth: ClientAuth =
             channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
         let verdict = match auth::authenticate(
@@ -224,6 +237,7 @@ impl ExpectAuth {
             _ => AuthResult::Denied,
         };
         write_frame(&mut stream, &channel.seal(&result, now_millis())?)?;
+        ctx.heart.beat();
         if !accepted {
             return Err(SessionError::Denied {
                 user: printable(&user),
@@ -234,6 +248,7 @@ impl ExpectAuth {
             user,
             version,
             channel,
+            heart: ctx.heart.clone(),
         })
     }
 }
@@ -245,6 +260,7 @@ struct Authenticated {
     /// codes added since, and is told [`ErrorCode::Internal`] with the same message instead.
     version: u16,
     channel: SecureChannel,
+    heart: Heartbeat,
 }
 
 enum Flow {
@@ -270,7 +286,10 @@ impl Authenticated {
                 }
             }
             let deadline = Instant::now() + FRAME_TIMEOUT;
-            let frame = read_frame(&mut DeadlineReader::new(stream, deadline), MAX_FRAME_LEN)?;
+            let frame = read_frame(
+                &mut DeadlineReader::new(stream, deadline, ctx.heart),
+                MAX_FRAME_LEN,
+            )?;
             let request: Request =
                 self.channel
                     .open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
@@ -398,6 +417,7 @@ impl Authenticated {
     fn respond(&mut self, mut stream: &TcpStream, response: &Response) -> Result<(), SessionError> {
         let frame = self.channel.seal(response, now_millis())?;
         write_frame(&mut stream, &frame)?;
+        self.heart.beat();
         Ok(())
     }
 }
@@ -520,6 +540,7 @@ fn wait_for_request(ctx: &ChildContext, stream: &TcpStream) -> Result<Wake, Sess
     let mut reason = CloseReason::IdleTimeout;
     let mut probe = [0u8; 1];
     loop {
+        ctx.heart.beat();
         if reason == CloseReason::IdleTimeout && ctx.shutdown.load(Ordering::Relaxed) {
             reason = CloseReason::ShuttingDown;
             deadline = deadline.min(Instant::now() + SHUTDOWN_DRAIN);
@@ -545,26 +566,42 @@ fn wait_for_request(ctx: &ChildContext, stream: &TcpStream) -> Result<Wake, Sess
 }
 
 /// A reader that fails with `TimedOut` once `deadline` has passed, however the bytes trickle in:
-/// each read's socket timeout is the time left, not a fresh allowance.
+/// each read's socket timeout is the time left, not a fresh allowance. It waits in slices of at
+/// most [`READ_SLICE`] and beats between them, so a slow client is not a silent child.
 struct DeadlineReader<'a> {
     stream: &'a TcpStream,
     deadline: Instant,
+    heart: &'a Heartbeat,
 }
 
 impl<'a> DeadlineReader<'a> {
-    fn new(stream: &'a TcpStream, deadline: Instant) -> Self {
-        Self { stream, deadline }
+    fn new(stream: &'a TcpStream, deadline: Instant, heart: &'a Heartbeat) -> Self {
+        Self {
+            stream,
+            deadline,
+            heart,
+        }
     }
 }
 
 impl Read for DeadlineReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+        loop {
+            self.heart.beat();
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left.min(READ_SLICE)))?;
+            match (&mut &*self.stream).read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                result => return result,
+            }
         }
-        self.stream.set_read_timeout(Some(left))?;
-        (&mut &*self.stream).read(buf)
     }
 }
 

@@ -1,10 +1,11 @@
 //! Signal handling without threads, so the parent may fork safely.
 //!
-//! The parent: SIGCHLD, SIGTERM and SIGINT each write a byte to a self-pipe that `poll` watches
-//! (signal-hook's `pipe` action), and SIGTERM/SIGINT also set a flag. A child: SIGINT is ignored
-//! (a Ctrl-C at the terminal reaches the whole process group; the parent decides what happens to
-//! sessions), SIGTERM sets the child's shutdown flag, checked between requests, and the parent's
-//! registrations are removed.
+//! The parent: SIGCHLD, SIGTERM, SIGINT and SIGHUP each write a byte to a self-pipe that `poll`
+//! watches (signal-hook's `pipe` action); SIGTERM/SIGINT also set the termination flag and
+//! SIGHUP its own, so SIGHUP never stops the server (its default action would). A child:
+//! SIGINT and SIGHUP are ignored (a Ctrl-C at the terminal, or the terminal closing, reaches the
+//! whole process group; the parent decides what happens to sessions), SIGTERM sets the child's
+//! shutdown flag, checked between requests, and the parent's registrations are removed.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -13,12 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nix::sys::signal::{signal, SigHandler, Signal};
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::SigId;
 
 pub struct ParentSignals {
     wake: UnixStream,
     terminate: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
     ids: Vec<SigId>,
 }
 
@@ -32,7 +34,9 @@ impl ParentSignals {
         for sig in [SIGTERM, SIGINT] {
             ids.push(signal_hook::flag::register(sig, Arc::clone(&terminate))?);
         }
-        for sig in [SIGCHLD, SIGTERM, SIGINT] {
+        let hangup = Arc::new(AtomicBool::new(false));
+        ids.push(signal_hook::flag::register(SIGHUP, Arc::clone(&hangup))?);
+        for sig in [SIGCHLD, SIGTERM, SIGINT, SIGHUP] {
             ids.push(signal_hook::low_level::pipe::register(
                 sig,
                 notify.try_clone()?,
@@ -41,6 +45,7 @@ impl ParentSignals {
         Ok(Self {
             wake,
             terminate,
+            hangup,
             ids,
         })
     }
@@ -60,6 +65,11 @@ impl ParentSignals {
     pub fn take_termination(&self) -> bool {
         self.terminate.swap(false, Ordering::Relaxed)
     }
+
+    /// Whether SIGHUP arrived since the last call (an operator asking for a reload).
+    pub fn take_hangup(&self) -> bool {
+        self.hangup.swap(false, Ordering::Relaxed)
+    }
 }
 
 /// Replaces the parent's signal set-up in a freshly forked child.
@@ -70,6 +80,7 @@ pub fn install_child(parent: &ParentSignals, shutdown: Arc<AtomicBool>) -> io::R
     // SAFETY: setting a disposition to SIG_IGN/SIG_DFL installs no handler code.
     unsafe {
         signal(Signal::SIGINT, SigHandler::SigIgn).map_err(io::Error::from)?;
+        signal(Signal::SIGHUP, SigHandler::SigIgn).map_err(io::Error::from)?;
         signal(Signal::SIGCHLD, SigHandler::SigDfl).map_err(io::Error::from)?;
     }
     signal_hook::flag::register(SIGTERM, shutdown)?;

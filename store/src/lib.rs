@@ -132,8 +132,26 @@ pub struct Migrated {
     pub to: u32,
 }
 
+/// What [`Store::watch_write_lock`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteLock {
+    /// This connection has just taken the database's write lock: every other writer waits.
+    Taken,
+    /// It has released it (committed or rolled back).
+    Released,
+}
+
 /// Everything the programs ask of the database. Object-safe: callers hold a `Box<dyn Store>`.
 pub trait Store {
+    /// Calls `watch` each time this connection takes or releases a lock that makes every other
+    /// writer wait (SQLite's write lock), so that a session's parent can kill a process that
+    /// holds it too long (stopped or wedged) before waiting logins time out. A backend without
+    /// such a lock ignores it: PostgreSQL locks rows, and its server ends a transaction left
+    /// idle itself (`idle_in_transaction_session_timeout`, set on every session connection).
+    fn watch_write_lock(&mut self, watch: Box<dyn FnMut(WriteLock)>) {
+        let _ = watch;
+    }
+
     /// Where this store is, for messages (passwords redacted).
     fn location(&self) -> String;
 

@@ -41,7 +41,7 @@ use crate::migrations::{
 };
 use crate::{
     Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store, StoreError,
-    StoredPassword, UserKey, UserRecord,
+    StoredPassword, UserKey, UserRecord, WriteLock,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -64,6 +64,43 @@ pub struct SqliteStore {
     file: (u64, u64),
     /// Its filesystem: free space and the reserve.
     disk: Disk,
+    /// Told when a write transaction takes and releases the write lock
+    /// ([`Store::watch_write_lock`]).
+    lock_watch: Option<Box<dyn FnMut(WriteLock)>>,
+}
+
+/// A `BEGIN IMMEDIATE` transaction, which holds the database's write lock until it commits or
+/// rolls back; the lock watcher hears of both. Derefs to the transaction.
+struct WriteTx<'a> {
+    // Dropped first (rolling back unless committed), then `_held` tells the watcher.
+    tx: rusqlite::Transaction<'a>,
+    _held: Held<'a>,
+}
+
+/// Tells the lock watcher, when dropped, that the write lock is released.
+struct Held<'a>(Option<&'a mut Box<dyn FnMut(WriteLock)>>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(watch) = self.0.as_mut() {
+            watch(WriteLock::Released);
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for WriteTx<'a> {
+    type Target = rusqlite::Transaction<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        let Self { tx, _held } = self;
+        tx.commit()
+    }
 }
 
 impl SqliteStore {
@@ -123,6 +160,7 @@ impl SqliteStore {
             path: path.to_owned(),
             file: (meta.dev(), meta.ino()),
             disk: Disk::of(path),
+            lock_watch: None,
         })
     }
 
@@ -145,11 +183,19 @@ impl SqliteStore {
 
     /// `BEGIN IMMEDIATE`, then the check that the file is still the one opened (under the
     /// write lock, so no other connection can be half-way through replacing it).
-    fn write_transaction(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    fn write_transaction(&mut self) -> Result<WriteTx<'_>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .sql()?;
+        let mut watch = self.lock_watch.as_mut();
+        if let Some(watch) = watch.as_mut() {
+            watch(WriteLock::Taken);
+        }
+        let tx = WriteTx {
+            tx,
+            _held: Held(watch),
+        };
         check_file(&self.path, self.file)?;
         Ok(tx)
     }
@@ -586,6 +632,10 @@ fn insert_mail(
 }
 
 impl Store for SqliteStore {
+    fn watch_write_lock(&mut self, watch: Box<dyn FnMut(WriteLock)>) {
+        self.lock_watch = Some(watch);
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -822,15 +872,17 @@ impl Store for SqliteStore {
             .sql()?
             .ok_or(StoreError::NotFound(id))?;
         self.check_file()?;
+        // A transaction of its own (not an autocommit statement) so that the lock watcher hears
+        // of the write lock only once it is held.
         let marked = self.with_reserve(|store| {
-            store
-                .conn
-                .prepare_cached(
-                    "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
-                )
-                .sql()?
-                .execute(params![user, id_sql])
-                .sql()
+            let tx = store.write_transaction()?;
+            tx.prepare_cached(
+                "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
+            )
+            .sql()?
+            .execute(params![user, id_sql])
+            .sql()?;
+            tx.commit().sql()
         });
         if let Err(err) = marked {
             // The mail was read: a flag that could not be saved must not withhold it.
@@ -1044,13 +1096,15 @@ impl SqliteStore {
         Ok(Attempt::Counted { failures })
     }
 
+    /// A transaction of its own (not an autocommit statement) so that the lock watcher hears of
+    /// the write lock only once it is held.
     fn clear_login_failures_once(&mut self, user: &str) -> Result<(), StoreError> {
-        self.check_file()?;
-        self.conn
-            .prepare_cached("DELETE FROM login_failures WHERE user = ?1")
+        let tx = self.write_transaction()?;
+        tx.prepare_cached("DELETE FROM login_failures WHERE user = ?1")
             .sql()?
             .execute([user])
             .sql()?;
+        tx.commit().sql()?;
         Ok(())
     }
 }
@@ -1058,6 +1112,33 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lock_watcher_hears_every_write_transaction_take_and_release_the_lock() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::create(&dir.path().join("mail.db")).unwrap();
+        let heard = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&heard);
+        store.watch_write_lock(Box::new(move |lock| sink.borrow_mut().push(lock)));
+        assert!(store.record_nonce(b"n", 0, 10).unwrap());
+        assert_eq!(*heard.borrow(), [WriteLock::Taken, WriteLock::Released]);
+        // A send that fails inside its transaction rolls back, and says so too.
+        let draft = Draft {
+            to: vec!["nobody".into()],
+            title: "t".into(),
+            body: "b".into(),
+        };
+        assert!(store.send("alice", &draft, 0, &SendLimits::NONE).is_err());
+        assert_eq!(heard.borrow().len(), 4);
+        assert_eq!(heard.borrow()[3], WriteLock::Released);
+        // Reads take no write lock; clearing failures (one statement) is reported like the rest.
+        store.find_user("alice").unwrap();
+        assert_eq!(heard.borrow().len(), 4);
+        store.clear_login_failures("alice").unwrap();
+        assert_eq!(heard.borrow().len(), 6);
+    }
 
     #[test]
     fn a_store_records_forkmails_application_id() {

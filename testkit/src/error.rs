@@ -26,8 +26,6 @@ pub enum KitError {
     },
     #[error("{} has no VmRSS/VmHWM lines; is this Linux with /proc mounted?", .path.display())]
     NoMemoryFigures { path: PathBuf },
-    #[error("{} has no utime/stime fields; is this Linux with /proc mounted?", .path.display())]
-    NoCpuFigures { path: PathBuf },
     #[error(transparent)]
     Db(#[from] DbError),
 }

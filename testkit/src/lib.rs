@@ -11,6 +11,7 @@
 //! - [`db`]: what the suites read from a deployment's store, through `forkmail-store`'s API.
 //! - [`haproxy`]: a throw-away HAProxy in TCP mode in front of several hosts.
 //! - [`mounts`]: a directory made read-only by a bind mount, undone on drop.
+//! - [`cgroup`]: a process held to a number of tasks (its `fork` fails), undone on drop.
 //! - A throw-away PostgreSQL cluster is `forkmail_store::pgtest`, the store crate's own.
 //! - [`bench`]: the benchmark behind `forkmail-bench`.
 //!
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cgroup;
 pub mod client;
 pub mod db;
 pub mod deployment;

@@ -1,4 +1,5 @@
-//! Parentage, state and resident memory of processes, read from `/proc` (Linux only).
+//! Parentage, state, CPU time, file locks and resident memory of processes, read from `/proc`
+//! (Linux only).
 //!
 //! The server forks one child per session, so "which children does it have, and are they
 //! zombies" is how the suites check that sessions end and are reaped, and how the benchmark finds
@@ -9,7 +10,9 @@
 //! full, so they overstate what one more session really costs: they are an upper bound.
 
 use std::fs;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::KitError;
 
@@ -80,29 +83,32 @@ fn stat(pid: i32) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
-/// CPU time `pid` has used so far, user and system (`utime` + `stime` in `/proc/PID/stat`, in
-/// clock ticks of `sysconf(_SC_CLK_TCK)`, usually 10 ms).
-pub fn cpu_time(pid: i32) -> Result<std::time::Duration, KitError> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let stat = fs::read_to_string(&path).map_err(KitError::io(&path))?;
-    let ticks = stat
-        .rfind(')')
-        .map(|end| stat[end + 1..].split_whitespace())
-        // After the command: state is field 3, utime 14 and stime 15.
-        .and_then(|mut fields| {
-            let utime: u64 = fields.nth(11)?.parse().ok()?;
-            let stime: u64 = fields.next()?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .ok_or_else(|| KitError::NoCpuFigures { path: path.clone() })?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&t| t > 0)
-        .unwrap_or(100) as u64;
-    Ok(std::time::Duration::from_secs_f64(
-        ticks as f64 / per_second as f64,
-    ))
+/// User plus system CPU time `pid` has used so far (`utime` + `stime` of `/proc/PID/stat`, in
+/// clock ticks of 1/100 s), or `None` if there is no such process.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state is field 3, utime field 14, stime field 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Whether `pid` holds a POSIX (`fcntl`) write lock covering byte `byte` of `file`, as
+/// `/proc/locks` lists it: `1: POSIX  ADVISORY  WRITE PID MAJ:MIN:INODE START END`.
+pub fn holds_write_lock(pid: i32, file: &Path, byte: u64) -> bool {
+    let (Ok(meta), Ok(locks)) = (fs::metadata(file), fs::read_to_string("/proc/locks")) else {
+        return false;
+    };
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, "POSIX", _, "WRITE", holder, id, start, end, ..] = fields[..] else {
+            return false;
+        };
+        let inode = id.rsplit(':').next().and_then(|i| i.parse::<u64>().ok());
+        let covers = start.parse::<u64>().is_ok_and(|start| start <= byte)
+            && (end == "EOF" || end.parse::<u64>().is_ok_and(|end| byte <= end));
+        holder.parse() == Ok(pid) && inode == Some(meta.ino()) && covers
+    })
 }
 
 /// Memory of one process, in KiB as the kernel reports it.
@@ -131,6 +137,28 @@ pub fn memory(pid: i32) -> Result<Memory, KitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_lock_this_process_holds_is_seen_and_cpu_time_counts_up() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked");
+        let file = fs::File::create(&path).unwrap();
+        let me = std::process::id() as i32;
+        assert!(!holds_write_lock(me, &path, 120));
+        let lock = nix::libc::flock {
+            l_type: nix::libc::F_WRLCK as i16,
+            l_whence: nix::libc::SEEK_SET as i16,
+            l_start: 120,
+            l_len: 1,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETLK(&lock)).unwrap();
+        assert!(holds_write_lock(me, &path, 120));
+        assert!(!holds_write_lock(me, &path, 121));
+        assert!(cpu_time(me).is_some());
+        assert_eq!(cpu_time(-1), None);
+    }
 
     #[test]
     fn reads_this_process_and_its_child() {

@@ -1,22 +1,48 @@
-//! The session processes the parent has forked: how many hold a slot, signalling them, and
-//! reaping them. Never blocks unless asked to.
+//! The session processes the parent has forked: how many hold a slot, signalling them, reading
+//! their heartbeats and killing the stuck ones ([`super::liveness`] decides), and reaping them.
+//! Never blocks unless asked to.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tracing::debug;
+use tracing::{debug, warn};
+
+use super::liveness::{Limits, Liveness};
+use crate::heartbeat::Monitor;
 
 use crate::logging;
 
 /// One forked session process.
 pub(super) struct Child {
     pub(super) started: Instant,
+    /// The client it serves, for the operator when it has to be killed.
+    pub(super) peer: SocketAddr,
     /// Whose session it is (the hello's signature verified): counted against
     /// `--max-sessions-per-user`.
     pub(super) user: String,
+    /// The read end of its heartbeat pipe.
+    pub(super) heartbeat: Monitor,
+    pub(super) liveness: Liveness,
+    /// SIGKILL sent because it was stuck: not judged again; its slot is freed once reaped.
+    pub(super) killed: bool,
+}
+
+impl Child {
+    pub(super) fn new(peer: SocketAddr, user: String, heartbeat: Monitor) -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            peer,
+            user,
+            heartbeat,
+            liveness: Liveness::new(now),
+            killed: false,
+        }
+    }
 }
 
 /// Every session process still alive (or not yet reaped). Each one holds a slot.
@@ -52,6 +78,37 @@ impl Children {
         for pid in self.by_pid.keys() {
             let _ = kill(*pid, signal);
         }
+    }
+
+    /// Reads every child's heartbeat, then kills those that are stuck at `now`.
+    pub(super) fn check(&mut self, now: Instant, limits: &Limits) {
+        for (pid, child) in &mut self.by_pid {
+            if child.killed {
+                continue;
+            }
+            let beats = child.heartbeat.drain();
+            child.liveness.observe(&beats, now);
+            if let Some(stuck) = child.liveness.verdict(now, limits) {
+                warn!(
+                    pid = pid.as_raw(),
+                    peer = %child.peer,
+                    "killing session process {pid} (client {}): it {stuck}; its slot is freed once it \
+                     has exited",
+                    child.peer
+                );
+                let _ = kill(*pid, Signal::SIGKILL);
+                child.killed = true;
+            }
+        }
+    }
+
+    /// When the next child becomes stuck if none of them beats again.
+    pub(super) fn next_check(&self, limits: &Limits) -> Option<Instant> {
+        self.by_pid
+            .values()
+            .filter(|child| !child.killed)
+            .map(|child| child.liveness.deadline(limits))
+            .min()
     }
 
     /// Collects every child that has exited. Never blocks.

@@ -25,11 +25,21 @@
 //! anyone else is refused, so nobody names their own address. [`crate::proxy`] decides, from
 //! the bytes alone; this module only reads them.
 //!
+//! No slot outlives its session ([`liveness`]): each child beats on a pipe of its own
+//! ([`crate::heartbeat`]); the parent reads the pipes on every wake-up and SIGKILLs a child that
+//! has been silent for longer than the idle timeout plus a grace (stopped, wedged) or that has
+//! held the database's write lock for longer than a few seconds (which would make every login
+//! wait and fail). The slot comes back when the child is reaped.
+//!
 //! The parent is single-threaded and holds no database connection: it polls the listener, the
-//! pending sockets and a self-pipe woken by SIGCHLD/SIGTERM/SIGINT. A forked child inherits a
-//! copy of everything, so the first thing it does is close the listener (so a restarted server can
-//! bind the port at once) and every other client's connection (so a connection the parent drops
-//! is really closed). Only the read end of the parent's self-pipe stays open in the child, unused.
+//! pending sockets and a self-pipe woken by SIGCHLD/SIGTERM/SIGINT/SIGHUP, and wakes at the
+//! nearest deadline (a hello's, the queue's, the next child that would be stuck). When `accept`
+//! fails (out of file descriptors) it leaves the listener alone for a moment
+//! ([`accept_failures`]) instead of spinning on it. A forked child inherits a copy of
+//! everything, so the first thing it does is close the listener (so a restarted server can
+//! bind the port at once), the instance lock (so it can start at all), the other children's
+//! heartbeat pipes, and every other client's connection (so a connection the parent drops is
+//! really closed). Only the read end of the parent's self-pipe stays open in the child, unused.
 
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -47,16 +57,22 @@ use nix::unistd::{fork, ForkResult};
 use tracing::{debug, error, info, warn};
 
 use crate::config::ServerConfig;
+use crate::heartbeat::{self, Heartbeat};
+use crate::instance::InstanceLock;
 use crate::keys::{self, KeyMap, Loader};
 use crate::proxy;
 use crate::session::{self, ChildContext, Handoff};
 use crate::signals;
+use accept_failures::AcceptFailures;
 use admission::{KeyLoads, SeenNonces, Verdict, MAX_WAITING_FOR_KEYS};
 use children::{Child, Children};
+use liveness::Limits;
 use pending::Pending;
 
+mod accept_failures;
 mod admission;
 mod children;
+mod liveness;
 mod pending;
 
 /// Most connections held by the parent before a slot is free. Past this the oldest socket that
@@ -77,7 +93,13 @@ pub struct Daemon {
     listener: Option<TcpListener>,
     pending: Vec<Pending>,
     children: Children,
+    /// How long a child may be silent, or hold the write lock, before it is killed.
+    limits: Limits,
+    accept_failures: AcceptFailures,
     signals: signals::ParentSignals,
+    /// One server per SQLite deployment directory; `None` in a child, which must not keep it,
+    /// and on a PostgreSQL store, which several hosts share.
+    instance: Option<InstanceLock>,
     /// Every user's public key, for checking hellos.
     keys: KeyMap,
     /// When the keys are reloaded, and which load a waiting hello needs.
@@ -96,16 +118,20 @@ impl Daemon {
         config: ServerConfig,
         shared: Shared,
         listener: TcpListener,
+        instance: Option<InstanceLock>,
         keys: KeyMap,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         Ok(Self {
+            limits: Limits::new(&config),
             config,
             shared,
             listener: Some(listener),
             pending: Vec::new(),
             children: Children::default(),
+            accept_failures: AcceptFailures::default(),
             signals: signals::ParentSignals::install()?,
+            instance,
             keys,
             key_loads: KeyLoads::loaded_at_start(Instant::now()),
             loader: None,
@@ -136,9 +162,21 @@ impl Daemon {
                 proxies.join(", ")
             );
         }
+        info!(
+            "a session silent for {} s (the idle timeout plus {} s) or holding the database's \
+             write lock for {} s is killed",
+            self.limits.silence().as_secs(),
+            self.limits.grace.as_secs(),
+            self.limits.write_lock.as_secs()
+        );
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             self.children.reap();
+            self.children.check(Instant::now(), &self.limits);
+            if self.signals.take_hangup() {
+                info!("SIGHUP received; reloading the users' public keys");
+                self.request_key_reload();
+            }
             match (self.signals.take_termination(), shutdown_deadline) {
                 (true, None) => {
                     info!(
@@ -189,23 +227,38 @@ impl Daemon {
             };
             let conn = self.pending.remove(index);
             let user = conn.admitted.clone().unwrap_or_default();
+            let (monitor, heart) = match heartbeat::pipe() {
+                Ok(pipe) => pipe,
+                Err(err) => {
+                    error!(
+                        peer = %conn.peer,
+                        "cannot start a session: no pipe for its heartbeat ({err}); telling the \
+                         client the server is busy"
+                    );
+                    conn.tell(&ServerReply::Busy { waited_secs: 0 });
+                    continue;
+                }
+            };
             // SAFETY: the parent is single-threaded (no thread was ever spawned: signal-hook's
             // pipe and flag handlers use none), so the child's copy of the address space holds no
             // lock another thread could own.
             match unsafe { fork() } {
                 Ok(ForkResult::Parent { child }) => {
                     debug!(peer = %conn.peer, pid = child.as_raw(), "session started");
-                    self.children.insert(
-                        child,
-                        Child {
-                            started: Instant::now(),
-                            user,
-                        },
-                    );
+                    drop(heart);
+                    self.children
+                        .insert(child, Child::new(conn.peer, user, monitor));
                 }
-                Ok(ForkResult::Child) => self.become_child(conn),
+                Ok(ForkResult::Child) => {
+                    drop(monitor);
+                    self.become_child(conn, heart)
+                }
                 Err(err) => {
-                    error!("fork failed: {err}; telling the client the server is busy");
+                    error!(
+                        peer = %conn.peer,
+                        "cannot start a session: fork failed ({err}); telling the client the \
+                         server is busy"
+                    );
                     conn.tell(&ServerReply::Busy { waited_secs: 0 });
                 }
             }
@@ -213,8 +266,9 @@ impl Daemon {
     }
 
     /// In the child: drop everything that belongs to the parent, serve, exit.
-    fn become_child(&mut self, conn: Pending) -> ! {
+    fn become_child(&mut self, conn: Pending, heart: Heartbeat) -> ! {
         self.listener.take();
+        self.instance.take();
         self.pending.clear();
         self.children.clear();
         self.loader.take();
@@ -226,6 +280,7 @@ impl Daemon {
                     server_key: &self.shared.server_key,
                     decoy: &self.shared.decoy,
                     shutdown: &shutdown,
+                    heart: &heart,
                 };
                 let peer = conn.peer;
                 let received_at_ms = conn.received_at_ms.unwrap_or_else(now_millis);
@@ -297,13 +352,14 @@ impl Daemon {
     /// comes in, or the nearest deadline passes; then handles what woke it.
     fn wait_for_events(&mut self, shutdown_deadline: Option<Instant>) -> io::Result<()> {
         let timeout = self.next_deadline(shutdown_deadline);
+        let listening = self.listener.is_some() && !self.accept_failures.paused(Instant::now());
         let waiting: Vec<usize> = (0..self.pending.len())
             .filter(|&i| !self.pending[i].is_ready())
             .collect();
         let (listener_ready, ready_pending, loader_ready) = {
             let mut fds = Vec::with_capacity(2 + waiting.len());
             fds.push(PollFd::new(self.signals.wake_fd(), PollFlags::POLLIN));
-            if let Some(listener) = &self.listener {
+            if let Some(listener) = self.listener.as_ref().filter(|_| listening) {
                 fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
             }
             let loader_index = self.loader.as_ref().map(|loader| {
@@ -327,7 +383,7 @@ impl Daemon {
                 Err(err) => return Err(err.into()),
             }
             let fired = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            let listener_ready = self.listener.is_some() && fired(&fds[1]);
+            let listener_ready = listening && fired(&fds[1]);
             let loader_ready = loader_index.is_some_and(|i| fired(&fds[i]));
             let ready_pending: Vec<usize> = fds[first_pending..]
                 .iter()
@@ -369,7 +425,12 @@ impl Daemon {
             };
             wait = wait.min((p.arrived + limit).saturating_duration_since(now));
         }
-        if let Some(deadline) = shutdown_deadline {
+        let others = [
+            shutdown_deadline,
+            self.children.next_check(&self.limits),
+            self.accept_failures.resume_at(now),
+        ];
+        for deadline in others.into_iter().flatten() {
             wait = wait.min(deadline.saturating_duration_since(now));
         }
         // Not while shutting down: no load starts then, so a due one would make poll spin.
@@ -386,6 +447,9 @@ impl Daemon {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    if let Some(line) = self.accept_failures.succeeded(Instant::now()) {
+                        info!("{line}");
+                    }
                     if let Err(err) = stream.set_nonblocking(true) {
                         warn!(%peer, "cannot configure socket: {err}");
                         continue;
@@ -419,10 +483,19 @@ impl Daemon {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next wake-up.
-                    warn!("accept failed: {e}");
+                    // EMFILE and friends: leave the listener alone for a moment.
+                    if let Some(line) = self.accept_failures.failed(&e, Instant::now()) {
+                        warn!("{line}");
+                    }
                     return;
                 }
             }

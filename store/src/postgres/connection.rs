@@ -92,6 +92,31 @@ pub(super) fn config(url: &PostgresUrl) -> Result<Config, StoreError> {
     Ok(config)
 }
 
+/// How long the server lets a transaction sit idle (its client stopped or wedged between two
+/// statements) before it ends the session, rolling the transaction back and releasing its locks.
+/// Every transaction the store runs sends its statements back to back: milliseconds.
+pub(super) const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a statement waits for a lock another session holds before it fails (and the call is
+/// reported unavailable): as long as SQLite's busy timeout.
+pub(super) const LOCK_TIMEOUT: Duration = crate::sqlite::BUSY_TIMEOUT;
+
+/// Settings for a session's connection, so that a process stopped in the middle of a
+/// transaction cannot hold its locks for long, nor make another wait for ever: the server ends
+/// the stalled transaction itself. Appended to whatever `options=` the URL gives. Not for
+/// migrations, which may wait longer for another server's migration.
+pub(super) fn limit_lock_holding(config: &mut Config) {
+    let ours = format!(
+        "-c idle_in_transaction_session_timeout={} -c lock_timeout={}",
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
+        LOCK_TIMEOUT.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {ours}"),
+        _ => ours,
+    };
+    config.options(&options);
+}
+
 /// The passfile's password for the first host (the one a single-host URL names).
 fn passfile_password(config: &Config) -> Option<String> {
     let host = match config.get_hosts().first()? {
@@ -131,6 +156,8 @@ pub(super) enum Class {
     Lost,
     /// Serialization failure or deadlock: the transaction was rolled back; run it again.
     Conflict,
+    /// Waited [`LOCK_TIMEOUT`] for a lock another session holds: unavailable for now.
+    Busy,
     Full,
     ReadOnly,
     Other,
@@ -150,6 +177,8 @@ pub(super) fn classify(err: &::postgres::Error) -> Class {
             "57P01" | "57P02" | "57P03" | "53300" => Class::Lost,
             // serialization_failure, deadlock_detected
             "40001" | "40P01" => Class::Conflict,
+            // lock_not_available (lock_timeout)
+            "55P03" => Class::Busy,
             "53100" => Class::Full,
             "25006" => Class::ReadOnly,
             _ => Class::Other,
@@ -183,6 +212,10 @@ pub(super) fn store_error(url: &PostgresUrl, class: Class, err: &::postgres::Err
         Class::Lost => StoreError::Unavailable(text),
         Class::Conflict => StoreError::Unavailable(format!(
             "{text}; kept conflicting with concurrent transactions"
+        )),
+        Class::Busy => StoreError::Unavailable(format!(
+            "{text}; waited {} s for a lock another session holds",
+            LOCK_TIMEOUT.as_secs()
         )),
         Class::Full => StoreError::Full(text),
         Class::ReadOnly => StoreError::ReadOnly(text),
@@ -224,5 +257,23 @@ mod tests {
         assert_eq!(config.get_password(), Some(&b"s3cret"[..]));
         assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(config.get_user(), Some("mail"));
+    }
+
+    #[test]
+    fn a_session_connection_limits_lock_holding_after_the_urls_own_options() {
+        let StoreLocation::Postgres(url) = StoreLocation::parse(
+            "postgresql://mail@db.example/forkmail?options=-c%20work_mem%3D8MB",
+        )
+        .unwrap() else {
+            unreachable!()
+        };
+        let mut config = config(&url).unwrap();
+        limit_lock_holding(&mut config);
+        assert_eq!(
+            config.get_options(),
+            Some(
+                "-c work_mem=8MB -c idle_in_transaction_session_timeout=4000 -c lock_timeout=10000"
+            )
+        );
     }
 }

@@ -102,7 +102,8 @@ pub fn migrate(url: &PostgresUrl) -> Result<Migrated, StoreError> {
 impl PgStore {
     /// Connects to a store at [`CURRENT_VERSION`]; refuses anything else, writing nothing.
     pub fn open(url: &PostgresUrl) -> Result<Self, StoreError> {
-        let config = connection::config(url)?;
+        let mut config = connection::config(url)?;
+        connection::limit_lock_holding(&mut config);
         let mut conn = connect(url, &config)?;
         match schema::probe(&mut conn.client).map_err(|e| store_error(url, classify(&e), &e))? {
             Probe::Version(CURRENT_VERSION) => {}
@@ -702,5 +703,40 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(logged, "p", "the nonce table is an ordinary logged table");
+    }
+
+    #[test]
+    fn the_server_ends_a_session_stalled_inside_a_transaction_and_its_locks_go_with_it() {
+        let cluster = match Cluster::start() {
+            Ok(cluster) => cluster,
+            Err(skip) => return eprintln!("skipped: {skip}"),
+        };
+        let StoreLocation::Postgres(url) = cluster.create_database("stalled") else {
+            unreachable!("pgtest makes PostgreSQL locations")
+        };
+        drop(PgStore::create(&url).unwrap());
+        let mut stalled = PgStore::open(&url).unwrap();
+        let mut waiting = PgStore::open(&url).unwrap();
+        // A session that stops in the middle of a write transaction, holding a row lock.
+        let client = &mut stalled.conn.as_mut().unwrap().client;
+        client
+            .batch_execute(
+                "BEGIN; INSERT INTO login_failures (username, failures, last_ms, \
+                 locked_until_ms) VALUES ('alice', 1, 0, 0)",
+            )
+            .unwrap();
+        // Another session's attempt for the same user waits for that lock, and gets it once
+        // the server has ended the stalled session (rolling its insert back).
+        let started = std::time::Instant::now();
+        let attempt = waiting.begin_login_attempt("alice", 1, &|_| 0).unwrap();
+        let waited = started.elapsed();
+        assert_eq!(attempt, Attempt::Counted { failures: 1 });
+        assert!(
+            waited >= connection::IDLE_IN_TRANSACTION_TIMEOUT / 2
+                && waited < connection::LOCK_TIMEOUT,
+            "waited {waited:?}"
+        );
+        let client = &mut stalled.conn.as_mut().unwrap().client;
+        assert!(client.simple_query("SELECT 1").is_err());
     }
 }

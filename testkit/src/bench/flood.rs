@@ -57,7 +57,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
     for rate in RATES {
         let offered = format!("{rate}/s");
         progress(&format!("bogus hellos offered at {offered} for {step:?}"));
-        let cpu_before = procfs::cpu_time(server.pid().as_raw())?;
+        let cpu_before = parent_cpu(&server)?;
         let stop = AtomicBool::new(false);
         let sent = AtomicUsize::new(0);
         let started = Instant::now();
@@ -82,7 +82,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             stop.store(true, Ordering::Relaxed);
         });
         let elapsed = started.elapsed().as_secs_f64();
-        let cpu = procfs::cpu_time(server.pid().as_raw())?.saturating_sub(cpu_before);
+        let cpu = parent_cpu(&server)?.saturating_sub(cpu_before);
         let sent = sent.load(Ordering::Relaxed);
         if let Some(first) = failures.first() {
             return Err(BenchError::Check(format!(
@@ -225,4 +225,14 @@ fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream
     };
     connect(fd.as_raw_fd(), &SockaddrIn::from(v4))?;
     Ok(TcpStream::from(fd))
+}
+
+/// CPU time the server's parent has used so far.
+fn parent_cpu(server: &crate::Server) -> Result<Duration, BenchError> {
+    let pid = server.pid().as_raw();
+    procfs::cpu_time(pid).ok_or_else(|| {
+        BenchError::Check(format!(
+            "no /proc/{pid}/stat for the server; is /proc mounted?"
+        ))
+    })
 }

@@ -267,3 +267,25 @@ fn a_user_added_while_the_server_runs_can_log_in() {
     let reply = wire::server_reply(&w.wire.recv_frame().expect("a refusal"));
     assert_eq!(reply, ServerReply::Refused(Refusal::UnknownKey));
 }
+
+#[test]
+fn sighup_reloads_the_users_keys() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let out = Command::new(bin("forkmail-keygen"))
+        .arg("add-user")
+        .arg(dep.root())
+        .arg("erin")
+        .env("FORKMAIL_PASSWORD", dep.password("erin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    // The reload, in a child, finds her before any hello of hers asks for it.
+    assert!(
+        server.wait_for_log("loaded the public keys of 2 users", PROMPT),
+        "{}",
+        server.log()
+    );
+    wire::assert_serves(wire::login(&dep, server.addr, "erin"), &server);
+}

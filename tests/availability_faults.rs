@@ -120,7 +120,9 @@ fn stopped_session_children_lose_their_slots_and_a_new_login_gets_one() {
     let log = server.log();
     for pid in &stopped {
         assert!(
-            log.contains(&format!("killing session process {pid} (client 127.0.0.1:")),
+            log.contains(&format!(
+                "killing session process {pid} (user alice, client 127.0.0.1:"
+            )),
             "no kill of {pid} in the log:\n{log}"
         );
     }
@@ -189,7 +191,7 @@ fn a_child_stopped_while_holding_the_write_lock_is_killed_and_logins_proceed() {
     let log = server.log();
     assert!(
         log.contains(&format!(
-            "killing session process {child} (client 127.0.0.1:"
+            "killing session process {child} (user alice, client 127.0.0.1:"
         )) && log.contains("has held the database's write lock for"),
         "{log}"
     );

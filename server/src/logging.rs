@@ -137,6 +137,22 @@ pub fn finish(grace: Duration) {
     }
 }
 
+/// For a process about to exit (a session child): one last attempt to report the lines it
+/// dropped, which would otherwise go unsaid with it. Never blocks.
+pub fn report_drops() {
+    let pid = std::process::id();
+    let unreported = DROPS.unreported(pid);
+    if unreported == 0 {
+        return;
+    }
+    let pipe = PIPE.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(pipe) = pipe.as_ref() {
+        if write_whole(pipe, drop_notice(unreported).as_bytes()) {
+            DROPS.reported(pid, unreported);
+        }
+    }
+}
+
 /// Text for the person at the terminal (demo instructions, the last error), not a log record:
 /// through the logger like every line, so that a stalled stderr cannot hang the server even at
 /// start-up or exit, in writes of whole lines of at most [`MAX_LINE`]. Straight to stderr, a

@@ -127,8 +127,6 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
 /// The server has answered the hello; the client must authenticate next.
 struct ExpectAuth {
     user: String,
-    /// The protocol version of the hello: what the client can decode.
-    version: u16,
     established: Established,
 }
 
@@ -172,15 +170,10 @@ impl ExpectAuth {
             }
         }
         let user = checked.hello.user.clone();
-        let version = checked.hello.version;
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
         write_frame(&mut stream, &reply)?;
         ctx.heart.beat();
-        Ok(Self {
-            user,
-            version,
-            established,
-        })
+        Ok(Self { user, established })
     }
 
     fn authenticate(
@@ -192,7 +185,6 @@ impl ExpectAuth {
     ) -> Result<Authenticated, SessionError> {
         let Self {
             user,
-            version,
             established:
                 Established {
                     mut channel,
@@ -246,7 +238,6 @@ impl ExpectAuth {
         }
         Ok(Authenticated {
             user,
-            version,
             channel,
             heart: ctx.heart.clone(),
         })
@@ -256,9 +247,6 @@ impl ExpectAuth {
 /// Both factors checked: requests may flow.
 struct Authenticated {
     user: String,
-    /// The session's protocol version: a version 1 client (0.1.0) cannot decode the error
-    /// codes added since, and is told [`ErrorCode::Internal`] with the same message instead.
-    version: u16,
     channel: SecureChannel,
     heart: Heartbeat,
 }
@@ -367,7 +355,7 @@ impl Authenticated {
                 );
                 Response::Sent { id }
             }
-            Err(err) => send_refusal(err, self.version),
+            Err(err) => send_refusal(err),
         }
     }
 
@@ -424,7 +412,7 @@ impl Authenticated {
 
 /// What a refused send tells the client: the limit it met, with what the client needs to say
 /// why (PROTOCOL.md §8), or what any other failure says.
-fn send_refusal(err: StoreError, version: u16) -> Response {
+fn send_refusal(err: StoreError) -> Response {
     const MB: u64 = 1024 * 1024;
     let code = match &err {
         StoreError::MailboxFull {
@@ -456,12 +444,6 @@ fn send_refusal(err: StoreError, version: u16) -> Response {
         }
         // Names only existing users and the sender: nothing untrusted to escape.
         _ => err.to_string(),
-    };
-    // 0.1.0 knows UnknownRecipient, InvalidRequest, NotFound and Internal only.
-    let code = if version < 2 {
-        ErrorCode::Internal
-    } else {
-        code
     };
     Response::Error { code, message }
 }

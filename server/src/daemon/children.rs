@@ -92,8 +92,10 @@ impl Children {
                 warn!(
                     pid = pid.as_raw(),
                     peer = %child.peer,
-                    "killing session process {pid} (client {}): it {stuck}; its slot is freed once it \
-                     has exited",
+                    user = %child.user,
+                    "killing session process {pid} (user {}, client {}): it {stuck}; its slot is \
+                     freed once it has exited",
+                    child.user,
                     child.peer
                 );
                 let _ = kill(*pid, Signal::SIGKILL);

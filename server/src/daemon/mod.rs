@@ -303,6 +303,7 @@ impl Daemon {
                 1
             }
         };
+        crate::logging::report_drops();
         let _ = io::stderr().flush();
         // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
         // flushing stdio buffers inherited from it (which would print them twice).

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod heartbeat;
 pub mod instance;
 pub mod keys;
+pub mod listener;
 pub mod logging;
 pub mod preflight;
 pub mod proxy;

@@ -1,7 +1,7 @@
 //! `forkmail-server`: the forking mail daemon.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -239,7 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot load the users' keys from {}: {why}", config.store)
     })?;
     tracing::info!("loaded the public keys of {} users", user_keys.len());
-    let listener = TcpListener::bind(&config.listen)
+    let listener = forkmail_server::listener::bind_listener(&config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     let daemon = Daemon::new(config, shared, listener, instance, user_keys)?;

@@ -9,6 +9,9 @@ fn forkmail(args: &[&str]) -> Output {
         .args(args)
         // Set, so that nothing can wait for a password on the terminal.
         .env("FORKMAIL_PASSWORD", "unused")
+        // No default profile from the person running the tests.
+        .env_remove("FORKMAIL_PROFILE")
+        .env("XDG_CONFIG_HOME", "/nonexistent/forkmail-client-cli")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()

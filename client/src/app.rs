@@ -9,7 +9,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
+use crate::config::{self, Env};
 use crate::error::AppError;
 use crate::escape::escape_line;
 use crate::session::{ConnectOptions, Session};
@@ -18,10 +19,17 @@ use crate::{commands, repl};
 /// Environment variable that supplies the password without a prompt (for scripts and tests).
 pub const PASSWORD_ENV: &str = "FORKMAIL_PASSWORD";
 
-/// Runs the program for a parsed command line whose `--profile` is `profile_dir`.
-pub fn run(cli: &Cli, profile_dir: &Path) -> Result<(), AppError> {
+/// Runs the program for a parsed command line: `completions` and `man` at once, everything else
+/// with the profile that `--profile`, `FORKMAIL_PROFILE` or the config file names.
+pub fn run(cli: &Cli) -> Result<(), AppError> {
+    match &cli.command {
+        Some(Command::Completions { shell }) => return print_bytes(&Cli::completions(*shell)),
+        Some(Command::Man) => return print_bytes(&Cli::man_page()),
+        _ => {}
+    }
+    let profile_dir = config::find_profile(cli.profile.as_deref(), &Env::from_process())?;
     let login = Login {
-        profile_dir,
+        profile_dir: &profile_dir,
         server: cli.server.as_deref(),
         connect_timeout: Duration::from_secs(cli.connect_timeout),
         verbose: cli.verbose,
@@ -97,8 +105,13 @@ fn password(user: &str) -> Result<String, AppError> {
 /// Writes results to stdout and flushes, so a closed pipe shows up here as an error the caller
 /// can end quietly on, rather than as a panic inside `println!`.
 pub fn print(text: &str) -> Result<(), AppError> {
+    print_bytes(text.as_bytes())
+}
+
+/// [`print`] for bytes (a completion script, a manual page).
+fn print_bytes(bytes: &[u8]) -> Result<(), AppError> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    out.write_all(bytes)?;
     out.flush()?;
     Ok(())
 }

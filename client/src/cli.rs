@@ -1,15 +1,23 @@
 //! The `forkmail` command line. Other tools (tests, benchmarks, scripts) rely on these names, so
 //! they are a contract: `--profile`, `--server`, `--connect-timeout`, and the subcommands `send`,
 //! `inbox`, `sent`, `read`, `delete` with their flags. Without a subcommand the program is interactive.
+//! `completions SHELL` and `man` print the shell completions and the manual page, needing no
+//! profile. Help is wrapped to at most 80 columns whatever the terminal's width.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+
+use crate::config::parse_server;
 
 const AFTER_HELP: &str = "\
 Without a COMMAND, forkmail logs in once and reads commands interactively \
 (send, inbox, sent, read ID, delete ID, help, quit).
+
+The profile is --profile DIR, else the FORKMAIL_PROFILE environment variable, else \
+profile = \"DIR\" in $XDG_CONFIG_HOME/forkmail/config.toml (default ~/.config/forkmail/config.toml; \
+a relative DIR is taken from the file's directory).
 
 The password is taken from the FORKMAIL_PASSWORD environment variable, or asked for on the \
 terminal before connecting.
@@ -24,17 +32,19 @@ recipient list over the limits (title 1-100 characters, body up to 1,000,000 cha
     name = "forkmail",
     version,
     about = "forkmail: send and read mail on a forkmail server",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    max_term_width = 80
 )]
 pub struct Cli {
-    /// Required: the client profile directory made by forkmail-keygen, DIR/clients/NAME
-    /// (profile.toml, user.key, pinned server.pub).
-    // Not `required = true`: clap cannot require a global argument, so `profile_dir` checks it.
+    /// The client profile directory made by forkmail-keygen, DIR/clients/NAME (profile.toml,
+    /// user.key, pinned server.pub). Default: FORKMAIL_PROFILE, else profile in config.toml.
+    // Optional: `config::find_profile` falls back to the environment and the config file.
     #[arg(long, value_name = "DIR", global = true)]
     pub profile: Option<PathBuf>,
 
-    /// Server address, instead of server_addr in the profile.
-    #[arg(long, value_name = "HOST:PORT", global = true)]
+    /// Server address, instead of server_addr in the profile; HOST alone means port 13000
+    /// (IPv6 in brackets: [::1]:13000).
+    #[arg(long, value_name = "HOST[:PORT]", global = true, value_parser = parse_server)]
     pub server: Option<String>,
 
     /// Seconds to wait for the server to take the session; a busy server queues new
@@ -57,14 +67,20 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The `--profile` directory, or clap's own "missing argument" error (exit status 2).
-    pub fn profile_dir(&self) -> Result<&Path, clap::Error> {
-        self.profile.as_deref().ok_or_else(|| {
-            Cli::command().error(
-                ErrorKind::MissingRequiredArgument,
-                "the following required argument was not provided:\n  --profile <DIR>",
-            )
-        })
+    /// The shell completion script for `shell`.
+    pub fn completions(shell: Shell) -> Vec<u8> {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "forkmail", &mut script);
+        script
+    }
+
+    /// The manual page, as roff.
+    pub fn man_page() -> Vec<u8> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .expect("writing to a Vec cannot fail");
+        page
     }
 }
 
@@ -109,6 +125,14 @@ pub enum Command {
         /// The message id, as listed by inbox.
         id: u64,
     },
+    /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
+    Completions {
+        /// The shell: bash, zsh, fish (or elvish, powershell).
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Print the manual page as roff (forkmail man > ~/.local/share/man/man1/forkmail.1).
+    Man,
 }
 
 #[cfg(test)]
@@ -173,6 +197,31 @@ mod tests {
     }
 
     #[test]
+    fn server_without_a_port_is_given_port_13000() {
+        let cli = parse(&["--server", "localhost", "inbox"]).unwrap();
+        assert_eq!(cli.server.as_deref(), Some("localhost:13000"));
+        let cli = parse(&["inbox", "--server", "[::1]"]).unwrap();
+        assert_eq!(cli.server.as_deref(), Some("[::1]:13000"));
+    }
+
+    #[test]
+    fn completions_and_man_need_no_profile() {
+        let cli = parse(&["completions", "zsh"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Completions { shell: Shell::Zsh })
+        );
+        assert_eq!(parse(&["man"]).unwrap().command, Some(Command::Man));
+        let script = String::from_utf8(Cli::completions(Shell::Bash)).unwrap();
+        assert!(script.contains("forkmail") && script.contains("inbox"));
+        let page = String::from_utf8(Cli::man_page()).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH forkmail"),
+            "{page}"
+        );
+    }
+
+    #[test]
     fn global_flags_may_follow_the_command() {
         let cli = parse(&["inbox", "--profile", "p", "--connect-timeout", "5"]).unwrap();
         assert_eq!(cli.profile, Some(PathBuf::from("p")));
@@ -181,12 +230,14 @@ mod tests {
 
     #[test]
     fn usage_errors() {
+        use clap::error::ErrorKind;
         let err = |args: &[&str]| parse(args).unwrap_err().kind();
-        let no_profile = parse(&["inbox"]).unwrap();
+        assert_eq!(parse(&["inbox"]).unwrap().profile, None);
         assert_eq!(
-            no_profile.profile_dir().unwrap_err().kind(),
-            ErrorKind::MissingRequiredArgument
+            err(&["--server", "host:x", "inbox"]),
+            ErrorKind::ValueValidation
         );
+        assert_eq!(err(&["completions", "tcsh"]), ErrorKind::InvalidValue);
         assert_eq!(
             err(&["--profile", "p", "read", "x"]),
             ErrorKind::ValueValidation

@@ -84,6 +84,9 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             logout(session, login);
             print(&format!("deleted message {id}\n"))
         }
+        Command::Completions { .. } | Command::Man => {
+            unreachable!("app::run prints the completions and the manual page before any login")
+        }
     }
 }
 

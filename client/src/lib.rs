@@ -4,13 +4,15 @@
 //! `forkmail-testkit`): connect with
 //! [`ConnectOptions`], then `send`, `inbox`, `read`, `delete`, `quit`, every failure a
 //! [`ClientError`] that says what happened and what to do. The rest is the program: [`cli`] (the
-//! command-line contract), [`app`] (password and login), [`commands`] (one-shot commands),
+//! command-line contract), [`config`] (which profile, when `--profile` is not given, and what
+//! `--server` means), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use), [`display`] (rendering mail for people and for `--json`) and
 //! [`escape`] (the one rule for which characters may reach a terminal).
 
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod display;
 pub mod error;
 pub mod escape;

@@ -9,11 +9,7 @@ use forkmail_client::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let profile_dir = match cli.profile_dir() {
-        Ok(dir) => dir,
-        Err(err) => err.exit(),
-    };
-    match app::run(&cli, profile_dir) {
+    match app::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has gone (`| head`); nobody is left to tell.
         Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,

@@ -1,12 +1,14 @@
 //! `forkmail-keygen`: makes a forkmail deployment, once per deployment, and prints key
 //! fingerprints (`fingerprint FILE`) for checking the key a client has pinned.
 
+use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use forkmail_keygen::deploy::{self, InitOptions, NewUser, UsersFile};
 use forkmail_keygen::keyfile::load_any_public_key;
 use forkmail_keygen::password::{
@@ -21,7 +23,8 @@ const PASSWORD_ENV: &str = "FORKMAIL_PASSWORD";
 #[command(
     name = "forkmail-keygen",
     version,
-    about = "Make a forkmail deployment: server key, user keys, user database, client profiles"
+    about = "Make a forkmail deployment: server key, user keys, user database, client profiles",
+    max_term_width = 80
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,6 +71,23 @@ enum Command {
     },
     /// Time one password hash with each PBKDF2 variant at OWASP's iteration counts.
     KdfBench,
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions {
+        /// The shell: bash, zsh, fish (or elvish, powershell).
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Print the manual page as roff.
+    Man,
+}
+
+/// Writes a completion script or manual page to stdout; a closed pipe is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn parse_store(s: &str) -> Result<StoreLocation, String> {
@@ -158,6 +178,16 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Fingerprint { file } => {
             println!("{}", load_any_public_key(&file)?.fingerprint());
             Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "forkmail-keygen", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            print_bytes(&page)
         }
         Command::KdfBench => {
             for (kdf, iterations) in [

@@ -1,6 +1,8 @@
 //! The client profile: who the user is and where the server listens.
 
-use std::path::Path;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,5 +36,75 @@ impl Profile {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a profile always serializes")
+    }
+
+    /// Points the profile at `path` to `server_addr`, unless it already is; returns whether it
+    /// changed. Atomic: the new file is written and synced beside the old one with the old
+    /// one's mode, then renamed over it, so a client starting at any moment reads the old
+    /// profile or the new one, never a part.
+    pub fn set_server_addr(path: &Path, server_addr: &str) -> Result<bool, String> {
+        let mut profile = Self::load(path)?;
+        if profile.server_addr == server_addr {
+            return Ok(false);
+        }
+        profile.server_addr = server_addr.to_owned();
+        let mode = fs::metadata(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        let new = PathBuf::from(name);
+        let written = replace_with(path, &new, profile.to_toml().as_bytes(), mode);
+        if written.is_err() {
+            let _ = fs::remove_file(&new);
+        }
+        written.map_err(|e| format!("{}: cannot rewrite: {e}", path.display()))?;
+        Ok(true)
+    }
+}
+
+/// Writes `contents` to `new` (mode `mode`, synced), renames it over `path` and syncs the
+/// directory, so the rename itself survives a crash.
+fn replace_with(path: &Path, new: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    // Left by a run that died between writing and renaming: it was never the profile.
+    match fs::remove_file(new) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    crate::keyfile::write_new_file(new, contents, mode)?;
+    // The umask may have taken bits off at creation; the profile keeps the mode it had.
+    fs::set_permissions(new, fs::Permissions::from_mode(mode))?;
+    fs::rename(new, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_server_addr_rewrites_only_the_address_and_keeps_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.toml");
+        let profile = Profile {
+            user: "bob".into(),
+            server_addr: "127.0.0.1:0".into(),
+        };
+        fs::write(&path, profile.to_toml()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Profile::set_server_addr(&path, "127.0.0.1:4242"), Ok(true));
+        let now = Profile::load(&path).unwrap();
+        assert_eq!(now.user, "bob");
+        assert_eq!(now.server_addr, "127.0.0.1:4242");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(Profile::set_server_addr(&path, "127.0.0.1:4242"), Ok(false));
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no file left beside the profile");
     }
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use forkmail_keygen::deploy::Settings;
 use forkmail_keygen::keyfile;
 use forkmail_keygen::layout::ServerDir;
@@ -24,13 +25,21 @@ use forkmail_server::logging;
 use forkmail_server::preflight;
 use forkmail_store::{SendLimits, StoreLocation};
 
+// `completions` and `man` are subcommands, like the client's and keygen's. The daemon itself takes
+// no subcommand: a subcommand negates `--dir`'s requirement and conflicts with every flag, so
+// each existing invocation (flags only) parses as before.
 #[derive(Parser)]
 #[command(
     name = "forkmail-server",
     version,
-    about = "The forkmail daemon: one forked process per session"
+    about = "The forkmail daemon: one forked process per session",
+    max_term_width = 80,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The deployment's server directory (DIR/server from forkmail-keygen init).
     #[arg(long, required_unless_present = "demo")]
     dir: Option<PathBuf>,
@@ -99,12 +108,46 @@ struct Cli {
     verbose: u8,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions {
+        /// The shell: bash, zsh, fish (or elvish, powershell).
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Print the manual page as roff.
+    Man,
+}
+
+impl Command {
+    /// The completion script or manual page asked for.
+    fn output(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Command::Completions { shell } => {
+                clap_complete::generate(*shell, &mut Cli::command(), "forkmail-server", &mut out)
+            }
+            Command::Man => clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .expect("writing to a Vec cannot fail"),
+        }
+        out
+    }
+}
+
 /// How long the parent, exiting, waits for the logger to write what it holds.
 const LOGGER_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     logging::fill_standard_fds();
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        // Before the logger: nothing here is served or logged. A closed pipe is not an error.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&command.output()).and_then(|()| out.flush());
+        return ExitCode::SUCCESS;
+    }
     // First, while single-threaded and before any key, store or socket: see logging.rs.
     if let Err(err) = logging::start(cli.verbose) {
         say(format_args!(
@@ -131,9 +174,11 @@ fn say(message: std::fmt::Arguments<'_>) {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let demo_root = PathBuf::from("demo");
-    let dir = match (&cli.dir, cli.demo) {
-        (Some(dir), _) => dir.clone(),
-        (None, _) => {
+    // `--dir` wins over `--demo`; without `--dir` clap has made sure of `--demo`.
+    let serving_demo = cli.dir.is_none();
+    let dir = match &cli.dir {
+        Some(dir) => dir.clone(),
+        None => {
             let listen = cli
                 .listen
                 .as_deref()
@@ -248,8 +293,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {local}").and_then(|()| out.flush());
     }
-    if cli.demo {
-        logging::print(&demo::instructions(&demo_root, &local.to_string()));
+    if serving_demo {
+        // The profiles name the address really listened on (port 0, or elsewhere than last
+        // time), so the printed commands work as printed.
+        let addr = demo::client_addr(local);
+        let changed = demo::point_profiles_at(&demo_root, addr)
+            .context("pointing the demo profiles at the server")?;
+        if !changed.is_empty() {
+            tracing::info!(
+                "pointed the demo profiles of {} at {addr}",
+                changed.join(", ")
+            );
+        }
+        logging::print(&demo::instructions(&demo_root, addr));
     }
     tracing::info!(
         max_sessions = cli.max_sessions,

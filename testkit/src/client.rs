@@ -58,6 +58,19 @@ impl ClientCmd {
         Self { cmd }
     }
 
+    /// `forkmail` with no `--profile` or `--server`, without colour and without a password,
+    /// and with neither `FORKMAIL_PROFILE` nor a config file (`XDG_CONFIG_HOME` and `HOME` point
+    /// at `config_home`) unless the test sets them.
+    pub fn bare(config_home: &Path) -> Self {
+        let mut cmd = Command::new(bin("forkmail"));
+        cmd.env_remove("FORKMAIL_PASSWORD")
+            .env_remove("FORKMAIL_PROFILE")
+            .env("XDG_CONFIG_HOME", config_home)
+            .env("HOME", config_home)
+            .env("NO_COLOR", "1");
+        Self { cmd }
+    }
+
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,

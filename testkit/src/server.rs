@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub log_file: Option<PathBuf>,
     /// A stderr the test controls instead; [`Server::log`] is then empty.
     pub stderr: Option<GivenStderr>,
+    /// `--demo` run in this working directory (serving `./demo`) instead of `--dir server_dir`.
+    pub demo_in: Option<PathBuf>,
 }
 
 /// A stderr for the server that the test controls.
@@ -73,6 +75,16 @@ impl ServerConfig {
             rust_log: "debug".into(),
             log_file: None,
             stderr: None,
+            demo_in: None,
+        }
+    }
+
+    /// `bin --demo` in `cwd`, listening on `127.0.0.1:0`, logging at `info` into memory.
+    pub fn demo(bin: &Path, cwd: &Path) -> Self {
+        Self {
+            rust_log: "info".into(),
+            demo_in: Some(cwd.to_owned()),
+            ..Self::new(bin, Path::new(""))
         }
     }
 }
@@ -129,9 +141,11 @@ impl Server {
             }
             _ => Command::new(&config.bin),
         };
+        match &config.demo_in {
+            Some(cwd) => command.current_dir(cwd).arg("--demo"),
+            None => command.arg("--dir").arg(&config.server_dir),
+        };
         let mut child = command
-            .arg("--dir")
-            .arg(&config.server_dir)
             .args(["--listen", &config.listen])
             .args(&config.extra_args)
             .env("RUST_LOG", &config.rust_log)

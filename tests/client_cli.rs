@@ -39,6 +39,10 @@ fn help_names_every_command_the_password_variable_and_the_exit_statuses() {
         "read",
         "delete",
         "FORKMAIL_PASSWORD",
+        "FORKMAIL_PROFILE",
+        "config.toml",
+        "completions",
+        "man",
         "Exit status",
     ] {
         assert!(

@@ -100,7 +100,8 @@ struct Cli {
     /// [default: 64]
     #[arg(long, value_name = "MB")]
     min_free_mb: Option<u64>,
-    /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000.
+    /// Make ./demo from fixtures/ if missing, and serve it on 127.0.0.1:13000 (or --listen);
+    /// its profiles are pointed at the address really listened on.
     #[arg(long)]
     demo: bool,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.

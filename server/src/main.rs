@@ -242,7 +242,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = ServerConfig {
         dir,
         store,
-        listen: cli.listen.unwrap_or_else(|| settings.server_addr.clone()),
+        // The demo's deployment.toml holds the --listen of the run that made it (perhaps port 0);
+        // without --listen the demo serves 127.0.0.1:13000, as its help says.
+        listen: match cli.listen {
+            Some(listen) => listen,
+            None if serving_demo => forkmail_keygen::deploy::DEFAULT_SERVER_ADDR.to_owned(),
+            None => settings.server_addr.clone(),
+        },
         max_sessions: cli.max_sessions,
         max_sessions_per_user: cli.max_sessions_per_user,
         queue_timeout: Duration::from_secs(cli.queue_timeout),

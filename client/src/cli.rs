@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Without a COMMAND, forkmail logs in once and reads commands interactively \
@@ -68,27 +68,16 @@ impl Cli {
     }
 }
 
+/// The verbs. The one definition of their arguments: the one-shot commands parse them from the
+/// command line, and the REPL parses its lines with the same definitions.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Send a mail; the body is read from standard input unless --file is given. Prints
     /// "sent message ID".
-    Send {
-        /// Recipients, separated with ';' (e.g. 'bob;carol').
-        #[arg(long, value_name = "NAMES")]
-        to: String,
-        /// The title, 1-100 characters.
-        #[arg(long)]
-        title: String,
-        /// Read the body from this file instead of standard input.
-        #[arg(long, value_name = "PATH")]
-        file: Option<PathBuf>,
-    },
-    /// List the inbox: id, '*' if unread, date, sender, title.
-    Inbox {
-        /// Print a JSON array of {id, from, date, title, read}.
-        #[arg(long)]
-        json: bool,
-    },
+    Send(SendArgs),
+    /// List the inbox, oldest first: id, '*' if unread, date, sender, title; then a count
+    /// line ("12 messages, 3 unread").
+    Inbox(InboxArgs),
     /// List what you have sent, oldest first: id, date, recipients, title. Kept after every
     /// recipient deleted the mail.
     Sent {
@@ -96,19 +85,128 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one mail (and mark it read).
-    Read {
-        /// The message id, as listed by inbox.
-        id: u64,
-        /// Print a JSON object {id, from, to, date, title, body}.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete one mail from the inbox.
-    Delete {
-        /// The message id, as listed by inbox.
-        id: u64,
-    },
+    /// Show one mail (and mark it read), through $PAGER when it is taller than the terminal.
+    Read(ReadArgs),
+    /// Delete mails from the inbox: all of them, or none if an id is not in the inbox.
+    Delete(DeleteArgs),
+    /// Reply to a mail: to its sender (--all: and its other recipients), titled "Re: TITLE";
+    /// the body from standard input, --file or --edit.
+    Reply(ReplyArgs),
+    /// Forward a mail, titled "Fwd: TITLE": your text (standard input, --file or --edit),
+    /// then the original's headers and body.
+    Forward(ForwardArgs),
+    /// Mark mails unread: all of them, or none if an id is not in the inbox.
+    Unread(UnreadArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct SendArgs {
+    /// Recipients, separated with ';' (e.g. 'bob;carol').
+    #[arg(long, value_name = "NAMES")]
+    pub to: String,
+    /// The title, 1-100 characters.
+    #[arg(long)]
+    pub title: String,
+    /// Read the body from this file instead of standard input.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Print {"id": N} instead of "sent message N".
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct InboxArgs {
+    /// Print a JSON array of {id, from, date, title, read}.
+    #[arg(long)]
+    pub json: bool,
+    /// Only mails not read yet.
+    #[arg(long)]
+    pub unread: bool,
+    /// Only mails from this user.
+    #[arg(long, value_name = "USER")]
+    pub from: Option<String>,
+    /// Only mails whose title or sender holds TEXT, ignoring case.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only the newest N of the mails that match.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Only mails with an id below ID: the page before one that starts at ID.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ReadArgs {
+    /// The message id, as listed by inbox.
+    pub id: u64,
+    /// Print a JSON object {id, from, to, date, title, body}.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the mail even when it is taller than the terminal, instead of running $PAGER.
+    #[arg(long)]
+    pub no_pager: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct DeleteArgs {
+    /// The message ids, as listed by inbox.
+    #[arg(required = true, num_args = 1.., value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// Print {"deleted": [IDS]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct UnreadArgs {
+    /// The message ids, as listed by inbox.
+    #[arg(required = true, num_args = 1.., value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// Print {"unread": [IDS]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a reply's or forward's own text comes from; standard input when neither is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct BodyArgs {
+    /// Write the text in $VISUAL (else $EDITOR), on a private temporary file holding the
+    /// original quoted; an editor that fails or leaves no text cancels.
+    #[arg(long, conflicts_with = "file")]
+    pub edit: bool,
+    /// Read the text from this file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ReplyArgs {
+    /// The id of the mail to answer, as listed by inbox.
+    pub id: u64,
+    /// Also to the mail's other recipients (never to yourself).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub body: BodyArgs,
+    /// Print {"id": N} instead of "sent message N".
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ForwardArgs {
+    /// The id of the mail to forward, as listed by inbox.
+    pub id: u64,
+    /// Recipients, separated with ';' (e.g. 'bob;carol').
+    #[arg(long, value_name = "NAMES")]
+    pub to: String,
+    #[command(flatten)]
+    pub body: BodyArgs,
+    /// Print {"id": N} instead of "sent message N".
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]
@@ -150,26 +248,106 @@ mod tests {
         assert_eq!(cli.server.as_deref(), Some("127.0.0.1:9"));
         assert_eq!(
             cli.command,
-            Some(Command::Send {
+            Some(Command::Send(SendArgs {
                 to: "bob;carol".into(),
                 title: "T".into(),
-                file: None
-            })
+                file: None,
+                json: false,
+            }))
         );
         let cli = parse(&["--profile", "p", "inbox", "--json"]).unwrap();
-        assert_eq!(cli.command, Some(Command::Inbox { json: true }));
+        assert_eq!(
+            cli.command,
+            Some(Command::Inbox(InboxArgs {
+                json: true,
+                ..InboxArgs::default()
+            }))
+        );
         let cli = parse(&["--profile", "p", "sent", "--json"]).unwrap();
         assert_eq!(cli.command, Some(Command::Sent { json: true }));
         let cli = parse(&["--profile", "p", "read", "12"]).unwrap();
         assert_eq!(
             cli.command,
-            Some(Command::Read {
+            Some(Command::Read(ReadArgs {
                 id: 12,
+                json: false,
+                no_pager: false,
+            }))
+        );
+        let cli = parse(&["--profile", "p", "delete", "3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Delete(DeleteArgs {
+                ids: vec![3],
+                json: false,
+            }))
+        );
+    }
+
+    #[test]
+    fn the_verbs_of_issue_10() {
+        let command = |args: &[&str]| parse(args).unwrap().command.unwrap();
+        assert_eq!(
+            command(&["reply", "4", "--all", "--edit", "--json"]),
+            Command::Reply(ReplyArgs {
+                id: 4,
+                all: true,
+                body: BodyArgs {
+                    edit: true,
+                    file: None
+                },
+                json: true,
+            })
+        );
+        assert_eq!(
+            command(&["forward", "4", "--to", "carol", "--file", "f"]),
+            Command::Forward(ForwardArgs {
+                id: 4,
+                to: "carol".into(),
+                body: BodyArgs {
+                    edit: false,
+                    file: Some(PathBuf::from("f"))
+                },
+                json: false,
+            })
+        );
+        assert_eq!(
+            command(&["unread", "1", "2"]),
+            Command::Unread(UnreadArgs {
+                ids: vec![1, 2],
                 json: false
             })
         );
-        let cli = parse(&["--profile", "p", "delete", "3"]).unwrap();
-        assert_eq!(cli.command, Some(Command::Delete { id: 3 }));
+        assert_eq!(
+            command(&["delete", "1", "2", "--json"]),
+            Command::Delete(DeleteArgs {
+                ids: vec![1, 2],
+                json: true
+            })
+        );
+        assert_eq!(
+            command(&[
+                "inbox", "--unread", "--from", "bob", "--search", "Hi", "--limit", "5", "--before",
+                "40"
+            ]),
+            Command::Inbox(InboxArgs {
+                json: false,
+                unread: true,
+                from: Some("bob".into()),
+                search: Some("Hi".into()),
+                limit: Some(5),
+                before: Some(40),
+            })
+        );
+        let err = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            err(&["reply", "4", "--edit", "--file", "f"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(err(&["delete"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(err(&["unread"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(err(&["forward", "4"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(err(&["inbox", "--limit", "0"]), ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -6,14 +6,17 @@
 //! [`ClientError`] that says what happened and what to do. The rest is the program: [`cli`] (the
 //! command-line contract), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use), [`display`] (rendering mail for people and for `--json`) and
-//! [`escape`] (the one rule for which characters may reach a terminal).
+//! [`escape`] (the one rule for which characters may reach a terminal), [`pager`] and [`editor`]
+//! (the user's own programs for reading and writing).
 
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod display;
+pub mod editor;
 pub mod error;
 pub mod escape;
+pub mod pager;
 pub mod repl;
 pub mod session;
 

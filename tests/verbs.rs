@@ -7,8 +7,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
-use forkmail_testkit::{bin, count_rows, pty, ClientCmd, Deployment, Server};
+use forkmail_protocol::messages::{ErrorCode, Request, Response, MAX_BATCH_IDS};
+use forkmail_testkit::{bin, count_rows, pty, wire, ClientCmd, Deployment, Server};
 use serde_json::{json, Value};
 
 fn json_of(out: &str) -> Value {
@@ -552,4 +554,58 @@ fn an_editor_that_fails_or_leaves_nothing_sends_nothing() {
         .run(b"");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(count_rows(&dep.database(), "messages"), 1);
+}
+
+/// What a server that predates a request does with it, and so what the client reports as "this
+/// server does not support ...; upgrade it": a sealed request whose variant index it does not
+/// know (here 200, as a server of this build sees a request added after it) cannot be decoded,
+/// and the server closes the connection without an answer, storing nothing.
+#[test]
+fn a_request_the_server_cannot_decode_closes_the_session_without_an_answer() {
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let mut session = wire::login(&dep, server.addr, "alice");
+    // postcard writes an enum's variant index as a varint, exactly as it writes a u32.
+    let frame = session
+        .channel
+        .seal(&200u32, forkmail_protocol::now_millis())
+        .unwrap();
+    session.wire.send_frame(&frame).unwrap();
+    assert!(session.wire.closed_by_server(Duration::from_secs(10)));
+}
+
+/// A batch of no ids, or of more than `MAX_BATCH_IDS`, is refused as an invalid request and
+/// changes nothing; the session goes on.
+#[test]
+fn batches_of_no_ids_or_too_many_are_refused_and_change_nothing() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let id = send(&dep, &server, "alice", "bob", "keep", "x\n");
+    let mut session = wire::login(&dep, server.addr, "bob");
+    let too_many: Vec<u64> = std::iter::repeat_n(id, MAX_BATCH_IDS + 1).collect();
+    for request in [
+        Request::DeleteMany { ids: vec![] },
+        Request::MarkUnread { ids: vec![] },
+        Request::DeleteMany {
+            ids: too_many.clone(),
+        },
+        Request::MarkUnread { ids: too_many },
+    ] {
+        let response = session.request(&request);
+        assert!(
+            matches!(
+                response,
+                Response::Error {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                }
+            ),
+            "{response:?}"
+        );
+    }
+    assert_eq!(
+        session.request(&Request::DeleteMany { ids: vec![id, id] }),
+        Response::DeletedMany { ids: vec![id, id] }
+    );
+    assert_eq!(count_rows(&dep.database(), "messages"), 0);
 }

@@ -180,7 +180,7 @@ pub fn delete(
     args: &DeleteArgs,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
-    let ids = forkmail_ids(&args.ids);
+    let ids = distinct_ids(&args.ids);
     let deleted = match ids.as_slice() {
         [id] => {
             session.delete(*id)?;
@@ -202,7 +202,7 @@ pub fn unread(
     args: &UnreadArgs,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
-    let marked = session.mark_unread(&forkmail_ids(&args.ids))?;
+    let marked = session.mark_unread(&distinct_ids(&args.ids))?;
     if args.json {
         writeln!(out, "{}", ids_json("unread", &marked))?;
     } else {
@@ -402,7 +402,7 @@ fn fetch_original(login: &Login<'_>, id: u64) -> Result<(ConnectOptions, Session
 }
 
 /// The ids without repeats, in the order given.
-fn forkmail_ids(ids: &[u64]) -> Vec<u64> {
+fn distinct_ids(ids: &[u64]) -> Vec<u64> {
     let mut distinct = Vec::with_capacity(ids.len());
     for id in ids {
         if !distinct.contains(id) {

@@ -136,6 +136,21 @@ fn reply_goes_to_the_sender_and_with_all_to_the_others_never_to_yourself_without
     let id = json_of(&out)["id"].as_u64().unwrap();
     assert_eq!(mail(&dep, &server, "alice", id)["title"], "RE: budget");
 
+    // A mail of one's own (sent to oneself too): no reply to oneself, only --all to the others.
+    let own = send(&dep, &server, "alice", "alice;bob", "note to self", "x\n");
+    let out = dep
+        .client(&server, "alice")
+        .args(["reply", &own.to_string()])
+        .run(b"y\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reply --all"), "{}", stderr(&out));
+    let out = dep
+        .client(&server, "alice")
+        .args(["reply", &own.to_string(), "--all", "--json"])
+        .ok(b"y\n");
+    let id = json_of(&out)["id"].as_u64().unwrap();
+    assert_eq!(mail(&dep, &server, "bob", id)["to"], json!(["bob"]));
+
     // A 100-character title: the reply's is cut to the limit, not refused.
     let long = send(&dep, &server, "alice", "bob", &"t".repeat(100), "x\n");
     let out = dep

@@ -211,19 +211,22 @@ pub fn unread(
     Ok(())
 }
 
-/// `reply` on one session, for the REPL: reads the original, takes the text from `args.body`
-/// (the editor runs while the session waits), sends the reply.
+/// `reply` on one session, for the REPL: reads the original, then sends the reply with
+/// `text` (what the REPL read in line mode), else `--file`'s text, else what the editor leaves
+/// (it runs while the session waits). Never reads standard input.
 pub fn reply(
     session: &mut Session,
     options: &ConnectOptions,
     args: &ReplyArgs,
+    text: Option<String>,
     note: &dyn Fn(&str),
     out: &mut dyn Write,
 ) -> Result<u64, AppError> {
     let original = session.read(args.id)?;
-    let text = match text_before_login(&args.body)? {
-        Some(text) => text,
-        None => editor::edit(&reply_template(&original), true)?,
+    let text = match (text, &args.body.file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => read_body_file(path)?,
+        (None, None) => editor::edit(&reply_template(&original), true)?,
     };
     let draft = reply_draft(&original, &options.user, args.all, text)?;
     send(session, options, &draft, args.json, note, out)
@@ -234,14 +237,16 @@ pub fn forward(
     session: &mut Session,
     options: &ConnectOptions,
     args: &ForwardArgs,
+    text: Option<String>,
     note: &dyn Fn(&str),
     out: &mut dyn Write,
 ) -> Result<u64, AppError> {
     let to = parse_recipients(&args.to)?;
     let original = session.read(args.id)?;
-    let text = match text_before_login(&args.body)? {
-        Some(text) => text,
-        None => editor::edit(&forward_template(&original), false)?,
+    let text = match (text, &args.body.file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => read_body_file(path)?,
+        (None, None) => editor::edit(&forward_template(&original), false)?,
     };
     let draft = forward_draft(&original, to, &text)?;
     send(session, options, &draft, args.json, note, out)
@@ -307,20 +312,17 @@ pub fn reply_recipients(original: &Mail, me: &str, all: bool) -> Vec<String> {
     to
 }
 
-/// The reply to `original` from `me` with `text` as its body.
-pub fn reply_draft(
-    original: &Mail,
-    me: &str,
-    all: bool,
-    text: String,
-) -> Result<Draft, ClientError> {
+/// The reply to `original` from `me` with `text` as its body. A mail from `me` has nobody to
+/// answer but its other recipients, which only `--all` adds: said as a usage error.
+pub fn reply_draft(original: &Mail, me: &str, all: bool, text: String) -> Result<Draft, AppError> {
     let to = reply_recipients(original, me, all);
     if to.is_empty() {
-        return Err(ClientError::Limit(
-            forkmail_protocol::limits::LimitError::NoRecipients,
-        ));
+        return Err(AppError::Usage(format!(
+            "message {} is from you, so a reply has nobody to go to; use reply --all to answer its other recipients",
+            original.id
+        )));
     }
-    build_draft(to, reply_title(&original.title), text)
+    Ok(build_draft(to, reply_title(&original.title), text)?)
 }
 
 /// What the editor opens for a reply: a blank line to write on, then the original quoted with
@@ -385,10 +387,13 @@ fn text_before_login(body: &BodyArgs) -> Result<Option<String>, AppError> {
     if body.edit {
         return Ok(None);
     }
-    match &body.file {
-        Some(path) => read_body_file(path).map(Some),
-        None => read_body_stdin().map(Some),
-    }
+    let text = match &body.file {
+        Some(path) => read_body_file(path)?,
+        None => read_body_stdin()?,
+    };
+    // A body over the limit must not cost a login.
+    validate_body(&text).map_err(ClientError::from)?;
+    Ok(Some(text))
 }
 
 /// Logs in with the password kept for a send's repeat and reads the mail to answer.

@@ -75,8 +75,9 @@ pub enum Command {
     /// Send a mail; the body is read from standard input unless --file is given. Prints
     /// "sent message ID".
     Send(SendArgs),
-    /// List the inbox, oldest first: id, '*' if unread, date, sender, title; then a count
-    /// line ("12 messages, 3 unread").
+    /// List the inbox: id, '*' if unread, date, sender, title.
+    ///
+    /// Oldest first, then a count line ("12 messages, 3 unread").
     Inbox(InboxArgs),
     /// List what you have sent, oldest first: id, date, recipients, title. Kept after every
     /// recipient deleted the mail.
@@ -85,17 +86,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one mail (and mark it read), through $PAGER when it is taller than the terminal.
+    /// Show one mail (and mark it read).
+    ///
+    /// On a terminal, a mail taller than the screen goes through $PAGER (default less -R).
     Read(ReadArgs),
-    /// Delete mails from the inbox: all of them, or none if an id is not in the inbox.
+    /// Delete mails from the inbox.
+    ///
+    /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Delete(DeleteArgs),
-    /// Reply to a mail: to its sender (--all: and its other recipients), titled "Re: TITLE";
-    /// the body from standard input, --file or --edit.
+    /// Reply to a mail, titled "Re: TITLE".
+    ///
+    /// To its sender (--all: and its other recipients, never you); the body from standard
+    /// input, --file or --edit.
     Reply(ReplyArgs),
-    /// Forward a mail, titled "Fwd: TITLE": your text (standard input, --file or --edit),
-    /// then the original's headers and body.
+    /// Forward a mail, titled "Fwd: TITLE".
+    ///
+    /// Your text (standard input, --file or --edit), then the original's headers and body.
     Forward(ForwardArgs),
-    /// Mark mails unread: all of them, or none if an id is not in the inbox.
+    /// Mark mails unread.
+    ///
+    /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Unread(UnreadArgs),
 }
 
@@ -144,7 +154,7 @@ pub struct ReadArgs {
     /// Print a JSON object {id, from, to, date, title, body}.
     #[arg(long)]
     pub json: bool,
-    /// Print the mail even when it is taller than the terminal, instead of running $PAGER.
+    /// Print the mail, never through $PAGER.
     #[arg(long)]
     pub no_pager: bool,
 }
@@ -172,8 +182,10 @@ pub struct UnreadArgs {
 /// Where a reply's or forward's own text comes from; standard input when neither is given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct BodyArgs {
-    /// Write the text in $VISUAL (else $EDITOR), on a private temporary file holding the
-    /// original quoted; an editor that fails or leaves no text cancels.
+    /// Write the text in $VISUAL, else $EDITOR.
+    ///
+    /// On a private (0600) temporary file holding the original (quoted for a reply); an
+    /// editor that fails or leaves no text cancels.
     #[arg(long, conflicts_with = "file")]
     pub edit: bool,
     /// Read the text from this file.
@@ -185,7 +197,7 @@ pub struct BodyArgs {
 pub struct ReplyArgs {
     /// The id of the mail to answer, as listed by inbox.
     pub id: u64,
-    /// Also to the mail's other recipients (never to yourself).
+    /// Also to the mail's other recipients (never you).
     #[arg(long)]
     pub all: bool,
     #[command(flatten)]

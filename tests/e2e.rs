@@ -694,12 +694,8 @@ fn regression_body_pasted_in_a_terminal_arrives_whole() {
         dep.profile("alice").display(),
         server.addr
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
+    let mut child = forkmail_testkit::pty::on_pty(&command)
         .env("FORKMAIL_PASSWORD", dep.password("alice"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("util-linux script");
     let mut stdin = child.stdin.take().unwrap();

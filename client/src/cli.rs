@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::config::parse_server;
@@ -84,27 +84,17 @@ impl Cli {
     }
 }
 
+/// The verbs. The one definition of their arguments: the one-shot commands parse them from the
+/// command line, and the REPL parses its lines with the same definitions.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Send a mail; the body is read from standard input unless --file is given. Prints
     /// "sent message ID".
-    Send {
-        /// Recipients, separated with ';' (e.g. 'bob;carol').
-        #[arg(long, value_name = "NAMES")]
-        to: String,
-        /// The title, 1-100 characters.
-        #[arg(long)]
-        title: String,
-        /// Read the body from this file instead of standard input.
-        #[arg(long, value_name = "PATH")]
-        file: Option<PathBuf>,
-    },
+    Send(SendArgs),
     /// List the inbox: id, '*' if unread, date, sender, title.
-    Inbox {
-        /// Print a JSON array of {id, from, date, title, read}.
-        #[arg(long)]
-        json: bool,
-    },
+    ///
+    /// Oldest first, then a count line ("12 messages, 3 unread").
+    Inbox(InboxArgs),
     /// List what you have sent, oldest first: id, date, recipients, title. Kept after every
     /// recipient deleted the mail.
     Sent {
@@ -113,18 +103,26 @@ pub enum Command {
         json: bool,
     },
     /// Show one mail (and mark it read).
-    Read {
-        /// The message id, as listed by inbox.
-        id: u64,
-        /// Print a JSON object {id, from, to, date, title, body}.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete one mail from the inbox.
-    Delete {
-        /// The message id, as listed by inbox.
-        id: u64,
-    },
+    ///
+    /// On a terminal, a mail taller than the screen goes through $PAGER (default less -R).
+    Read(ReadArgs),
+    /// Delete mails from the inbox.
+    ///
+    /// All of them, or none if an id is not in the inbox (the missing ids are named).
+    Delete(DeleteArgs),
+    /// Reply to a mail, titled "Re: TITLE".
+    ///
+    /// To its sender (--all: and its other recipients, never you); the body from standard
+    /// input, --file or --edit.
+    Reply(ReplyArgs),
+    /// Forward a mail, titled "Fwd: TITLE".
+    ///
+    /// Your text (standard input, --file or --edit), then the original's headers and body.
+    Forward(ForwardArgs),
+    /// Mark mails unread.
+    ///
+    /// All of them, or none if an id is not in the inbox (the missing ids are named).
+    Unread(UnreadArgs),
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {
         /// The shell: bash, zsh, fish (or elvish, powershell).
@@ -133,6 +131,118 @@ pub enum Command {
     },
     /// Print the manual page as roff (forkmail man > ~/.local/share/man/man1/forkmail.1).
     Man,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct SendArgs {
+    /// Recipients, separated with ';' (e.g. 'bob;carol').
+    #[arg(long, value_name = "NAMES")]
+    pub to: String,
+    /// The title, 1-100 characters.
+    #[arg(long)]
+    pub title: String,
+    /// Read the body from this file instead of standard input.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Print {"id": N} instead of "sent message N".
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct InboxArgs {
+    /// Print a JSON array of {id, from, date, title, read}.
+    #[arg(long)]
+    pub json: bool,
+    /// Only mails not read yet.
+    #[arg(long)]
+    pub unread: bool,
+    /// Only mails from this user.
+    #[arg(long, value_name = "USER")]
+    pub from: Option<String>,
+    /// Only mails whose title or sender holds TEXT, ignoring case.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Only the newest N of the mails that match.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Only mails with an id below ID: the page before one that starts at ID.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ReadArgs {
+    /// The message id, as listed by inbox.
+    pub id: u64,
+    /// Print a JSON object {id, from, to, date, title, body}.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the mail, never through $PAGER.
+    #[arg(long)]
+    pub no_pager: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct DeleteArgs {
+    /// The message ids, as listed by inbox.
+    #[arg(required = true, num_args = 1.., value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// Print {"deleted": [IDS]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct UnreadArgs {
+    /// The message ids, as listed by inbox.
+    #[arg(required = true, num_args = 1.., value_name = "ID")]
+    pub ids: Vec<u64>,
+    /// Print {"unread": [IDS]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a reply's or forward's own text comes from; standard input when neither is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct BodyArgs {
+    /// Write the text in $VISUAL, else $EDITOR.
+    ///
+    /// On a private (0600) temporary file holding the original (quoted for a reply); an
+    /// editor that fails or leaves no text cancels.
+    #[arg(long, conflicts_with = "file")]
+    pub edit: bool,
+    /// Read the text from this file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ReplyArgs {
+    /// The id of the mail to answer, as listed by inbox.
+    pub id: u64,
+    /// Also to the mail's other recipients (never you).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub body: BodyArgs,
+    /// Print {"id": N} instead of "sent message N".
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ForwardArgs {
+    /// The id of the mail to forward, as listed by inbox.
+    pub id: u64,
+    /// Recipients, separated with ';' (e.g. 'bob;carol').
+    #[arg(long, value_name = "NAMES")]
+    pub to: String,
+    #[command(flatten)]
+    pub body: BodyArgs,
+    /// Print {"id": N} instead of "sent message N".
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]
@@ -174,26 +284,107 @@ mod tests {
         assert_eq!(cli.server.as_deref(), Some("127.0.0.1:9"));
         assert_eq!(
             cli.command,
-            Some(Command::Send {
+            Some(Command::Send(SendArgs {
                 to: "bob;carol".into(),
                 title: "T".into(),
-                file: None
-            })
+                file: None,
+                json: false,
+            }))
         );
         let cli = parse(&["--profile", "p", "inbox", "--json"]).unwrap();
-        assert_eq!(cli.command, Some(Command::Inbox { json: true }));
+        assert_eq!(
+            cli.command,
+            Some(Command::Inbox(InboxArgs {
+                json: true,
+                ..InboxArgs::default()
+            }))
+        );
         let cli = parse(&["--profile", "p", "sent", "--json"]).unwrap();
         assert_eq!(cli.command, Some(Command::Sent { json: true }));
         let cli = parse(&["--profile", "p", "read", "12"]).unwrap();
         assert_eq!(
             cli.command,
-            Some(Command::Read {
+            Some(Command::Read(ReadArgs {
                 id: 12,
+                json: false,
+                no_pager: false,
+            }))
+        );
+        let cli = parse(&["--profile", "p", "delete", "3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Delete(DeleteArgs {
+                ids: vec![3],
+                json: false,
+            }))
+        );
+    }
+
+    #[test]
+    fn the_verbs_of_issue_10() {
+        use clap::error::ErrorKind;
+        let command = |args: &[&str]| parse(args).unwrap().command.unwrap();
+        assert_eq!(
+            command(&["reply", "4", "--all", "--edit", "--json"]),
+            Command::Reply(ReplyArgs {
+                id: 4,
+                all: true,
+                body: BodyArgs {
+                    edit: true,
+                    file: None
+                },
+                json: true,
+            })
+        );
+        assert_eq!(
+            command(&["forward", "4", "--to", "carol", "--file", "f"]),
+            Command::Forward(ForwardArgs {
+                id: 4,
+                to: "carol".into(),
+                body: BodyArgs {
+                    edit: false,
+                    file: Some(PathBuf::from("f"))
+                },
+                json: false,
+            })
+        );
+        assert_eq!(
+            command(&["unread", "1", "2"]),
+            Command::Unread(UnreadArgs {
+                ids: vec![1, 2],
                 json: false
             })
         );
-        let cli = parse(&["--profile", "p", "delete", "3"]).unwrap();
-        assert_eq!(cli.command, Some(Command::Delete { id: 3 }));
+        assert_eq!(
+            command(&["delete", "1", "2", "--json"]),
+            Command::Delete(DeleteArgs {
+                ids: vec![1, 2],
+                json: true
+            })
+        );
+        assert_eq!(
+            command(&[
+                "inbox", "--unread", "--from", "bob", "--search", "Hi", "--limit", "5", "--before",
+                "40"
+            ]),
+            Command::Inbox(InboxArgs {
+                json: false,
+                unread: true,
+                from: Some("bob".into()),
+                search: Some("Hi".into()),
+                limit: Some(5),
+                before: Some(40),
+            })
+        );
+        let err = |args: &[&str]| parse(args).unwrap_err().kind();
+        assert_eq!(
+            err(&["reply", "4", "--edit", "--file", "f"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(err(&["delete"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(err(&["unread"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(err(&["forward", "4"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(err(&["inbox", "--limit", "0"]), ErrorKind::ValueValidation);
     }
 
     #[test]

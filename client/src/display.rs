@@ -3,8 +3,8 @@
 //! Every field another user or the server wrote goes through [`crate::escape`], the one rule for
 //! which characters may reach a terminal: [`escape_line`] for single-line fields, [`escape_body`]
 //! for bodies (which keep their newlines and tabs), and [`to_json`] for `--json`, which writes the
-//! same characters as `\uXXXX` escapes. Dates are RFC 3339 in UTC for scripts, minutes in UTC for
-//! people.
+//! same characters as `\uXXXX` escapes. Dates are RFC 3339 in UTC for scripts (a contract), minutes
+//! in the local time zone with its offset for people.
 //!
 //! A body can also forge a header block on screen: blank lines, then `From:` and `Title:` lines of
 //! its own, with the real headers scrolled away. A body taller than [`REPEAT_HEADERS_AFTER_ROWS`]
@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Local, SecondsFormat, TimeZone, Utc};
 use forkmail_protocol::{Mail, MailSummary, SentSummary};
 use serde::Serialize;
 
@@ -28,16 +28,40 @@ pub fn rfc3339(date_ms: u64) -> String {
     }
 }
 
-/// A mail date for people: `2024-05-01 12:34 UTC`.
+/// A mail date for people, in the local time zone (`TZ` if set, else `/etc/localtime`) with
+/// its offset: `2024-05-01 14:34 +0200`.
 pub fn human_date(date_ms: u64) -> String {
+    human_date_in(date_ms, &Local)
+}
+
+/// [`human_date`] in the time zone `tz`.
+pub fn human_date_in<Tz: TimeZone>(date_ms: u64, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
     match utc(date_ms) {
-        Some(date) => date.format("%Y-%m-%d %H:%M UTC").to_string(),
+        Some(date) => date
+            .with_timezone(tz)
+            .format("%Y-%m-%d %H:%M %z")
+            .to_string(),
         None => format!("@{date_ms}ms"),
     }
 }
 
 fn utc(date_ms: u64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(i64::try_from(date_ms).ok()?)
+}
+
+/// The last line of a human inbox listing: `12 messages, 3 unread`, `1 message`, `0 messages`.
+pub fn count_line(mails: &[MailSummary]) -> String {
+    let total = mails.len();
+    let unread = mails.iter().filter(|m| !m.read).count();
+    let noun = if total == 1 { "message" } else { "messages" };
+    if unread == 0 {
+        format!("{total} {noun}")
+    } else {
+        format!("{total} {noun}, {unread} unread")
+    }
 }
 
 /// Widest sender column in an inbox listing; longer names (user names are at most 32 characters)
@@ -141,8 +165,14 @@ fn render_headers(mail: &Mail) -> String {
 /// Terminal rows that `text` takes at [`ASSUMED_COLUMNS`] columns (a tab counted as one column,
 /// which can only undercount by the width of the tab stops).
 fn rows(text: &str) -> usize {
+    rows_at(text, ASSUMED_COLUMNS)
+}
+
+/// Terminal rows that `text` takes at `columns` columns, counted as [`rows`] does.
+pub fn rows_at(text: &str, columns: usize) -> usize {
+    let columns = columns.max(1);
     text.lines()
-        .map(|line| line.chars().count().div_ceil(ASSUMED_COLUMNS).max(1))
+        .map(|line| line.chars().count().div_ceil(columns).max(1))
         .sum()
 }
 
@@ -196,6 +226,19 @@ impl<'a> From<&'a Mail> for MailJson<'a> {
 pub fn inbox_json(mails: &[MailSummary]) -> String {
     let entries: Vec<SummaryJson<'_>> = mails.iter().map(SummaryJson::from).collect();
     to_json(&entries)
+}
+
+/// `send --json`, `reply --json`, `forward --json`: `{"id":N}`.
+pub fn sent_id_json(id: u64) -> String {
+    to_json(&serde_json::json!({ "id": id }))
+}
+
+/// `delete --json` (`{"deleted":[ids]}`) and `unread --json` (`{"unread":[ids]}`): `key`
+/// names what was done to the ids.
+pub fn ids_json(key: &str, ids: &[u64]) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert(key.to_owned(), serde_json::json!(ids));
+    to_json(&object)
 }
 
 /// `read --json`: one JSON object, on one line.
@@ -336,8 +379,9 @@ mod tests {
     fn rendered_mail_and_inbox_lines_are_terminal_safe() {
         let line = inbox_line(&summary());
         assert_terminal_safe(&line, false);
+        let date = human_date(summary().date_ms);
         assert!(
-            line.starts_with("     7 * 2024-05-01 12:34 UTC  alice"),
+            line.starts_with(&format!("     7 * {date}  alice")),
             "{line}"
         );
         assert!(!inbox_line(&MailSummary {
@@ -392,9 +436,34 @@ mod tests {
     }
 
     #[test]
+    fn count_lines_and_id_json() {
+        let unread = summary();
+        let read = MailSummary {
+            read: true,
+            ..summary()
+        };
+        assert_eq!(count_line(&[]), "0 messages");
+        assert_eq!(count_line(std::slice::from_ref(&read)), "1 message");
+        assert_eq!(
+            count_line(&[unread.clone(), read, unread]),
+            "3 messages, 2 unread"
+        );
+        assert_eq!(sent_id_json(12), r#"{"id":12}"#);
+        assert_eq!(ids_json("deleted", &[3, 5]), r#"{"deleted":[3,5]}"#);
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(human_date(1_714_566_896_789), "2024-05-01 12:34 UTC");
+        assert_eq!(
+            human_date_in(1_714_566_896_789, &Utc),
+            "2024-05-01 12:34 +0000"
+        );
+        let paris = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
+        assert_eq!(
+            human_date_in(1_714_566_896_789, &paris),
+            "2024-05-01 14:34 +0200"
+        );
         assert_eq!(rfc3339(u64::MAX), format!("@{}ms", u64::MAX));
     }
 }

@@ -140,6 +140,13 @@ pub enum ClientError {
     #[error("{what} needs a server of protocol version 2; this one speaks version 1 (forkmail 0.1.0): upgrade the server")]
     ServerTooOld { what: &'static str },
 
+    /// The server closed the connection, without a word, on a request added after it was
+    /// built: a server that cannot decode a request ends the session (PROTOCOL.md §6).
+    #[error(
+        "this server does not support {what} (it closed the connection when asked); upgrade it"
+    )]
+    Unsupported { what: &'static str },
+
     /// A request after the session already ended (closed, broken or quit).
     #[error("the session has already ended; run forkmail again to log in")]
     SessionEnded,
@@ -200,6 +207,7 @@ pub fn code_name(code: &ErrorCode) -> &'static str {
         ErrorCode::MailboxFull { .. } => "mailbox full",
         ErrorCode::RateLimited { .. } => "rate limited",
         ErrorCode::DiskLow => "server disk low",
+        ErrorCode::NoSuchMessages { .. } => "no such messages",
     }
 }
 
@@ -220,6 +228,13 @@ fn server_refusal(code: &ErrorCode, message: &str) -> String {
             "you sent {max_per_minute} mails in the last minute, the most this server allows: nothing was sent; try again in {retry_after_secs} s"
         ),
         ErrorCode::DiskLow => "the server's disk is nearly full, so it refuses sends for now: nothing was sent; reading and deleting mail still work; tell the server's operator".to_owned(),
+        ErrorCode::NoSuchMessages { ids } => {
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            format!(
+                "no message {} in your inbox: nothing was changed; check the ids with `forkmail inbox`",
+                ids.join(", ")
+            )
+        }
         _ => format!(
             "the server refused the request ({}): {}",
             code_name(code),
@@ -248,6 +263,10 @@ pub enum AppError {
 
     #[error("cannot read the body from {what}: {source}; nothing was sent")]
     Body { what: String, source: io::Error },
+
+    /// Writing the text in the editor did not end in a text to send.
+    #[error("{0}; nothing was sent")]
+    Cancelled(String),
 
     #[error("cannot read commands: {0}")]
     Input(String),

@@ -7,15 +7,18 @@
 //! command-line contract), [`config`] (which profile, when `--profile` is not given, and what
 //! `--server` means), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use), [`display`] (rendering mail for people and for `--json`) and
-//! [`escape`] (the one rule for which characters may reach a terminal).
+//! [`escape`] (the one rule for which characters may reach a terminal), [`pager`] and [`editor`]
+//! (the user's own programs for reading and writing).
 
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod display;
+pub mod editor;
 pub mod error;
 pub mod escape;
+pub mod pager;
 pub mod repl;
 pub mod session;
 

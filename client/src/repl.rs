@@ -157,7 +157,7 @@ fn command_loop(
 fn ends_repl(err: &AppError) -> bool {
     match err {
         AppError::Client(err) => err.ends_session(),
-        AppError::Usage(_) | AppError::Body { .. } => false,
+        AppError::Usage(_) | AppError::Body { .. } | AppError::Cancelled(_) => false,
         AppError::Password(_) | AppError::Input(_) | AppError::Output(_) => true,
     }
 }

@@ -279,6 +279,33 @@ impl Session {
         )
     }
 
+    /// Deletes several mails at once, all or none; the server names the ids not in the inbox
+    /// ([`ErrorCode::NoSuchMessages`]) and then deletes nothing.
+    pub fn delete_many(&mut self, ids: &[u64]) -> Result<Vec<u64>, ClientError> {
+        let request = Request::DeleteMany { ids: ids.to_vec() };
+        self.guard(|s| {
+            match s.request_new(
+                request,
+                "while deleting the mails",
+                "deleting several mails",
+            )? {
+                Response::DeletedMany { ids } => Ok(ids),
+                other => Err(unexpected("DeletedMany", &other)),
+            }
+        })
+    }
+
+    /// Marks mails unread, all or none like [`Session::delete_many`].
+    pub fn mark_unread(&mut self, ids: &[u64]) -> Result<Vec<u64>, ClientError> {
+        let request = Request::MarkUnread { ids: ids.to_vec() };
+        self.guard(|s| {
+            match s.request_new(request, "while marking mail unread", "marking mail unread")? {
+                Response::MarkedUnread { ids } => Ok(ids),
+                other => Err(unexpected("MarkedUnread", &other)),
+            }
+        })
+    }
+
     /// Ends the session politely: `Quit`, then waits for `Goodbye`.
     pub fn quit(mut self) -> Result<(), ClientError> {
         self.guard(|s| match s.request(Request::Quit, "while logging out")? {
@@ -351,6 +378,21 @@ impl Session {
             });
         }
         self.receive(during)
+    }
+
+    /// [`Self::request`] for a request added after protocol version 3 was fixed: a server
+    /// that predates it cannot decode it and closes the connection without a word, which is
+    /// said as [`ClientError::Unsupported`].
+    fn request_new(
+        &mut self,
+        request: Request,
+        during: &'static str,
+        what: &'static str,
+    ) -> Result<Response, ClientError> {
+        self.request(request, during).map_err(|err| match err {
+            ClientError::Disconnected { .. } => ClientError::Unsupported { what },
+            other => other,
+        })
     }
 
     /// Reads and opens one response. `Closing` and `Error` become errors.
@@ -578,6 +620,8 @@ fn unexpected(expected: &'static str, got: &Response) -> ClientError {
         Response::Error { .. } => "Error",
         Response::Closing(_) => "Closing",
         Response::SentPage { .. } => "SentPage",
+        Response::DeletedMany { .. } => "DeletedMany",
+        Response::MarkedUnread { .. } => "MarkedUnread",
     };
     ClientError::Unexpected { expected, got }
 }

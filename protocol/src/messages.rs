@@ -180,7 +180,22 @@ pub enum Request {
         send_id: [u8; SEND_ID_LEN],
         draft: Draft,
     },
+    /// Deletes several mails from this user's inbox, all or none: answered by
+    /// [`Response::DeletedMany`], or by [`ErrorCode::NoSuchMessages`] naming every id not in
+    /// the inbox (then nothing was deleted). At most [`MAX_BATCH_IDS`] ids (added in issue 10;
+    /// a server without it closes the session, which the client reports as "upgrade it").
+    DeleteMany {
+        ids: Vec<u64>,
+    },
+    /// Marks several mails of this user's inbox unread, all or none like
+    /// [`Request::DeleteMany`]: answered by [`Response::MarkedUnread`] (added in issue 10).
+    MarkUnread {
+        ids: Vec<u64>,
+    },
 }
+
+/// Most ids in one [`Request::DeleteMany`] or [`Request::MarkUnread`].
+pub const MAX_BATCH_IDS: usize = 1000;
 
 /// Length of a [`Request::SendOnce`] send id: 16 bytes from a CSPRNG.
 pub const SEND_ID_LEN: usize = 16;
@@ -263,6 +278,15 @@ pub enum Response {
         entries: Vec<SentSummary>,
         more: bool,
     },
+    /// The answer to [`Request::DeleteMany`]: these ids are gone from the inbox (added in
+    /// issue 10).
+    DeletedMany {
+        ids: Vec<u64>,
+    },
+    /// The answer to [`Request::MarkUnread`]: these ids are marked unread (added in issue 10).
+    MarkedUnread {
+        ids: Vec<u64>,
+    },
 }
 
 /// Machine-readable error classes; the accompanying message is for people. The variants added
@@ -292,6 +316,9 @@ pub enum ErrorCode {
     /// The server's disk is (nearly) full: sends are refused, nothing was stored; reading and
     /// deleting mail still work (added after 0.1.0).
     DiskLow,
+    /// These ids of a [`Request::DeleteMany`] or [`Request::MarkUnread`] are not in the
+    /// user's inbox; nothing was changed (added in issue 10).
+    NoSuchMessages { ids: Vec<u64> },
 }
 
 /// Why the server ended a session.

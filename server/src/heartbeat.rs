@@ -209,6 +209,14 @@ impl Store for Beating<'_> {
         self.heart.around(|| self.store.delete(user, id))
     }
 
+    fn delete_many(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        self.heart.around(|| self.store.delete_many(user, ids))
+    }
+
+    fn mark_unread(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        self.heart.around(|| self.store.mark_unread(user, ids))
+    }
+
     fn record_nonce(
         &mut self,
         nonce: &[u8],

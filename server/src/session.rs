@@ -25,7 +25,7 @@ use forkmail_protocol::handshake::{CheckedHello, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
     AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    INBOX_PAGE_LEN, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
+    INBOX_PAGE_LEN, MAX_BATCH_IDS, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{SendLimits, Store, StoreError};
@@ -307,6 +307,20 @@ impl Authenticated {
                 Ok(()) => Response::Deleted { id },
                 Err(err) => error_response(err),
             },
+            Request::DeleteMany { ids } => match batch(&ids) {
+                Err(refused) => refused,
+                Ok(()) => match store.delete_many(&self.user, &ids) {
+                    Ok(()) => Response::DeletedMany { ids },
+                    Err(err) => error_response(err),
+                },
+            },
+            Request::MarkUnread { ids } => match batch(&ids) {
+                Err(refused) => refused,
+                Ok(()) => match store.mark_unread(&self.user, &ids) {
+                    Ok(()) => Response::MarkedUnread { ids },
+                    Err(err) => error_response(err),
+                },
+            },
             Request::Quit => {
                 self.respond(stream, &Response::Goodbye)?;
                 return Ok(Flow::End);
@@ -448,6 +462,20 @@ fn send_refusal(err: StoreError) -> Response {
     Response::Error { code, message }
 }
 
+/// Refuses a batch of ids that is empty or longer than [`MAX_BATCH_IDS`].
+fn batch(ids: &[u64]) -> Result<(), Response> {
+    if ids.is_empty() || ids.len() > MAX_BATCH_IDS {
+        return Err(Response::Error {
+            code: ErrorCode::InvalidRequest,
+            message: format!(
+                "a batch names 1 to {MAX_BATCH_IDS} message ids, not {}; nothing was changed",
+                ids.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn error_response(err: StoreError) -> Response {
     let (code, message) = match &err {
         StoreError::UnknownRecipient(name) => (
@@ -455,6 +483,10 @@ fn error_response(err: StoreError) -> Response {
             format!("no such user: {}; nothing was sent", printable(name)),
         ),
         StoreError::NotFound(_) => (ErrorCode::NotFound, err.to_string()),
+        StoreError::NotFoundMany(ids) => (
+            ErrorCode::NoSuchMessages { ids: ids.clone() },
+            err.to_string(),
+        ),
         StoreError::Unavailable(_) => {
             warn!("{err}");
             (

@@ -16,6 +16,10 @@ pub enum StoreError {
     /// No message with this id in this user's mailbox.
     #[error("no message {0} in this mailbox")]
     NotFound(u64),
+    /// Some ids of a batch (`delete_many`, `mark_unread`) are not in this user's mailbox, all
+    /// named here in the order given; nothing was changed.
+    #[error("no message {} in this mailbox; nothing was changed", list_ids(.0))]
+    NotFoundMany(Vec<u64>),
     /// `add_user` for a name that is taken.
     #[error("user {0} already exists in this store")]
     UserExists(String),
@@ -98,5 +102,15 @@ impl StoreError {
                 | StoreError::RateLimited { .. }
                 | StoreError::DiskLow { .. }
         )
+    }
+}
+
+/// `3, 5 or 9`: ids for a person.
+fn list_ids(ids: &[u64]) -> String {
+    let names: Vec<String> = ids.iter().map(u64::to_string).collect();
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
     }
 }

@@ -222,6 +222,16 @@ pub trait Store {
     /// the user's mailbox usage in the same transaction.
     fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError>;
 
+    /// Deletes several of the user's deliveries, each as [`Store::delete`] does, in one
+    /// transaction: all of them, or none if any id is not in the user's mailbox, and then
+    /// [`StoreError::NotFoundMany`] names every such id. A repeated id counts once.
+    fn delete_many(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError>;
+
+    /// Marks several of the user's deliveries unread (other recipients' flags are untouched),
+    /// all or none like [`Store::delete_many`]. Marking a mail that is already unread is no
+    /// change and no error.
+    fn mark_unread(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError>;
+
     /// Purges nonces that expired before `now_ms` and records `nonce` until `expires_at_ms`.
     /// `Ok(true)` if it was new, `Ok(false)` if already recorded (a replay). Atomic across
     /// every process and host on this store. May skip the fsync (see the backends): it must
@@ -271,6 +281,12 @@ pub trait Store {
     /// The bytes (title and body) of every delivery in the user's inbox, as the quota counts
     /// them; 0 for an unknown user.
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError>;
+}
+
+/// `ids` without repeats, in the order first given: what the batch operations act on.
+pub fn distinct(ids: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
 }
 
 /// Opens an existing store at the current schema version. Refuses a missing store, a foreign

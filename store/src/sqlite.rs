@@ -40,8 +40,8 @@ use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store, StoreError,
-    StoredPassword, UserKey, UserRecord, WriteLock,
+    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
+    StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -203,45 +203,117 @@ impl SqliteStore {
     /// [`Store::delete`], one attempt: the delivery, the recipient's usage, and the message
     /// with its last delivery.
     fn delete_once(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
-        let id_sql = to_sql_id(id)?;
         let tx = self.write_transaction()?;
-        let size: Option<i64> = tx
-            .prepare_cached(
-                "SELECT m.size FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.recipient = ?1 AND d.message_id = ?2",
-            )
-            .sql()?
-            .query_row(params![user, id_sql], |r| r.get(0))
-            .optional()
-            .sql()?;
-        let Some(size) = size else {
+        if !delete_delivery(&tx, user, id)? {
             return Err(StoreError::NotFound(id));
-        };
-        tx.prepare_cached("DELETE FROM deliveries WHERE recipient = ?1 AND message_id = ?2")
-            .sql()?
-            .execute(params![user, id_sql])
-            .sql()?;
-        tx.prepare_cached("UPDATE users SET mailbox_bytes = mailbox_bytes - ?2 WHERE name = ?1")
-            .sql()?
-            .execute(params![user, size])
-            .sql()?;
-        let orphaned = tx
-            .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")
-            .sql()?
-            .query_row([id_sql], |r| r.get::<_, bool>(0))
-            .sql()?;
-        if orphaned {
-            tx.prepare_cached("DELETE FROM bodies WHERE message_id = ?1")
-                .sql()?
-                .execute([id_sql])
-                .sql()?;
-            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
-                .sql()?
-                .execute([id_sql])
-                .sql()?;
         }
         tx.commit().sql()
     }
+
+    /// [`Store::delete_many`], one attempt: every missing id is found before anything is
+    /// deleted, and the transaction rolls back (is dropped) if there is one.
+    fn delete_many_once(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        let missing = missing_deliveries(&tx, user, ids)?;
+        if !missing.is_empty() {
+            return Err(StoreError::NotFoundMany(missing));
+        }
+        for &id in ids {
+            delete_delivery(&tx, user, id)?;
+        }
+        tx.commit().sql()
+    }
+
+    /// [`Store::mark_unread`], one attempt, all or nothing like [`Self::delete_many_once`].
+    fn mark_unread_once(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        let missing = missing_deliveries(&tx, user, ids)?;
+        if !missing.is_empty() {
+            return Err(StoreError::NotFoundMany(missing));
+        }
+        for &id in ids {
+            tx.prepare_cached(
+                "UPDATE deliveries SET read = 0 WHERE recipient = ?1 AND message_id = ?2",
+            )
+            .sql()?
+            .execute(params![user, to_sql_id(id)?])
+            .sql()?;
+        }
+        tx.commit().sql()
+    }
+}
+
+/// The ids of `ids` that are not in `user`'s mailbox, in the order given.
+fn missing_deliveries(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    ids: &[u64],
+) -> Result<Vec<u64>, StoreError> {
+    let mut missing = Vec::new();
+    for &id in ids {
+        let present = match i64::try_from(id) {
+            Ok(id_sql) => tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE recipient = ?1 AND message_id = ?2)",
+                )
+                .sql()?
+                .query_row(params![user, id_sql], |r| r.get::<_, bool>(0))
+                .sql()?,
+            Err(_) => false,
+        };
+        if !present {
+            missing.push(id);
+        }
+    }
+    Ok(missing)
+}
+
+/// Deletes `user`'s delivery of `id` inside `tx`: the delivery, the recipient's usage, and the
+/// message with its last delivery. `Ok(false)` if there was no such delivery.
+fn delete_delivery(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    id: u64,
+) -> Result<bool, StoreError> {
+    let Ok(id_sql) = i64::try_from(id) else {
+        return Ok(false);
+    };
+    let size: Option<i64> = tx
+        .prepare_cached(
+            "SELECT m.size FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.recipient = ?1 AND d.message_id = ?2",
+        )
+        .sql()?
+        .query_row(params![user, id_sql], |r| r.get(0))
+        .optional()
+        .sql()?;
+    let Some(size) = size else {
+        return Ok(false);
+    };
+    tx.prepare_cached("DELETE FROM deliveries WHERE recipient = ?1 AND message_id = ?2")
+        .sql()?
+        .execute(params![user, id_sql])
+        .sql()?;
+    tx.prepare_cached("UPDATE users SET mailbox_bytes = mailbox_bytes - ?2 WHERE name = ?1")
+        .sql()?
+        .execute(params![user, size])
+        .sql()?;
+    let orphaned = tx
+        .prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?1)")
+        .sql()?
+        .query_row([id_sql], |r| r.get::<_, bool>(0))
+        .sql()?;
+    if orphaned {
+        tx.prepare_cached("DELETE FROM bodies WHERE message_id = ?1")
+            .sql()?
+            .execute([id_sql])
+            .sql()?;
+        tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
+            .sql()?
+            .execute([id_sql])
+            .sql()?;
+    }
+    Ok(true)
 }
 
 /// The floor and the reserve, before a send stores anything; nothing with the floor off.
@@ -893,6 +965,16 @@ impl Store for SqliteStore {
 
     fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
         self.with_reserve(|store| store.delete_once(user, id))
+    }
+
+    fn delete_many(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let ids = distinct(ids);
+        self.with_reserve(|store| store.delete_many_once(user, &ids))
+    }
+
+    fn mark_unread(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let ids = distinct(ids);
+        self.with_reserve(|store| store.mark_unread_once(user, &ids))
     }
 
     /// Purges and records in one transaction; the `INSERT OR IGNORE` on the primary key is

@@ -7,6 +7,7 @@
 //!   `listening on` line, its log, SIGTERM and SIGKILL.
 //! - [`client`]: the real `forkmail` program, and where the workspace's binaries are.
 //! - [`procfs`]: children, state and memory of a process, from `/proc`.
+//! - [`pty`]: a command on a real pseudo-terminal (util-linux `script`).
 //! - [`wire`]: a frame-level client that runs the handshake step by step and can attack.
 //! - [`db`]: what the suites read from a deployment's store, through `forkmail-store`'s API.
 //! - [`haproxy`]: a throw-away HAProxy in TCP mode in front of several hosts.
@@ -30,6 +31,7 @@ pub mod haproxy;
 pub mod mounts;
 pub mod old_server;
 pub mod procfs;
+pub mod pty;
 pub mod server;
 pub mod wire;
 

@@ -34,8 +34,8 @@ use crate::limits::mail_size;
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
-    Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store, StoreError,
-    StoredPassword, UserKey, UserRecord,
+    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
+    StoreError, StoredPassword, UserKey, UserRecord,
 };
 
 mod connection;
@@ -510,6 +510,67 @@ impl Store for PgStore {
         })
     }
 
+    /// One transaction; the ids are taken in increasing order so that two batches locking
+    /// overlapping messages (`FOR UPDATE` in the delete) wait for each other instead of
+    /// deadlocking. Rolled back (dropped) when any id is missing.
+    fn delete_many(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let ids = distinct(ids);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let mut missing = Vec::new();
+            for &id in &sorted {
+                let Ok(id_sql) = i64::try_from(id) else {
+                    missing.push(id);
+                    continue;
+                };
+                let statement = conn.statements.get(&mut tx, queries::DELETE_DELIVERY)?;
+                let Some(row) = tx.query_opt(&statement, &[&user, &id_sql])? else {
+                    missing.push(id);
+                    continue;
+                };
+                let size: i64 = row.try_get(0)?;
+                let release = conn.statements.get(&mut tx, queries::RELEASE_USAGE)?;
+                tx.execute(&release, &[&user, &size])?;
+                for sql in [queries::DELETE_ORPHAN_BODY, queries::DELETE_ORPHAN_MESSAGE] {
+                    let statement = conn.statements.get(&mut tx, sql)?;
+                    tx.execute(&statement, &[&id_sql])?;
+                }
+            }
+            if !missing.is_empty() {
+                return Err(StoreError::NotFoundMany(in_given_order(&ids, &missing)).into());
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    /// One transaction, in increasing id order like [`Store::delete_many`]; running it twice
+    /// is harmless, so a lost connection is simply retried.
+    fn mark_unread(&mut self, user: &str, ids: &[u64]) -> Result<(), StoreError> {
+        let ids = distinct(ids);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let mut missing = Vec::new();
+            for &id in &sorted {
+                let Ok(id_sql) = i64::try_from(id) else {
+                    missing.push(id);
+                    continue;
+                };
+                let statement = conn.statements.get(&mut tx, queries::MARK_UNREAD)?;
+                if tx.query_opt(&statement, &[&user, &id_sql])?.is_none() {
+                    missing.push(id);
+                }
+            }
+            if !missing.is_empty() {
+                return Err(StoreError::NotFoundMany(in_given_order(&ids, &missing)).into());
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
     /// Purges and records in one transaction; `ON CONFLICT DO NOTHING` on the primary key makes
     /// the second of two sessions racing with one nonce wait for the first and insert nothing.
     ///
@@ -667,6 +728,15 @@ impl Store for PgStore {
             other => Err(schema::refusal(location, other)),
         }
     }
+}
+
+/// The ids of `missing` in the order `given` named them.
+fn in_given_order(given: &[u64], missing: &[u64]) -> Vec<u64> {
+    given
+        .iter()
+        .copied()
+        .filter(|id| missing.contains(id))
+        .collect()
 }
 
 #[cfg(test)]

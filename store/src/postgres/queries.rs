@@ -114,6 +114,11 @@ JOIN messages m ON m.id = d.message_id
 JOIN bodies b ON b.message_id = d.message_id
 WHERE d.recipient = $1 AND d.message_id = $2";
 
+/// Marks one delivery unread; no row when the user has no such delivery.
+pub(super) const MARK_UNREAD: &str = "
+UPDATE deliveries SET read = FALSE WHERE recipient = $1 AND message_id = $2
+RETURNING message_id";
+
 pub(super) const DELETE_ORPHAN_BODY: &str = "
 DELETE FROM bodies
 WHERE message_id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1)";

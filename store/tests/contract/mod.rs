@@ -56,6 +56,8 @@ macro_rules! for_each_behaviour {
             a_sender_over_the_rate_is_refused_with_when_to_retry,
             racing_sends_at_the_quota_edge_store_no_more_than_it_allows,
             racing_sends_at_the_rate_edge_store_no_more_than_it_allows,
+            delete_many_is_all_or_nothing_and_names_every_missing_id,
+            mark_unread_is_per_reader_and_all_or_nothing,
         }
     };
 }
@@ -291,6 +293,103 @@ pub fn read_marks_read_only_for_that_reader(b: &dyn Backend) {
         inbox(&mut *store, "bob")[0].read,
         "reading again keeps it read"
     );
+}
+
+/// Three of bob's mails, one of carol's only, and an impossible id: a batch naming carol's and
+/// the impossible one deletes nothing and names both; the batch of bob's own (one repeated)
+/// deletes them all, gives the quota back, and takes a message whose last delivery it was.
+pub fn delete_many_is_all_or_nothing_and_names_every_missing_id(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let ids: Vec<u64> = (0..3)
+        .map(|i| {
+            store
+                .send(
+                    "alice",
+                    &draft(&["bob", "carol"], &format!("m{i}")),
+                    10,
+                    &SendLimits::NONE,
+                )
+                .unwrap()
+        })
+        .collect();
+    let carols = store
+        .send("alice", &draft(&["carol"], "c"), 10, &SendLimits::NONE)
+        .unwrap();
+    let huge = u64::MAX;
+    let before = store.mailbox_bytes("bob").unwrap();
+    let err = store
+        .delete_many("bob", &[ids[0], huge, ids[1], carols])
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFoundMany(missing) if *missing == [huge, carols]),
+        "{err:?}"
+    );
+    assert_eq!(inbox(&mut *store, "bob").len(), 3, "nothing was deleted");
+    assert_eq!(store.mailbox_bytes("bob").unwrap(), before);
+    store
+        .delete_many("bob", &[ids[2], ids[0], ids[1], ids[0]])
+        .unwrap();
+    assert!(inbox(&mut *store, "bob").is_empty());
+    assert_eq!(store.mailbox_bytes("bob").unwrap(), 0);
+    assert_eq!(
+        inbox(&mut *store, "carol").len(),
+        4,
+        "carol keeps her copies"
+    );
+    store.delete_many("carol", &ids).unwrap();
+    assert_eq!(mail_counts(store.counts().unwrap()), (1, 1, 1));
+    assert!(matches!(
+        store.delete_many("bob", &[ids[0]]),
+        Err(StoreError::NotFoundMany(missing)) if missing == [ids[0]]
+    ));
+}
+
+/// Marking unread clears only that reader's flag, is all or nothing, and is no error on a mail
+/// that is unread already.
+pub fn mark_unread_is_per_reader_and_all_or_nothing(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let first = store
+        .send(
+            "alice",
+            &draft(&["bob", "carol"], "u1"),
+            10,
+            &SendLimits::NONE,
+        )
+        .unwrap();
+    let second = store
+        .send("alice", &draft(&["bob"], "u2"), 10, &SendLimits::NONE)
+        .unwrap();
+    for (who, id) in [("bob", first), ("bob", second), ("carol", first)] {
+        store.read(who, id).unwrap();
+    }
+    let read_flags = |store: &mut dyn Store, who: &str| -> Vec<bool> {
+        inbox(store, who).iter().map(|m| m.read).collect()
+    };
+    let err = store
+        .mark_unread("bob", &[first, second + 100])
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFoundMany(missing) if *missing == [second + 100]),
+        "{err:?}"
+    );
+    assert_eq!(
+        read_flags(&mut *store, "bob"),
+        [true, true],
+        "nothing changed"
+    );
+    store.mark_unread("bob", &[first]).unwrap();
+    assert_eq!(read_flags(&mut *store, "bob"), [false, true]);
+    assert_eq!(
+        read_flags(&mut *store, "carol"),
+        [true],
+        "carol's flag stays"
+    );
+    store.mark_unread("bob", &[first, second]).unwrap();
+    assert_eq!(read_flags(&mut *store, "bob"), [false, false]);
+    assert!(matches!(
+        store.mark_unread("carol", &[second]),
+        Err(StoreError::NotFoundMany(missing)) if missing == [second]
+    ));
 }
 
 pub fn other_users_messages_and_impossible_ids_are_not_found(b: &dyn Backend) {

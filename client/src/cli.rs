@@ -82,6 +82,10 @@ pub enum Command {
         /// Read the body from this file instead of standard input.
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
+        /// Write the body in $VISUAL, else $EDITOR, on a private temporary file; an editor
+        /// that fails or leaves the body empty sends nothing and the draft is kept.
+        #[arg(long, conflicts_with = "file")]
+        edit: bool,
     },
     /// List the inbox: id, '*' if unread, date, sender, title.
     Inbox {
@@ -153,7 +157,8 @@ mod tests {
             Some(Command::Send {
                 to: "bob;carol".into(),
                 title: "T".into(),
-                file: None
+                file: None,
+                edit: false
             })
         );
         let cli = parse(&["--profile", "p", "inbox", "--json"]).unwrap();

@@ -17,19 +17,26 @@ use forkmail_protocol::Draft;
 use crate::app::{print, tell, Login};
 use crate::cli::Command;
 use crate::display::{inbox_json, inbox_line, mail_json, render_mail, sent_json, sent_line};
+use crate::draft::{self, Edited};
 use crate::error::{AppError, ClientError};
 use crate::session::{send_with_one_repeat, Session};
 
 /// Runs one subcommand.
 pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
     match command {
-        Command::Send { to, title, file } => {
+        Command::Send {
+            to,
+            title,
+            file,
+            edit,
+        } => {
             // Everything local first: a bad title must not cost a login.
             let to = parse_recipients(to)?;
             validate_title(title).map_err(ClientError::from)?;
-            let body = match file {
-                Some(path) => read_body_file(path)?,
-                None => read_body_stdin()?,
+            let body = match (file, edit) {
+                (Some(path), _) => read_body_file(path)?,
+                (None, true) => body_from_editor(login, &to, title)?,
+                (None, false) => read_body_stdin()?,
             };
             let draft = build_draft(to, title.clone(), body)?;
             // The password is kept (in memory, wiped when `options` goes) for the one repeat a
@@ -117,6 +124,23 @@ pub fn read_body_file(path: &Path) -> Result<String, AppError> {
         source,
     })?;
     utf8(bytes, &path.display().to_string())
+}
+
+/// `send --edit`: the body from `$VISUAL`/`$EDITOR`; a failed or empty edit is a usage error
+/// that names the saved draft.
+fn body_from_editor(login: &Login<'_>, to: &[String], title: &str) -> Result<String, AppError> {
+    let Some(editor) = draft::editor() else {
+        return Err(AppError::Usage(
+            "send --edit needs an editor: set VISUAL or EDITOR (e.g. EDITOR=nano), or use --file PATH".into(),
+        ));
+    };
+    match draft::edit(&editor, "")? {
+        Edited::Body(body) => Ok(body),
+        Edited::Cancelled { why, left } => Err(AppError::Usage(format!(
+            "{why}: nothing was sent; {}",
+            draft::keep(login.profile_dir, to, title, &left)
+        ))),
+    }
 }
 
 /// Reads a body from standard input up to end of input.

@@ -73,7 +73,7 @@ pub enum ClientError {
     StoreUnavailable,
 
     /// One answer for unknown user, wrong key and wrong password, as the server gives.
-    #[error("login failed: unknown user, wrong key or wrong password")]
+    #[error("login failed: unknown user, wrong key or wrong password; check the password (user and key come from the profile), or ask the server's operator whether your account exists")]
     LoginFailed,
 
     /// The server verified the user's key, but too many wrong passwords have locked the
@@ -386,7 +386,7 @@ mod tests {
         );
         let refused = ClientError::NotSent(Box::new(ClientError::LoginFailed)).to_string();
         assert!(
-            refused.ends_with("wrong password; nothing was sent"),
+            refused.ends_with("whether your account exists; nothing was sent"),
             "{refused}"
         );
         let once = ClientError::NotSent(Box::new(ClientError::Limit(LimitError::EmptyTitle)));

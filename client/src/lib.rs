@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod display;
+pub mod draft;
 pub mod error;
 pub mod escape;
 pub mod repl;

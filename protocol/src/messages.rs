@@ -180,6 +180,10 @@ pub enum Request {
         send_id: [u8; SEND_ID_LEN],
         draft: Draft,
     },
+    /// The names of every user of this server, answered by [`Response::Users`]: the REPL
+    /// completes recipients with them and checks a recipient list before the body is typed.
+    /// Members of the group may list each other (SECURITY.md); only after login (added in 0.3).
+    Users,
 }
 
 /// Length of a [`Request::SendOnce`] send id: 16 bytes from a CSPRNG.
@@ -262,6 +266,10 @@ pub enum Response {
     SentPage {
         entries: Vec<SentSummary>,
         more: bool,
+    },
+    /// Answers [`Request::Users`]: every user name, sorted (added in 0.3).
+    Users {
+        names: Vec<String>,
     },
 }
 

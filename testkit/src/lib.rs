@@ -30,6 +30,7 @@ pub mod haproxy;
 pub mod mounts;
 pub mod old_server;
 pub mod procfs;
+pub mod pty;
 pub mod server;
 pub mod wire;
 

@@ -449,3 +449,53 @@ fn history_is_private_under_xdg_state_home_and_holds_no_draft() {
     quit(term);
     assert!(!dep.profile("alice").join("history.txt").exists());
 }
+
+#[test]
+fn send_edit_takes_the_body_from_the_editor_and_a_failed_edit_sends_nothing() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let good = dep.scratch("good-editor");
+    write_script(&good, "#!/bin/sh\nprintf 'one-shot body\\n' > \"$1\"\n");
+    let mut send = dep
+        .client(&server, "alice")
+        .args(["send", "--to", "bob", "--title", "Edited", "--edit"]);
+    send.cmd.env("EDITOR", &good).env_remove("VISUAL");
+    assert!(send.ok(b"").starts_with("sent message"));
+    let mails = inbox(&dep, &server, "bob");
+    assert_eq!(
+        body_of(&dep, &server, "bob", &mails[0]["id"]),
+        "one-shot body\n"
+    );
+
+    let empty = dep.scratch("empty-editor");
+    write_script(&empty, "#!/bin/sh\n: > \"$1\"\n");
+    let mut send = dep
+        .client(&server, "alice")
+        .args(["send", "--to", "bob", "--title", "Empty", "--edit"]);
+    send.cmd.env("VISUAL", &empty);
+    let out = send.run(b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("left the body empty") && stderr.contains("--file"),
+        "{stderr}"
+    );
+    assert_eq!(inbox(&dep, &server, "bob").len(), 1);
+}
+
+/// What Tab completes and recipients are checked against: after login, every name of the
+/// deployment, sorted (members of the group may list each other, SECURITY.md).
+#[test]
+fn the_users_request_lists_every_name_after_login() {
+    use forkmail_protocol::messages::{Request, Response};
+    let dep = Deployment::new(&["carol", "alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let mut session = forkmail_testkit::wire::login(&dep, server.addr, "bob");
+    assert_eq!(
+        session.request(&Request::Users),
+        Response::Users {
+            names: vec!["alice".into(), "bob".into(), "carol".into()]
+        }
+    );
+    assert_eq!(session.request(&Request::Quit), Response::Goodbye);
+}

@@ -41,9 +41,22 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             let draft = build_draft(to, title.clone(), body)?;
             // The password is kept (in memory, wiped when `options` goes) for the one repeat a
             // broken send may need.
+            // A body written in the editor is not lost when the send fails: it is kept as a draft.
+            let keep = |err: AppError| {
+                if *edit {
+                    let kept = draft::keep(login.profile_dir, &draft.to, &draft.title, &draft.body);
+                    AppError::Cancelled(format!("{err}; {kept}"))
+                } else {
+                    err
+                }
+            };
             let options = login.with_password(login.options()?)?;
-            let mut session = login.open(&options).map_err(not_sent_if_client)?;
-            let id = send_with_one_repeat(&mut session, &options, &draft, &|m| login.note(m))?;
+            let mut session = login
+                .open(&options)
+                .map_err(not_sent_if_client)
+                .map_err(keep)?;
+            let id = send_with_one_repeat(&mut session, &options, &draft, &|m| login.note(m))
+                .map_err(|err| keep(err.into()))?;
             logout(session, login);
             print(&format!("sent message {id}\n"))
         }
@@ -126,8 +139,8 @@ pub fn read_body_file(path: &Path) -> Result<String, AppError> {
     utf8(bytes, &path.display().to_string())
 }
 
-/// `send --edit`: the body from `$VISUAL`/`$EDITOR`; a failed or empty edit is a usage error
-/// that names the saved draft.
+/// `send --edit`: the body from `$VISUAL`/`$EDITOR`; a failed or empty edit sends nothing
+/// (exit 1) and names the saved draft.
 fn body_from_editor(login: &Login<'_>, to: &[String], title: &str) -> Result<String, AppError> {
     let Some(editor) = draft::editor() else {
         return Err(AppError::Usage(
@@ -136,7 +149,7 @@ fn body_from_editor(login: &Login<'_>, to: &[String], title: &str) -> Result<Str
     };
     match draft::edit(&editor, "")? {
         Edited::Body(body) => Ok(body),
-        Edited::Cancelled { why, left } => Err(AppError::Usage(format!(
+        Edited::Cancelled { why, left } => Err(AppError::Cancelled(format!(
             "{why}: nothing was sent; {}",
             draft::keep(login.profile_dir, to, title, &left)
         ))),

@@ -252,6 +252,11 @@ pub enum AppError {
     #[error("cannot read commands: {0}")]
     Input(String),
 
+    /// The user's editor failed or left the body empty: nothing was sent, the draft was kept
+    /// (the message says where).
+    #[error("{0}")]
+    Cancelled(String),
+
     /// Writing results failed. A closed pipe (`| head`) is not reported at all.
     #[error("cannot write to standard output: {0}")]
     Output(#[from] io::Error),

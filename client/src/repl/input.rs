@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, BufRead, IsTerminal};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -259,11 +259,6 @@ impl Hinter for ReplHelper {
 impl Highlighter for ReplHelper {}
 impl Validator for ReplHelper {}
 impl Helper for ReplHelper {}
-
-/// Whether `path` is private to its owner (no group or other bits).
-pub fn is_private(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
-}
 
 #[cfg(test)]
 mod tests {

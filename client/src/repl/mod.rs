@@ -129,6 +129,9 @@ struct Repl<'a> {
     /// Holds the password for logging in again (wiped when the options go).
     options: ConnectOptions,
     login: &'a Login<'a>,
+    /// False once the server showed it does not know `Request::Users` (a server older than the
+    /// request ends the session on it): no completion of names, no early recipient check.
+    users_known: bool,
 }
 
 /// Logs in and runs commands until `quit` or end of input.
@@ -142,6 +145,7 @@ pub fn run(login: &Login<'_>) -> Result<(), AppError> {
         session: Some(session),
         options,
         login,
+        users_known: true,
     };
     repl.refresh_users();
     if repl.input.is_terminal() {
@@ -242,9 +246,23 @@ impl Repl<'_> {
 
     /// The user names for Tab, best effort (an older server does not know the request).
     fn refresh_users(&mut self) {
-        if let Ok(Some(session)) = self.session() {
-            if let Ok(names) = session.users() {
-                self.input.set_users(names);
+        if let Some(names) = self.users() {
+            self.input.set_users(names);
+        }
+    }
+
+    /// Every user name, if the server can tell (see `users_known`).
+    fn users(&mut self) -> Option<Vec<String>> {
+        if !self.users_known {
+            return None;
+        }
+        let session = self.session().ok().flatten()?;
+        match session.users() {
+            Ok(names) => Some(names),
+            Err(err) => {
+                self.users_known = !err.ends_session()
+                    && !matches!(&err, ClientError::Server { code, .. } if *code == forkmail_protocol::ErrorCode::InvalidRequest);
+                None
             }
         }
     }
@@ -380,10 +398,7 @@ impl Repl<'_> {
 
     /// The names in `to` the server does not know; `None` if it could not be asked.
     fn unknown_recipients(&mut self, to: &[String]) -> Result<Option<Vec<String>>, AppError> {
-        let Some(session) = self.session()? else {
-            return Ok(None);
-        };
-        let Ok(names) = session.users() else {
+        let Some(names) = self.users() else {
             return Ok(None);
         };
         let unknown = to

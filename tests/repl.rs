@@ -499,3 +499,45 @@ fn the_users_request_lists_every_name_after_login() {
     );
     assert_eq!(session.request(&Request::Quit), Response::Goodbye);
 }
+
+/// REPL lines are parsed with the one-shot commands' definitions: the same flags work, and the
+/// pipe-fed line order of a bare `send` is unchanged beside them.
+#[test]
+fn the_repl_takes_the_flags_of_the_one_shot_commands() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let body = dep.scratch("body.txt");
+    fs::write(&body, "from a file\n").unwrap();
+    let script = format!(
+        "send --to bob --title 'With flags' --file {}\nsend\nbob\nBare\nline\n.\nsent --json\nread\nquit\n",
+        body.display()
+    );
+    let out = dep.client(&server, "alice").run(script.as_bytes());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json_line = stdout
+        .lines()
+        .find(|l| l.starts_with('['))
+        .expect("sent --json");
+    let sent: Value = serde_json::from_str(json_line).unwrap();
+    let titles: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["With flags", "Bare"]);
+    assert!(
+        stderr.contains(
+            "read: the following required arguments were not provided: <ID> (help lists commands)"
+        ),
+        "{stderr}"
+    );
+    let mails = inbox(&dep, &server, "bob");
+    assert_eq!(
+        body_of(&dep, &server, "bob", &mails[0]["id"]),
+        "from a file\n"
+    );
+    assert_eq!(body_of(&dep, &server, "bob", &mails[1]["id"]), "line\n");
+}

@@ -15,12 +15,15 @@
 
 pub mod input;
 
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use forkmail_protocol::limits::validate_title;
 use forkmail_protocol::{CloseReason, Draft};
 
 use crate::app::{print, tell, Login, PASSWORD_ENV};
-use crate::commands::{build_draft, parse_recipients, read_body_file};
-use crate::display::{inbox_line, render_mail, sent_line};
+use crate::cli::{Cli, Command};
+use crate::commands::{self, build_draft, parse_recipients, read_body_file};
+use crate::display::{inbox_json, inbox_line, mail_json, render_mail, sent_json, sent_line};
 use crate::draft::{self, Edited};
 use crate::error::{AppError, ClientError};
 use crate::escape::escape_line;
@@ -30,8 +33,20 @@ use input::{Complete, Input, Read};
 /// Password tries at the terminal before the REPL gives up.
 pub const PASSWORD_TRIES: u32 = 3;
 
-/// The verbs the REPL knows, as Tab completes them.
-pub const VERBS: &[&str] = &["send", "inbox", "sent", "read", "delete", "help", "quit"];
+/// The REPL's own verbs; the others are the one-shot subcommands ([`verbs`]).
+const OWN_VERBS: &[&str] = &["help", "quit"];
+
+/// Every verb the REPL takes, as Tab completes them: the one-shot subcommands and its own.
+pub fn verbs() -> Vec<String> {
+    let mut verbs: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .chain(OWN_VERBS.iter().map(|v| (*v).to_owned()))
+        .collect();
+    verbs.sort();
+    verbs.dedup();
+    verbs
+}
 
 const HELP: &str = "\
 commands (Tab completes them, and user names at the To prompt):
@@ -45,43 +60,91 @@ commands (Tab completes them, and user names at the To prompt):
   delete ID   delete one mail
   help        show this help
   quit        log out (so does end of input, Ctrl-D)
+Every command takes the flags of its one-shot form (forkmail --help), e.g.
+  inbox --json, read ID --json, send --to NAMES --title T [--file F | --edit]
 ";
 
-/// A command typed at the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A command typed at the prompt. Command lines are parsed with the one-shot commands' own clap
+/// definitions ([`Command`]), so a verb has the same flags in both; the REPL runs the ones it
+/// knows on its live session, and any other verb as the one-shot command (with its own short
+/// session and the password held in memory). Only a bare `send`, which asks for the draft,
+/// `help` and `quit` are the REPL's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplCommand {
-    Send,
-    Inbox,
-    Sent,
-    Read(u64),
-    Delete(u64),
+    /// `send` alone: asks for To, Title and the body.
+    Compose,
+    /// Any other verb, as its one-shot command line would parse.
+    Verb(Command),
     Help,
     Quit,
 }
 
+/// The one-shot subcommands, parsed from a REPL line (no program name).
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true, disable_help_subcommand = true)]
+struct ReplLine {
+    #[command(subcommand)]
+    command: Command,
+}
+
 /// Parses one input line; the error is one line saying what is wrong.
 pub fn parse_command(line: &str) -> Result<ReplCommand, String> {
-    let mut words = line.split_whitespace();
-    let name = words.next().unwrap_or_default().to_ascii_lowercase();
-    let args: Vec<&str> = words.collect();
-    let id = |arg: &str| {
-        arg.parse::<u64>()
-            .map_err(|_| format!("{name}: '{}' is not a message id", escape_line(arg)))
+    let words = split_words(line)?;
+    let Some(first) = words.first() else {
+        return Err("type a command (help lists commands)".into());
     };
-    match (name.as_str(), args.as_slice()) {
-        ("send", []) => Ok(ReplCommand::Send),
-        ("inbox", []) => Ok(ReplCommand::Inbox),
-        ("sent", []) => Ok(ReplCommand::Sent),
-        ("read", [arg]) => Ok(ReplCommand::Read(id(arg)?)),
-        ("delete", [arg]) => Ok(ReplCommand::Delete(id(arg)?)),
-        ("help" | "?", []) => Ok(ReplCommand::Help),
-        ("quit" | "exit", []) => Ok(ReplCommand::Quit),
-        ("read" | "delete", _) => Err(format!("usage: {name} ID")),
-        ("send" | "inbox" | "sent" | "help" | "quit" | "exit", _) => {
-            Err(format!("{name} takes no arguments"))
-        }
-        _ => Err(unknown_command(&name)),
+    let name = first.to_ascii_lowercase();
+    match (name.as_str(), words.len()) {
+        ("send", 1) => return Ok(ReplCommand::Compose),
+        ("help" | "?", 1) => return Ok(ReplCommand::Help),
+        ("quit" | "exit", 1) => return Ok(ReplCommand::Quit),
+        ("help" | "?" | "quit" | "exit", _) => return Err(format!("{name} takes no arguments")),
+        _ => {}
     }
+    let args = std::iter::once(name.clone()).chain(words.into_iter().skip(1));
+    match ReplLine::try_parse_from(args) {
+        Ok(parsed) => Ok(ReplCommand::Verb(parsed.command)),
+        Err(err) if err.kind() == ErrorKind::InvalidSubcommand => Err(unknown_command(&name)),
+        Err(err) => Err(clap_line(&name, &err)),
+    }
+}
+
+/// clap's message for a REPL line, in one line: its first paragraph, without "error: " (and
+/// without clap's advice about `--help`, which the REPL's help replaces).
+fn clap_line(name: &str, err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+    let first = first.join(" ");
+    let first = first.strip_prefix("error: ").unwrap_or(&first);
+    format!("{name}: {first} (help lists commands)")
+}
+
+/// Splits a line into words as a shell would for plain words, '...' and "..." (no escapes).
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err("a quote is not closed; close it and type the line again".into());
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 /// "unknown command 'inbx'; did you mean 'inbox'? (help lists commands)".
@@ -96,10 +159,10 @@ fn unknown_command(name: &str) -> String {
 }
 
 /// The verb nearest to `name` in edit distance, if it is near enough to be a typo.
-fn closest_verb(name: &str) -> Option<&'static str> {
-    VERBS
-        .iter()
-        .map(|verb| (edit_distance(name, verb), *verb))
+fn closest_verb(name: &str) -> Option<String> {
+    verbs()
+        .into_iter()
+        .map(|verb| (edit_distance(name, &verb), verb))
         .filter(|(distance, verb)| *distance <= 2.min(verb.len() / 2).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, verb)| verb)
@@ -137,7 +200,7 @@ struct Repl<'a> {
 /// Logs in and runs commands until `quit` or end of input.
 pub fn run(login: &Login<'_>) -> Result<(), AppError> {
     let base = login.options()?;
-    let input = Input::new(VERBS.iter().map(|v| (*v).to_owned()).collect())?;
+    let input = Input::new(verbs())?;
     let prompt = format!("{}> ", base.user);
     let (options, session) = log_in(login, base)?;
     let mut repl = Repl {
@@ -206,8 +269,20 @@ impl Repl<'_> {
             match command {
                 ReplCommand::Help => print(HELP)?,
                 ReplCommand::Quit => return Ok(()),
-                ReplCommand::Send => self.send()?,
-                other => self.request(other)?,
+                ReplCommand::Compose => {
+                    let draft = self.compose();
+                    self.send(draft)?;
+                }
+                ReplCommand::Verb(Command::Send {
+                    to,
+                    title,
+                    file,
+                    edit,
+                }) => {
+                    let draft = self.draft_from_flags(&to, title, file.as_deref(), edit);
+                    self.send(draft)?;
+                }
+                ReplCommand::Verb(verb) => self.request(&verb)?,
             }
         }
     }
@@ -269,7 +344,28 @@ impl Repl<'_> {
 
     /// inbox, sent, read, delete: repeated once on a new login if the server closed the
     /// session across the request (none of them changes anything twice).
-    fn request(&mut self, command: ReplCommand) -> Result<(), AppError> {
+    fn request(&mut self, command: &Command) -> Result<(), AppError> {
+        if !runs_on_the_session(command) {
+            // A verb this REPL does not run itself: the one-shot command, with the password
+            // held in memory.
+            let login = Login {
+                password: Some(&self.options.password),
+                ..*self.login
+            };
+            return match commands::run(command, &login) {
+                Err(AppError::Client(err)) => {
+                    tell(&err.to_string());
+                    Ok(())
+                }
+                Err(
+                    err @ (AppError::Usage(_) | AppError::Body { .. } | AppError::Cancelled(_)),
+                ) => {
+                    tell(&err.to_string());
+                    Ok(())
+                }
+                other => other,
+            };
+        }
         for attempt in 0..2 {
             let Some(session) = self.session()? else {
                 return Ok(());
@@ -287,8 +383,53 @@ impl Repl<'_> {
         Ok(())
     }
 
-    fn send(&mut self) -> Result<(), AppError> {
-        let draft = match self.compose() {
+    /// `send --to .. --title .. [--file F | --edit]` typed in the REPL: the body from the file,
+    /// the editor, or else asked for line by line.
+    fn draft_from_flags(
+        &mut self,
+        to: &str,
+        title: String,
+        file: Option<&std::path::Path>,
+        edit: bool,
+    ) -> Result<Option<Draft>, AppError> {
+        let to = parse_recipients(to)?;
+        validate_title(&title).map_err(ClientError::from)?;
+        let body = match (file, edit.then(draft::editor).flatten()) {
+            (Some(path), _) => read_body_file(path)?,
+            (None, Some(editor)) => match self.edit_body(&editor, &to, &title)? {
+                Some(body) => body,
+                None => return Ok(None),
+            },
+            (None, None) => match self.body_lines()? {
+                Some(body) => body,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(build_draft(to, title, body)?))
+    }
+
+    /// The body from `editor`; `None` (the draft saved, the user told) if it failed or left
+    /// the body empty.
+    fn edit_body(
+        &mut self,
+        editor: &str,
+        to: &[String],
+        title: &str,
+    ) -> Result<Option<String>, AppError> {
+        match draft::edit(editor, "")? {
+            Edited::Body(body) => Ok(Some(body)),
+            Edited::Cancelled { why, left } => {
+                tell(&format!(
+                    "{why}: not sent; {}",
+                    draft::keep(self.login.profile_dir, to, title, &left)
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    fn send(&mut self, draft: Result<Option<Draft>, AppError>) -> Result<(), AppError> {
+        let draft = match draft {
             Ok(Some(draft)) => draft,
             Ok(None) => {
                 tell("draft cancelled; nothing was sent");
@@ -378,15 +519,9 @@ impl Repl<'_> {
             }
         };
         let body = match draft::editor().filter(|_| terminal) {
-            Some(editor) => match draft::edit(&editor, "")? {
-                Edited::Body(body) => body,
-                Edited::Cancelled { why, left } => {
-                    tell(&format!(
-                        "{why}: not sent; {}",
-                        draft::keep(self.login.profile_dir, &to, &title, &left)
-                    ));
-                    return Ok(None);
-                }
+            Some(editor) => match self.edit_body(&editor, &to, &title)? {
+                Some(body) => body,
+                None => return Ok(None),
             },
             None => match self.body_lines()? {
                 Some(body) => body,
@@ -454,10 +589,26 @@ fn ended_why(err: &ClientError) -> &'static str {
     }
 }
 
-fn execute(command: ReplCommand, session: &mut Session) -> Result<(), AppError> {
+/// Whether the REPL runs `command` on its own session (else it runs as the one-shot command).
+/// The patterns name every field, so a flag added to one of these verbs cannot be ignored
+/// here without the compiler saying so.
+fn runs_on_the_session(command: &Command) -> bool {
     match command {
-        ReplCommand::Inbox => {
+        Command::Inbox { json: _ }
+        | Command::Sent { json: _ }
+        | Command::Read { id: _, json: _ }
+        | Command::Delete { id: _ } => true,
+        Command::Send { .. } => false,
+    }
+}
+
+fn execute(command: &Command, session: &mut Session) -> Result<(), AppError> {
+    match command {
+        Command::Inbox { json } => {
             let mails = session.inbox()?;
+            if *json {
+                return print(&(inbox_json(&mails) + "\n"));
+            }
             if mails.is_empty() {
                 tell("the inbox is empty");
                 return Ok(());
@@ -469,8 +620,11 @@ fn execute(command: ReplCommand, session: &mut Session) -> Result<(), AppError> 
                     .collect::<String>(),
             )
         }
-        ReplCommand::Sent => {
+        Command::Sent { json } => {
             let mails = session.sent()?;
+            if *json {
+                return print(&(sent_json(&mails) + "\n"));
+            }
             if mails.is_empty() {
                 tell("nothing sent yet");
                 return Ok(());
@@ -482,12 +636,19 @@ fn execute(command: ReplCommand, session: &mut Session) -> Result<(), AppError> 
                     .collect::<String>(),
             )
         }
-        ReplCommand::Read(id) => print(&render_mail(&session.read(id)?)),
-        ReplCommand::Delete(id) => {
-            session.delete(id)?;
+        Command::Read { id, json } => {
+            let mail = session.read(*id)?;
+            if *json {
+                print(&(mail_json(&mail) + "\n"))
+            } else {
+                print(&render_mail(&mail))
+            }
+        }
+        Command::Delete { id } => {
+            session.delete(*id)?;
             print(&format!("deleted message {id}\n"))
         }
-        ReplCommand::Send | ReplCommand::Help | ReplCommand::Quit => Ok(()),
+        Command::Send { .. } => Ok(()),
     }
 }
 
@@ -495,32 +656,77 @@ fn execute(command: ReplCommand, session: &mut Session) -> Result<(), AppError> 
 mod tests {
     use super::*;
 
+    fn verb(line: &str) -> Command {
+        match parse_command(line) {
+            Ok(ReplCommand::Verb(command)) => command,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
     #[test]
-    fn commands_parse() {
-        assert_eq!(parse_command("send"), Ok(ReplCommand::Send));
-        assert_eq!(parse_command("  inbox "), Ok(ReplCommand::Inbox));
-        assert_eq!(parse_command("sent"), Ok(ReplCommand::Sent));
-        assert_eq!(parse_command("read 12"), Ok(ReplCommand::Read(12)));
-        assert_eq!(parse_command("DELETE 3"), Ok(ReplCommand::Delete(3)));
+    fn commands_parse_with_the_one_shot_definitions() {
+        assert_eq!(parse_command("send"), Ok(ReplCommand::Compose));
+        assert_eq!(verb("  inbox "), Command::Inbox { json: false });
+        assert_eq!(verb("inbox --json"), Command::Inbox { json: true });
+        assert_eq!(verb("sent"), Command::Sent { json: false });
+        assert_eq!(
+            verb("read 12"),
+            Command::Read {
+                id: 12,
+                json: false
+            }
+        );
+        assert_eq!(verb("DELETE 3"), Command::Delete { id: 3 });
+        assert_eq!(
+            verb("send --to 'bob;carol' --title \"Hi there\""),
+            Command::Send {
+                to: "bob;carol".into(),
+                title: "Hi there".into(),
+                file: None,
+                edit: false
+            }
+        );
         assert_eq!(parse_command("help"), Ok(ReplCommand::Help));
         assert_eq!(parse_command("quit"), Ok(ReplCommand::Quit));
         assert_eq!(parse_command("exit"), Ok(ReplCommand::Quit));
     }
 
     #[test]
-    fn mistakes_say_what_is_wrong() {
-        assert_eq!(parse_command("read"), Err("usage: read ID".into()));
-        assert_eq!(parse_command("delete 1 2"), Err("usage: delete ID".into()));
-        assert!(parse_command("read -1")
-            .unwrap_err()
-            .contains("is not a message id"));
+    fn mistakes_say_what_is_wrong_in_one_line() {
+        for line in [
+            "read",
+            "delete 1 2",
+            "read -1",
+            "read x",
+            "inbox now",
+            "send --to",
+        ] {
+            let err = parse_command(line).unwrap_err();
+            assert!(!err.contains('\n'), "{line}: {err}");
+            assert!(err.ends_with("(help lists commands)"), "{line}: {err}");
+        }
         assert_eq!(
-            parse_command("inbox now"),
-            Err("inbox takes no arguments".into())
+            parse_command("read").unwrap_err(),
+            "read: the following required arguments were not provided: <ID> (help lists commands)"
         );
+        assert_eq!(
+            parse_command("quit now"),
+            Err("quit takes no arguments".into())
+        );
+        assert!(parse_command("send --title 'open")
+            .unwrap_err()
+            .contains("quote"));
         let unknown = parse_command("\x1b[31mfrob").unwrap_err();
         assert!(unknown.starts_with("unknown command"), "{unknown}");
         assert!(!unknown.contains('\x1b'), "{unknown:?}");
+    }
+
+    #[test]
+    fn words_split_like_a_shell() {
+        assert_eq!(
+            split_words(" a 'b c' \"d'e\" '' f").unwrap(),
+            ["a", "b c", "d'e", "", "f"]
+        );
     }
 
     #[test]
@@ -529,9 +735,9 @@ mod tests {
             parse_command("inbx").unwrap_err(),
             "unknown command 'inbx'; did you mean 'inbox'? (help lists commands)"
         );
-        assert_eq!(closest_verb("raed"), Some("read"));
-        assert_eq!(closest_verb("snd"), Some("send"));
-        assert_eq!(closest_verb("delte"), Some("delete"));
+        assert_eq!(closest_verb("raed").as_deref(), Some("read"));
+        assert_eq!(closest_verb("snd").as_deref(), Some("send"));
+        assert_eq!(closest_verb("delte").as_deref(), Some("delete"));
         assert_eq!(
             parse_command("xyzzy").unwrap_err(),
             "unknown command 'xyzzy' (help lists commands)"

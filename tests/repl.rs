@@ -541,3 +541,53 @@ fn the_repl_takes_the_flags_of_the_one_shot_commands() {
     );
     assert_eq!(body_of(&dep, &server, "bob", &mails[1]["id"]), "line\n");
 }
+
+/// Composing longer than the server's idle timeout loses nothing: the REPL logs in again, says
+/// so, and sends; so does the next command after an idle spell at the prompt.
+#[test]
+fn the_repl_logs_in_again_after_the_idle_timeout_even_while_composing() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&["--idle-timeout", "1"]);
+    let mut term = repl(&dep, &server, "alice", &[]);
+    assert!(term.wait_for(PROMPT, SHOWN), "{}", term.screen());
+    start_draft(&mut term, "bob", "Slow");
+    assert!(term.wait_for(BODY, SHOWN), "{}", term.screen());
+    // The server ends the idle session while the body is being typed.
+    assert!(
+        wait_until(SHOWN, || server.children().is_empty()),
+        "{}",
+        server.log()
+    );
+    term.type_keys("written slowly\r.\r");
+    assert!(
+        term.wait_for(
+            "the server ended the session (idle); logged in again",
+            SHOWN
+        ),
+        "{}",
+        term.screen()
+    );
+    assert!(term.wait_for("sent message", SHOWN), "{}", term.screen());
+    assert!(
+        wait_until(SHOWN, || server.children().is_empty()),
+        "{}",
+        server.log()
+    );
+    term.type_keys("inbox\r");
+    assert!(
+        term.wait_for_nth("logged in again", 2, SHOWN),
+        "{}",
+        term.screen()
+    );
+    assert!(
+        term.wait_for("the inbox is empty", SHOWN),
+        "{}",
+        term.screen()
+    );
+    quit(term);
+    let mails = inbox(&dep, &server, "bob");
+    assert_eq!(
+        body_of(&dep, &server, "bob", &mails[0]["id"]),
+        "written slowly\n"
+    );
+}

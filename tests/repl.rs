@@ -591,3 +591,26 @@ fn the_repl_logs_in_again_after_the_idle_timeout_even_while_composing() {
         "written slowly\n"
     );
 }
+
+/// A whole draft pasted at the To prompt (recipients, title, body, the final '.') is taken line
+/// by line by the prompts it reaches, as if typed.
+#[test]
+fn a_draft_pasted_at_the_to_prompt_arrives_whole() {
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    let mut term = repl(&dep, &server, "alice", &[]);
+    assert!(term.wait_for(PROMPT, SHOWN), "{}", term.screen());
+    term.type_keys("send\r");
+    assert!(term.wait_for(TO, SHOWN), "{}", term.screen());
+    term.type_keys("bob\rPasted whole\rone\rtwo\r.\rinbox\r");
+    assert!(term.wait_for("sent message", SHOWN), "{}", term.screen());
+    assert!(
+        term.wait_for("the inbox is empty", SHOWN),
+        "{}",
+        term.screen()
+    );
+    quit(term);
+    let mails = inbox(&dep, &server, "bob");
+    assert_eq!(mails[0]["title"], "Pasted whole");
+    assert_eq!(body_of(&dep, &server, "bob", &mails[0]["id"]), "one\ntwo\n");
+}

@@ -13,6 +13,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod display;
+pub mod draft;
 pub mod editor;
 pub mod error;
 pub mod escape;

@@ -33,6 +33,7 @@ pub fn run(cli: &Cli) -> Result<(), AppError> {
         server: cli.server.as_deref(),
         connect_timeout: Duration::from_secs(cli.connect_timeout),
         verbose: cli.verbose,
+        password: None,
     };
     match &cli.command {
         Some(command) => commands::run(command, &login),
@@ -48,6 +49,9 @@ pub struct Login<'a> {
     pub server: Option<&'a str>,
     pub connect_timeout: Duration,
     pub verbose: bool,
+    /// A password already known (the REPL's, for a one-shot verb it runs), used instead of
+    /// `FORKMAIL_PASSWORD` or the prompt.
+    pub password: Option<&'a str>,
 }
 
 impl Login<'_> {
@@ -69,7 +73,10 @@ impl Login<'_> {
     /// The options with the password set (from the environment or the terminal); it is wiped
     /// when they are dropped.
     pub fn with_password(&self, options: ConnectOptions) -> Result<ConnectOptions, AppError> {
-        let password = password(&options.user)?;
+        let password = match self.password {
+            Some(known) => known.to_owned(),
+            None => password(&options.user)?,
+        };
         Ok(options.with_password(password))
     }
 

@@ -144,6 +144,10 @@ pub struct SendArgs {
     /// Read the body from this file instead of standard input.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Write the body in $VISUAL, else $EDITOR, on a private temporary file; an editor
+    /// that fails or leaves the body empty sends nothing and the draft is kept.
+    #[arg(long, conflicts_with = "file")]
+    pub edit: bool,
     /// Print {"id": N} instead of "sent message N".
     #[arg(long)]
     pub json: bool,
@@ -288,6 +292,7 @@ mod tests {
                 to: "bob;carol".into(),
                 title: "T".into(),
                 file: None,
+                edit: false,
                 json: false,
             }))
         );

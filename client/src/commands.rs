@@ -29,7 +29,8 @@ use crate::display::{
     count_line, ids_json, inbox_json, inbox_line, mail_json, render_mail, rfc3339, sent_id_json,
     sent_json, sent_line,
 };
-use crate::editor;
+use crate::draft;
+use crate::editor::{self, Edited};
 use crate::error::{AppError, ClientError};
 use crate::pager;
 use crate::session::{send_with_one_repeat, ConnectOptions, Session};
@@ -43,16 +44,29 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             // Everything local first: a bad title must not cost a login.
             let to = parse_recipients(&args.to)?;
             validate_title(&args.title).map_err(ClientError::from)?;
-            let body = match &args.file {
-                Some(path) => read_body_file(path)?,
-                None => read_body_stdin()?,
+            let body = match (&args.file, args.edit) {
+                (Some(path), _) => read_body_file(path)?,
+                (None, true) => body_from_editor(login, &to, &args.title)?,
+                (None, false) => read_body_stdin()?,
             };
             let draft = build_draft(to, args.title.clone(), body)?;
             // The password is kept (in memory, wiped when `options` goes) for the one repeat a
             // broken send may need.
+            // A body written in the editor is not lost when the send fails: it is kept as a draft.
+            let keep = |err: AppError| {
+                if args.edit {
+                    let kept = draft::keep(login.profile_dir, &draft.to, &draft.title, &draft.body);
+                    AppError::Cancelled(format!("{err}; {kept}"))
+                } else {
+                    err
+                }
+            };
             let options = login.with_password(login.options()?)?;
-            let mut session = login.open(&options).map_err(not_sent_if_client)?;
-            send(&mut session, &options, &draft, args.json, &note, &mut out)?;
+            let mut session = login
+                .open(&options)
+                .map_err(not_sent_if_client)
+                .map_err(keep)?;
+            send(&mut session, &options, &draft, args.json, &note, &mut out).map_err(keep)?;
             logout(session, login);
         }
         Command::Inbox(args) => {
@@ -459,6 +473,23 @@ pub fn read_body_file(path: &Path) -> Result<String, AppError> {
         source,
     })?;
     utf8(bytes, &path.display().to_string())
+}
+
+/// `send --edit`: the body from `$VISUAL`/`$EDITOR`; a failed or empty edit sends nothing
+/// (exit 1) and names the saved draft.
+fn body_from_editor(login: &Login<'_>, to: &[String], title: &str) -> Result<String, AppError> {
+    let Some(editor) = editor::editor_command() else {
+        return Err(AppError::Usage(
+            "send --edit needs an editor: set VISUAL or EDITOR (e.g. EDITOR=nano), or use --file PATH".into(),
+        ));
+    };
+    match editor::run(&editor, "")? {
+        Edited::Body(body) => Ok(body),
+        Edited::Cancelled { why, left } => Err(AppError::Cancelled(format!(
+            "{why}: nothing was sent; {}",
+            draft::keep(login.profile_dir, to, title, &left)
+        ))),
+    }
 }
 
 /// Reads a body from standard input up to end of input.

@@ -1,26 +1,73 @@
 //! Writing a text in the user's editor: `$VISUAL`, else `$EDITOR`, on a private temporary file.
 //!
-//! The file is made by `tempfile` with mode 0600 in the system's temporary directory (set again
-//! explicitly, whatever the umask), so another user of the machine cannot read a draft or the
-//! mail it quotes; it is deleted when the editor is done. The editor command is split on
-//! whitespace and run directly, with no shell in between, and the file's path appended. The
-//! text is what the file holds when the editor exits 0; an editor that fails, or leaves the
-//! text blank (or, where asked, unchanged), cancels: nothing is sent.
+//! The file is made by `tempfile` (mode 0600, in the system's temporary directory), so another
+//! user of the machine cannot read a draft or the mail it quotes; it is deleted when the editor
+//! is done. The editor command runs through `/bin/sh -c`, as git and mutt do, so that it may
+//! carry arguments (`EDITOR="vim -n"`). The text is taken only when the editor exits 0 and
+//! leaves something in the file; otherwise what it left is handed back so that the caller can
+//! keep it as a draft ([`crate::draft`]), never drop it.
 
-use std::env;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::error::AppError;
 
-/// The editor command: `$VISUAL`, else `$EDITOR`, whichever is set and not blank.
+/// The editor to run: `$VISUAL`, else `$EDITOR`; `None` if neither is set (or both are empty).
 pub fn editor_command() -> Option<String> {
     ["VISUAL", "EDITOR"]
-        .into_iter()
-        .filter_map(|name| env::var(name).ok())
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
         .find(|value| !value.trim().is_empty())
+}
+
+/// What the editor left.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Edited {
+    /// The editor exited 0 with a non-empty body.
+    Body(String),
+    /// The editor failed or left the body empty: `why`, and what it held (maybe empty).
+    Cancelled { why: String, left: String },
+}
+
+/// Opens `editor` (a shell word list, e.g. `vim -n`) on a private temporary file holding
+/// `start`, and returns what the file holds when it exits.
+pub fn run(editor: &str, start: &str) -> Result<Edited, AppError> {
+    let file = tempfile::Builder::new()
+        .prefix("forkmail-draft-")
+        .suffix(".txt")
+        .tempfile()
+        .map_err(|e| {
+            AppError::Input(format!(
+                "cannot create a temporary file for the editor: {e}"
+            ))
+        })?;
+    fs::write(file.path(), start)
+        .map_err(|e| AppError::Input(format!("cannot write the draft for the editor: {e}")))?;
+    // Through the shell, as git and mutt do, so that EDITOR may carry arguments.
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status();
+    let left = fs::read(file.path())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    Ok(match status {
+        Ok(status) if status.success() && !left.trim().is_empty() => Edited::Body(left),
+        Ok(status) if status.success() => Edited::Cancelled {
+            why: "the editor left the body empty".into(),
+            left,
+        },
+        Ok(status) => Edited::Cancelled {
+            why: format!("the editor `{editor}` failed ({status})"),
+            left,
+        },
+        Err(err) => Edited::Cancelled {
+            why: format!("cannot run the editor `{editor}`: {err}"),
+            left,
+        },
+    })
 }
 
 /// Opens the editor on a private file holding `template` and returns what it holds once the
@@ -29,54 +76,32 @@ pub fn editor_command() -> Option<String> {
 pub fn edit(template: &str, unchanged_cancels: bool) -> Result<String, AppError> {
     let command = editor_command().ok_or_else(|| {
         AppError::Cancelled(
-            "no editor: set VISUAL or EDITOR (e.g. EDITOR=nano), or use --file".into(),
+            "no editor: set VISUAL or EDITOR (e.g. EDITOR=nano), or use --file; nothing was sent"
+                .into(),
         )
     })?;
-    let file = tempfile::Builder::new()
-        .prefix("forkmail-draft-")
-        .suffix(".txt")
-        .tempfile()
-        .map_err(|e| {
-            AppError::Cancelled(format!("cannot make a temporary file for the editor: {e}"))
-        })?;
-    let prepared = fs::set_permissions(file.path(), fs::Permissions::from_mode(0o600))
-        .and_then(|()| file.as_file().write_all(template.as_bytes()))
-        .and_then(|()| file.as_file().sync_all());
-    if let Err(e) = prepared {
-        return Err(AppError::Cancelled(format!(
-            "cannot write the draft file {}: {e}",
-            file.path().display()
-        )));
+    match run(&command, template)? {
+        Edited::Body(text) if unchanged_cancels && text == template => Err(AppError::Cancelled(
+            "the editor left the text unchanged; nothing was sent".into(),
+        )),
+        Edited::Body(text) => Ok(text),
+        Edited::Cancelled { why, .. } => {
+            Err(AppError::Cancelled(format!("{why}; nothing was sent")))
+        }
     }
-    let mut words = command.split_whitespace();
-    // `editor_command` returns only commands that are not blank.
-    let program = words.next().unwrap_or("vi");
-    let status = Command::new(program)
-        .args(words)
-        .arg(file.path())
-        .status()
-        .map_err(|e| AppError::Cancelled(format!("cannot start the editor `{command}`: {e}")))?;
-    if !status.success() {
-        return Err(AppError::Cancelled(format!(
-            "the editor `{command}` failed ({status})"
-        )));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_editor_decides_what_the_body_is() {
+        let ok = run("printf 'hi\\n' >", "").unwrap();
+        assert_eq!(ok, Edited::Body("hi\n".into()));
+        let failed = run("printf 'kept' > \"$1\"; false", "").unwrap();
+        assert!(matches!(failed, Edited::Cancelled { left, .. } if left == "kept"));
+        let empty = run("true", "").unwrap();
+        assert!(matches!(empty, Edited::Cancelled { .. }));
     }
-    // The editor may have replaced the file (write to a new file, rename): read it by its path.
-    let bytes = fs::read(file.path()).map_err(|e| {
-        AppError::Cancelled(format!(
-            "cannot read back the draft {}: {e}",
-            file.path().display()
-        ))
-    })?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| AppError::Cancelled("the editor left text that is not UTF-8".into()))?;
-    if text.trim().is_empty() {
-        return Err(AppError::Cancelled("the editor left the text empty".into()));
-    }
-    if unchanged_cancels && text == template {
-        return Err(AppError::Cancelled(
-            "the editor left the text unchanged".into(),
-        ));
-    }
-    Ok(text)
 }

@@ -73,7 +73,7 @@ pub enum ClientError {
     StoreUnavailable,
 
     /// One answer for unknown user, wrong key and wrong password, as the server gives.
-    #[error("login failed: unknown user, wrong key or wrong password")]
+    #[error("login failed: unknown user, wrong key or wrong password; check the password (user and key come from the profile), or ask the server's operator whether your account exists")]
     LoginFailed,
 
     /// The server verified the user's key, but too many wrong passwords have locked the
@@ -264,8 +264,9 @@ pub enum AppError {
     #[error("cannot read the body from {what}: {source}; nothing was sent")]
     Body { what: String, source: io::Error },
 
-    /// Writing the text in the editor did not end in a text to send.
-    #[error("{0}; nothing was sent")]
+    /// Writing the text in the editor did not end in a text to send, or a draft could not be
+    /// sent: the message says that nothing was sent, and where the draft was kept if it was.
+    #[error("{0}")]
     Cancelled(String),
 
     #[error("cannot read commands: {0}")]
@@ -405,7 +406,7 @@ mod tests {
         );
         let refused = ClientError::NotSent(Box::new(ClientError::LoginFailed)).to_string();
         assert!(
-            refused.ends_with("wrong password; nothing was sent"),
+            refused.ends_with("whether your account exists; nothing was sent"),
             "{refused}"
         );
         let once = ClientError::NotSent(Box::new(ClientError::Limit(LimitError::EmptyTitle)));

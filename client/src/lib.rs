@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod display;
+pub mod draft;
 pub mod editor;
 pub mod error;
 pub mod escape;

@@ -306,6 +306,17 @@ impl Session {
         })
     }
 
+    /// The names of every user of the server, sorted (for completion and for checking
+    /// recipients before a body is typed).
+    pub fn users(&mut self) -> Result<Vec<String>, ClientError> {
+        self.guard(
+            |s| match s.request(Request::Users, "while listing the users")? {
+                Response::Users { names } => Ok(names),
+                other => Err(unexpected("Users", &other)),
+            },
+        )
+    }
+
     /// Ends the session politely: `Quit`, then waits for `Goodbye`.
     pub fn quit(mut self) -> Result<(), ClientError> {
         self.guard(|s| match s.request(Request::Quit, "while logging out")? {
@@ -622,6 +633,7 @@ fn unexpected(expected: &'static str, got: &Response) -> ClientError {
         Response::SentPage { .. } => "SentPage",
         Response::DeletedMany { .. } => "DeletedMany",
         Response::MarkedUnread { .. } => "MarkedUnread",
+        Response::Users { .. } => "Users",
     };
     ClientError::Unexpected { expected, got }
 }

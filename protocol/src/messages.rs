@@ -192,6 +192,10 @@ pub enum Request {
     MarkUnread {
         ids: Vec<u64>,
     },
+    /// The names of every user of this server, answered by [`Response::Users`]: the REPL
+    /// completes recipients with them and checks a recipient list before the body is typed.
+    /// Members of the group may list each other (SECURITY.md); only after login (added in issue 10).
+    Users,
 }
 
 /// Most ids in one [`Request::DeleteMany`] or [`Request::MarkUnread`].
@@ -286,6 +290,10 @@ pub enum Response {
     /// The answer to [`Request::MarkUnread`]: these ids are marked unread (added in issue 10).
     MarkedUnread {
         ids: Vec<u64>,
+    },
+    /// Answers [`Request::Users`]: every user name, sorted (added in issue 10).
+    Users {
+        names: Vec<String>,
     },
 }
 

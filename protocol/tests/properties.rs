@@ -418,3 +418,20 @@ fn version_3_refusals_are_appended_and_the_signed_hello_extends_the_unsigned_one
     });
     assert_eq!(signed, [encode(&hello), vec![0x02, 0x33, 0x44]].concat());
 }
+
+/// `Users` is appended after every earlier request and response, so their indexes keep their
+/// meaning (PROTOCOL.md §4, §11).
+#[test]
+fn the_users_request_and_response_are_appended() {
+    assert_eq!(encode(&Request::Users), [0x09]);
+    assert_eq!(
+        encode(&Response::Users {
+            names: vec!["al".into()]
+        }),
+        [0x0a, 0x01, 0x02, 0x61, 0x6c]
+    );
+    assert_eq!(
+        decode::<Response>(&[0x0a, 0x00]).unwrap(),
+        Response::Users { names: vec![] }
+    );
+}

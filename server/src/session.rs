@@ -321,6 +321,14 @@ impl Authenticated {
                     Err(err) => error_response(err),
                 },
             },
+            Request::Users => match store.user_keys() {
+                Ok(users) => {
+                    let mut names: Vec<String> = users.into_iter().map(|u| u.name).collect();
+                    names.sort();
+                    Response::Users { names }
+                }
+                Err(err) => error_response(err),
+            },
             Request::Quit => {
                 self.respond(stream, &Response::Goodbye)?;
                 return Ok(Flow::End);

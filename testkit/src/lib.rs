@@ -6,6 +6,7 @@
 //! - [`server`]: the real `forkmail-server` on `127.0.0.1:0`, its address read from its
 //!   `listening on` line, its log, SIGTERM and SIGKILL.
 //! - [`client`]: the real `forkmail` program, and where the workspace's binaries are.
+//! - [`pty`]: a program on a real pseudo-terminal (util-linux `script`), typed at like a person.
 //! - [`procfs`]: children, state and memory of a process, from `/proc`.
 //! - [`pty`]: a command on a real pseudo-terminal (util-linux `script`).
 //! - [`wire`]: a frame-level client that runs the handshake step by step and can attack.

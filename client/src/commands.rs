@@ -137,8 +137,12 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             send(&mut session, &options, &draft, args.json, &note, &mut out)?;
             logout(session, login);
         }
+        // `app::run` prints these before any login; said plainly rather than panicking if a
+        // caller ever routes them here.
         Command::Completions { .. } | Command::Man => {
-            unreachable!("app::run prints the completions and the manual page before any login")
+            return Err(AppError::Usage(
+                "completions and man print what the shell needs; run them as forkmail completions SHELL or forkmail man".into(),
+            ))
         }
     }
     print(&String::from_utf8_lossy(&out))

@@ -32,10 +32,10 @@ pub enum ClientError {
     #[error("{0}; nothing was sent")]
     Limit(#[from] LimitError),
 
-    #[error("cannot resolve the server address {addr:?}: {source}; check server_addr in the profile or pass --server HOST:PORT")]
+    #[error("cannot resolve the server address {addr:?}: {source}; check server_addr in the profile or pass --server HOST[:PORT]")]
     Resolve { addr: String, source: io::Error },
 
-    #[error("cannot connect to {addr}: {source}; is forkmail-server running there? Check server_addr in the profile or pass --server HOST:PORT")]
+    #[error("cannot connect to {addr}: {source}; is forkmail-server running there? Check server_addr in the profile or pass --server HOST[:PORT]")]
     Connect { addr: String, source: io::Error },
 
     /// The server's hello is not signed by the key pinned in the profile. A protocol version 2

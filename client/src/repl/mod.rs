@@ -61,10 +61,14 @@ commands (Tab completes them, and user names at the To prompt):
               in $VISUAL or $EDITOR if set, else typed line by line and ended
               by a lone '.' (or :file PATH); Ctrl-C cancels; unsent drafts are
               saved under the profile with the command that sends them
-  inbox       list the inbox: id, '*' if unread, date, sender, title
+  inbox       list the inbox: id, '*' if unread, date, sender, title; filters:
+              --unread --from USER --search TEXT --limit N --before ID
   sent        list what you have sent: id, date, recipients, title
   read ID     show one mail and mark it read
-  delete ID   delete one mail
+  reply ID    answer the sender (--all: everyone else too) in the editor
+  forward ID  --to NAMES: send it on, your text first, in the editor
+  unread ID...  mark mails unread
+  delete ID...  delete mails (all or none)
   help        show this help
   quit        log out (so does end of input, Ctrl-D)
 Every command takes the flags of its one-shot form (forkmail --help), e.g.

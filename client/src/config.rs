@@ -44,11 +44,26 @@ impl Env {
 
     /// `$XDG_CONFIG_HOME/forkmail/config.toml`, else `$HOME/.config/forkmail/config.toml`.
     pub fn config_file(&self) -> Option<PathBuf> {
-        let base = match self.xdg_config_home.as_deref().map(Path::new) {
-            Some(dir) if dir.is_absolute() => dir.to_owned(),
-            _ => Path::new(non_empty(self.home.as_deref())?).join(".config"),
-        };
+        let base = xdg_base(
+            self.xdg_config_home.as_deref(),
+            self.home.as_deref(),
+            ".config",
+        )?;
         Some(base.join("forkmail").join("config.toml"))
+    }
+}
+
+/// An XDG base directory: `$XDG_..._HOME` when it is absolute (the XDG base directory spec
+/// says a relative one is invalid and ignored), else `$HOME/FALLBACK`; `None` without either.
+/// One rule for the config file here and the REPL's history (`$XDG_STATE_HOME`).
+pub fn xdg_base(
+    xdg_home: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+    fallback: &str,
+) -> Option<PathBuf> {
+    match xdg_home.map(Path::new) {
+        Some(dir) if dir.is_absolute() => Some(dir.to_owned()),
+        _ => Some(Path::new(non_empty(home)?).join(fallback)),
     }
 }
 

@@ -202,11 +202,12 @@ pub fn history_path() -> Option<PathBuf> {
 }
 
 fn state_dir(xdg_state_home: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> {
-    // The XDG spec: a relative path is invalid and ignored.
-    match xdg_state_home.filter(|p| p.is_absolute()) {
-        Some(dir) => Some(dir.join("forkmail")),
-        None => home.map(|home| home.join(".local/state/forkmail")),
-    }
+    crate::config::xdg_base(
+        xdg_state_home.as_deref().map(|p| p.as_os_str()),
+        home.as_deref().map(|p| p.as_os_str()),
+        ".local/state",
+    )
+    .map(|dir| dir.join("forkmail"))
 }
 
 /// Tab completion for the REPL.

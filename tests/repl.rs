@@ -594,3 +594,49 @@ fn a_draft_pasted_at_the_to_prompt_arrives_whole() {
     assert_eq!(mails[0]["title"], "Pasted whole");
     assert_eq!(body_of(&dep, &server, "bob", &mails[0]["id"]), "one\ntwo\n");
 }
+
+/// In the REPL `reply` and `forward` run as their one-shot commands and, without `--file`, open
+/// the editor: the REPL's standard input carries its commands, so it must never be read as a
+/// body (the next command would be swallowed).
+#[test]
+fn reply_and_forward_in_the_repl_open_the_editor_and_the_next_command_still_runs() {
+    let dep = Deployment::new(&["alice", "bob", "carol"]);
+    let server = dep.start_server(&[]);
+    dep.client(&server, "bob")
+        .password(&dep.password("bob"))
+        .args(["send", "--to", "alice", "--title", "Lunch?"])
+        .ok(b"Noon?\n");
+    let id = inbox(&dep, &server, "alice")[0]["id"].clone();
+    let editor = dep.scratch("editor.sh");
+    write_script(&editor, "#!/bin/sh\nprintf 'Yes.\\n' > \"$1\"\n");
+    let script = format!("reply {id}\nforward {id} --to carol\nsent --json\nquit\n");
+    let mut cmd = dep
+        .client(&server, "alice")
+        .password(&dep.password("alice"));
+    cmd.cmd
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL")
+        .env("XDG_STATE_HOME", dep.scratch("state"));
+    let out = cmd.run(script.as_bytes());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json_line = stdout
+        .lines()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("sent --json ran after reply and forward:\n{stdout}\n{stderr}"));
+    let sent: Value = serde_json::from_str(json_line).unwrap();
+    let titles: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Re: Lunch?", "Fwd: Lunch?"]);
+    let to_bob = inbox(&dep, &server, "bob");
+    assert_eq!(to_bob.len(), 1, "{to_bob:?}");
+    assert!(body_of(&dep, &server, "bob", &to_bob[0]["id"]).starts_with("Yes.\n"));
+    let to_carol = inbox(&dep, &server, "carol");
+    assert_eq!(to_carol[0]["title"], "Fwd: Lunch?");
+    assert!(body_of(&dep, &server, "carol", &to_carol[0]["id"]).contains("Noon?"));
+}

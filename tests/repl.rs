@@ -595,9 +595,10 @@ fn a_draft_pasted_at_the_to_prompt_arrives_whole() {
     assert_eq!(body_of(&dep, &server, "bob", &mails[0]["id"]), "one\ntwo\n");
 }
 
-/// In the REPL `reply` and `forward` run as their one-shot commands and, without `--file`, open
+/// In the REPL `reply` and `forward` run on the REPL's own session and, without `--file`, open
 /// the editor: the REPL's standard input carries its commands, so it must never be read as a
-/// body (the next command would be swallowed).
+/// body (the next command would be swallowed), and a second session of the same user would
+/// race `--max-sessions-per-user` (a forward refused as "2 sessions open", seen in CI).
 #[test]
 fn reply_and_forward_in_the_repl_open_the_editor_and_the_next_command_still_runs() {
     let dep = Deployment::new(&["alice", "bob", "carol"]);
@@ -621,6 +622,7 @@ fn reply_and_forward_in_the_repl_open_the_editor_and_the_next_command_still_runs
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("sessions open"), "{stderr}");
     let json_line = stdout
         .lines()
         .find(|l| l.starts_with('['))

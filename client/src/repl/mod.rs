@@ -361,6 +361,9 @@ impl Repl<'_> {
     /// inbox, sent, read, delete: repeated once on a new login if the server closed the
     /// session across the request (none of them changes anything twice).
     fn request(&mut self, command: &Command) -> Result<(), AppError> {
+        if let Command::Reply(_) | Command::Forward(_) = command {
+            return self.answer(command);
+        }
         if !runs_on_the_session(command) {
             // A verb this REPL does not run itself: the one-shot command, with the password
             // held in memory.
@@ -368,7 +371,7 @@ impl Repl<'_> {
                 password: Some(&self.options.password),
                 ..*self.login
             };
-            return match commands::run(&for_the_repl(command), &login) {
+            return match commands::run(command, &login) {
                 Err(AppError::Client(err)) => {
                     tell(&err.to_string());
                     Ok(())
@@ -488,6 +491,41 @@ impl Repl<'_> {
                 keep(&err.to_string());
                 Ok(())
             }
+        }
+    }
+
+    /// `reply` and `forward` on the REPL's own session, so that they never take a second
+    /// session (which `--max-sessions-per-user` would count) and never read the REPL's standard
+    /// input as a body: without `--file` the editor opens on the quoted original. Not repeated
+    /// on a new login like the read-only verbs: the send inside already repeats once, with its
+    /// send id, and a second round would open the editor again.
+    fn answer(&mut self, command: &Command) -> Result<(), AppError> {
+        let login = self.login;
+        let options = self.options.clone();
+        let Some(session) = self.session()? else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        let note = |m: &str| login.note(m);
+        let sent = match command {
+            Command::Reply(args) => commands::reply(session, &options, args, None, &note, &mut out),
+            Command::Forward(args) => {
+                commands::forward(session, &options, args, None, &note, &mut out)
+            }
+            _ => return Ok(()),
+        };
+        match sent {
+            Ok(_) => print(&String::from_utf8_lossy(&out)),
+            Err(
+                err @ (AppError::Client(_)
+                | AppError::Usage(_)
+                | AppError::Body { .. }
+                | AppError::Cancelled(_)),
+            ) => {
+                tell(&err.to_string());
+                Ok(())
+            }
+            Err(err) => Err(err),
         }
     }
 
@@ -619,18 +657,6 @@ fn runs_on_the_session(command: &Command) -> bool {
         // Refused by `parse_command`; as one-shot commands they need no session either.
         Command::Completions { .. } | Command::Man => false,
     }
-}
-
-/// The one-shot form of `command` for the REPL: a reply or forward without `--file` opens the
-/// editor, since the REPL's standard input carries its commands, not a body.
-fn for_the_repl(command: &Command) -> Command {
-    let mut command = command.clone();
-    match &mut command {
-        Command::Reply(args) if args.body.file.is_none() => args.body.edit = true,
-        Command::Forward(args) if args.body.file.is_none() => args.body.edit = true,
-        _ => {}
-    }
-    command
 }
 
 /// Runs a verb of [`runs_on_the_session`] on the REPL's session, printing what the one-shot

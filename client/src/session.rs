@@ -634,6 +634,12 @@ fn unexpected(expected: &'static str, got: &Response) -> ClientError {
         Response::DeletedMany { .. } => "DeletedMany",
         Response::MarkedUnread { .. } => "MarkedUnread",
         Response::Users { .. } => "Users",
+        Response::ListPage { .. } => "ListPage",
+        Response::Headers { .. } => "Headers",
+        Response::Letter(_) => "Letter",
+        Response::KeyRecords { .. } => "KeyRecords",
+        Response::Published => "Published",
+        Response::LoggedOut => "LoggedOut",
     };
     ClientError::Unexpected { expected, got }
 }

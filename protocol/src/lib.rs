@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod codec;
+pub mod e2e;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::e2e::SignedKeyRecord;
+
 /// Length of handshake nonces.
 pub const NONCE_LEN: usize = 32;
 /// Length of an X25519 public key.
@@ -196,6 +198,128 @@ pub enum Request {
     /// completes recipients with them and checks a recipient list before the body is typed.
     /// Members of the group may list each other (SECURITY.md); only after login (added in issue 10).
     Users,
+    /// A mail sealed end to end on the sender's client (PROTOCOL.md §9), stored at most once
+    /// per send id as [`Request::SendOnce`] is; answered by [`Response::Sent`]. The server
+    /// checks the recipients, the ciphertext size bounds and the limits, never the content
+    /// (added in protocol version 4; from then on the only send a server accepts).
+    SendSealed {
+        send_id: [u8; SEND_ID_LEN],
+        draft: SealedDraft,
+    },
+    /// The metadata of a folder without titles: answered by one or more
+    /// [`Response::ListPage`] frames in id order, the last with `more: false`. A client
+    /// fetches the sealed headers it has not cached with [`Request::Headers`] (version 4).
+    List {
+        folder: Folder,
+    },
+    /// The sealed headers of these mails of the folder, at most [`MAX_HEADER_IDS`]; answered
+    /// by [`Response::Headers`], which leaves out ids not in the folder and plaintext mails
+    /// (version 4).
+    Headers {
+        folder: Folder,
+        ids: Vec<u64>,
+    },
+    /// [`Request::Read`] for any mail, sealed or stored in plaintext before version 4:
+    /// answered by [`Response::Letter`]; marks it read (version 4).
+    ReadLetter {
+        id: u64,
+    },
+    /// The directory's current key record of each named user, at most [`MAX_KEY_RECORD_NAMES`]:
+    /// answered by [`Response::KeyRecords`], in the order asked (version 4).
+    KeyRecords {
+        names: Vec<String>,
+    },
+    /// Publishes the logged-in user's new key record: accepted only for this user, with the
+    /// user's login key as signing key, a serial above the current record's, and (if there is
+    /// a current record) signed by the current record's signing key. Answered by
+    /// [`Response::Published`] (version 4).
+    PublishKey {
+        record: SignedKeyRecord,
+    },
+    /// Revokes every login ticket of this user (`forkmail logout`); answered by
+    /// [`Response::LoggedOut`] (version 4, issue 12).
+    Logout,
+}
+
+/// Which of a user's lists a [`Request::List`] or [`Request::Headers`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Folder {
+    Inbox,
+    Sent,
+}
+
+/// A mail sealed on the sender's client: routing metadata in the clear, title and body as
+/// `age` ciphertexts to every recipient and the sender (PROTOCOL.md §9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedDraft {
+    pub to: Vec<String>,
+    /// At most [`MAX_SEALED_HEADER_LEN`] bytes.
+    pub header: Vec<u8>,
+    /// At most [`MAX_SEALED_BODY_LEN`] bytes.
+    pub body: Vec<u8>,
+}
+
+/// Largest sealed header a server stores: 65 `age` stanzas (~100 bytes each), a 400-byte
+/// title, a 1,024-byte signature, with room to spare.
+pub const MAX_SEALED_HEADER_LEN: usize = 16 * 1024;
+/// Largest sealed body a server stores: a body of [`MAX_BODY_CHARS`](crate::limits::MAX_BODY_CHARS)
+/// four-byte characters plus `age`'s header and its 16 bytes per 64 KiB chunk.
+pub const MAX_SEALED_BODY_LEN: usize = crate::limits::MAX_BODY_CHARS * 4 + 16 * 1024;
+/// Most ids in one [`Request::Headers`]: 200 headers of at most 16 KiB fit a frame.
+pub const MAX_HEADER_IDS: usize = 200;
+/// Most names in one [`Request::KeyRecords`].
+pub const MAX_KEY_RECORD_NAMES: usize = 256;
+
+/// One line of a [`Response::ListPage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub id: u64,
+    pub from: String,
+    /// The recipients: filled in the sent folder, empty in the inbox.
+    pub to: Vec<String>,
+    pub date_ms: u64,
+    /// Whether this user has read it (inbox); always true in the sent folder.
+    pub read: bool,
+    /// Bytes the mail takes in the store (its ciphertexts, or a plaintext mail's title and body).
+    pub size: u64,
+    /// The title of a plaintext mail stored before version 4; `None` for a sealed mail, whose
+    /// title is in its sealed header.
+    pub title: Option<String>,
+}
+
+/// One sealed header of a [`Response::Headers`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedHeader {
+    pub id: u64,
+    pub header: Vec<u8>,
+}
+
+/// A whole mail as stored: the answer to [`Request::ReadLetter`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Letter {
+    pub id: u64,
+    /// The sender as the server knows it (the user whose session sent it).
+    pub from: String,
+    pub to: Vec<String>,
+    pub date_ms: u64,
+    pub content: Content,
+}
+
+/// What a [`Letter`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    /// A mail stored in plaintext before version 4.
+    Plain { title: String, body: String },
+    /// A sealed mail's header and body ciphertexts.
+    Sealed { header: Vec<u8>, body: Vec<u8> },
+}
+
+/// One user's entry in a [`Response::KeyRecords`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub user: String,
+    /// `None`: no such user, or a user who has published no record yet.
+    pub record: Option<SignedKeyRecord>,
 }
 
 /// Most ids in one [`Request::DeleteMany`] or [`Request::MarkUnread`].
@@ -295,6 +419,25 @@ pub enum Response {
     Users {
         names: Vec<String>,
     },
+    /// One page of the answer to [`Request::List`] (version 4).
+    ListPage {
+        entries: Vec<ListEntry>,
+        more: bool,
+    },
+    /// Answers [`Request::Headers`] (version 4).
+    Headers {
+        headers: Vec<SealedHeader>,
+    },
+    /// Answers [`Request::ReadLetter`] (version 4).
+    Letter(Letter),
+    /// Answers [`Request::KeyRecords`] (version 4).
+    KeyRecords {
+        entries: Vec<DirectoryEntry>,
+    },
+    /// Answers [`Request::PublishKey`]: the record is the user's current one (version 4).
+    Published,
+    /// Answers [`Request::Logout`]: every login ticket of the user is revoked (version 4).
+    LoggedOut,
 }
 
 /// Machine-readable error classes; the accompanying message is for people. The variants added

@@ -333,6 +333,17 @@ impl Authenticated {
                 self.respond(stream, &Response::Goodbye)?;
                 return Ok(Flow::End);
             }
+            // Protocol version 4's requests, answered as "not supported" until they are built.
+            Request::SendSealed { .. }
+            | Request::List { .. }
+            | Request::Headers { .. }
+            | Request::ReadLetter { .. }
+            | Request::KeyRecords { .. }
+            | Request::PublishKey { .. }
+            | Request::Logout => Response::Error {
+                code: ErrorCode::InvalidRequest,
+                message: "this server does not support this request yet".to_owned(),
+            },
         };
         self.respond(stream, &response)?;
         Ok(Flow::Continue)

@@ -14,6 +14,8 @@
 //! which makes a repeated send (same sender, same send id) store nothing new. Version 5 adds
 //! each message's size and each user's mailbox usage (the quota's counter, kept by send and
 //! delete), computed from the mail already stored, and an index of `sent` by time (the rate).
+//! Version 6 adds end-to-end encryption: sealed headers and bodies beside the plaintext columns
+//! (which keep the mail stored before it), the key directory and enrollment invitations.
 
 use crate::StoreError;
 
@@ -237,6 +239,60 @@ ALTER TABLE users ADD COLUMN mailbox_bytes BIGINT NOT NULL DEFAULT 0;
 UPDATE users u SET mailbox_bytes = coalesce((SELECT sum(m.size) FROM deliveries d
     JOIN messages m ON m.id = d.message_id WHERE d.recipient = u.name), 0);
 CREATE INDEX sent_by_sender_time ON sent(sender, sent_ms);
+",
+    },
+    // End-to-end encryption (issue 11). A mail sealed on the sender's client is stored as two
+    // ciphertexts the server cannot read: `messages.header` (the signed header with the title,
+    // encrypted to every recipient and the sender; also kept in `sent.header`, so `sent` lists
+    // it after the recipients' deletes) and `bodies.sealed` (the body). For such a mail `title`
+    // and `body` are ''. NULL means a plaintext mail stored before this version: it stays
+    // readable as it was. `key_records` is the key directory: each user's current record of
+    // public keys, signed by the user's RSA key (PROTOCOL.md), with who made the keys.
+    // `invites` holds only the SHA-256 of each single-use enrollment token.
+    Migration {
+        version: 6,
+        name: "end-to-end encryption: sealed headers and bodies, key directory, invitations",
+        sqlite: "
+ALTER TABLE messages ADD COLUMN header BLOB;
+ALTER TABLE bodies ADD COLUMN sealed BLOB;
+ALTER TABLE sent ADD COLUMN header BLOB;
+CREATE TABLE key_records (
+    user_name     TEXT PRIMARY KEY NOT NULL,
+    serial        INTEGER NOT NULL,
+    origin        TEXT NOT NULL,
+    record        BLOB NOT NULL,
+    signature     BLOB NOT NULL,
+    published_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE invites (
+    token_hash    BLOB PRIMARY KEY NOT NULL,
+    user_name     TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL,
+    used_ms       INTEGER
+) WITHOUT ROWID;
+CREATE INDEX invites_by_user ON invites(user_name);
+",
+        postgres: "
+ALTER TABLE messages ADD COLUMN header BYTEA;
+ALTER TABLE bodies ADD COLUMN sealed BYTEA;
+ALTER TABLE sent ADD COLUMN header BYTEA;
+CREATE TABLE key_records (
+    user_name     TEXT PRIMARY KEY,
+    serial        BIGINT NOT NULL,
+    origin        TEXT NOT NULL,
+    record        BYTEA NOT NULL,
+    signature     BYTEA NOT NULL,
+    published_ms  BIGINT NOT NULL
+);
+CREATE TABLE invites (
+    token_hash    BYTEA PRIMARY KEY,
+    user_name     TEXT NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    expires_ms    BIGINT NOT NULL,
+    used_ms       BIGINT
+);
+CREATE INDEX invites_by_user ON invites(user_name);
 ",
     },
 ];

@@ -20,7 +20,9 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::messages::{
+    Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader, SentSummary,
+};
 use forkmail_store::{
     Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, UserKey,
     UserRecord, WriteLock,
@@ -247,6 +249,45 @@ impl Store for Beating<'_> {
 
     fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError> {
         self.heart.around(|| self.store.import(mails))
+    }
+
+    fn send_sealed_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &SealedDraft,
+        now_ms: u64,
+        retention_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        self.heart.around(|| {
+            self.store
+                .send_sealed_once(from, send_id, draft, now_ms, retention_ms, limits)
+        })
+    }
+
+    fn list(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<ListEntry>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.list(user, folder, page_len, page))
+    }
+
+    fn headers(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        ids: &[u64],
+    ) -> Result<Vec<SealedHeader>, StoreError> {
+        self.heart.around(|| self.store.headers(user, folder, ids))
+    }
+
+    fn read_letter(&mut self, user: &str, id: u64) -> Result<Letter, StoreError> {
+        self.heart.around(|| self.store.read_letter(user, id))
     }
 
     fn counts(&mut self) -> Result<Counts, StoreError> {

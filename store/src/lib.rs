@@ -29,7 +29,7 @@
 //!   before its password is tested: however many race, no more are counted than the lock they
 //!   earn allows;
 //! - a send is refused, storing nothing, when it would take a recipient's mailbox (the bytes of
-//!   the title and body of every delivery in it) over the quota, when its sender already sent
+//!   the title and body, or of a sealed mail's ciphertexts, of every delivery in it) over the quota, when its sender already sent
 //!   the maximum in the last minute, or (SQLite) when the database's filesystem is below the
 //!   free-space floor; the quota and rate are checked in the send's own transaction, so
 //!   racing sends cannot exceed them, and a delete gives the space back ([`SendLimits`]);
@@ -39,7 +39,9 @@
 
 use std::ops::ControlFlow;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::messages::{
+    Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader, SentSummary,
+};
 
 pub mod disk;
 mod error;
@@ -48,6 +50,7 @@ pub mod location;
 mod migrations;
 pub mod pgtest;
 pub mod postgres;
+mod row;
 pub mod sqlite;
 
 pub use error::StoreError;
@@ -122,7 +125,19 @@ pub struct Counts {
 pub struct ImportedMail {
     pub from: String,
     pub sent_ms: u64,
+    /// The recipients, and the title and body of a plaintext mail.
     pub draft: Draft,
+    /// A sealed mail's ciphertexts (the benchmark's preload of end-to-end encrypted mail):
+    /// then the draft's title and body are not stored (`''`, as [`Store::send_sealed_once`]
+    /// stores them).
+    pub sealed: Option<SealedContent>,
+}
+
+/// A sealed mail's two ciphertexts, as [`SealedDraft`] carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedContent {
+    pub header: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 /// What [`migrate`] did.
@@ -267,6 +282,43 @@ pub trait Store {
     /// counted). Returns how many were stored.
     fn import(&mut self, mails: &mut dyn Iterator<Item = ImportedMail>) -> Result<u64, StoreError>;
 
+    /// [`Store::send_once`] for a mail sealed end to end: the same checks (recipients, limits,
+    /// at most once per send id), with the ciphertexts stored as they are (`messages.header`,
+    /// `bodies.sealed`, and the header again in the sender's `sent` record) and the title and
+    /// body left `''`. The quota counts the ciphertexts' bytes.
+    fn send_sealed_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &SealedDraft,
+        now_ms: u64,
+        retention_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError>;
+
+    /// Calls `page` with the metadata of the user's `folder` in id order, `page_len` entries
+    /// at a time, as [`Store::inbox`] and [`Store::sent`] do: no ciphertext, and a title only
+    /// for plaintext mail stored before end-to-end encryption.
+    fn list(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<ListEntry>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError>;
+
+    /// The sealed headers of those of `ids` that are in the user's `folder`, in the order
+    /// asked (a repeated id once); ids not in it and plaintext mails are left out.
+    fn headers(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        ids: &[u64],
+    ) -> Result<Vec<SealedHeader>, StoreError>;
+
+    /// One mail of the user's inbox, sealed or plaintext, marked read as [`Store::read`] does.
+    fn read_letter(&mut self, user: &str, id: u64) -> Result<Letter, StoreError>;
+
     /// Row counts.
     fn counts(&mut self) -> Result<Counts, StoreError>;
 
@@ -278,8 +330,8 @@ pub trait Store {
     /// The schema version of the store as it is now.
     fn schema_version(&mut self) -> Result<u32, StoreError>;
 
-    /// The bytes (title and body) of every delivery in the user's inbox, as the quota counts
-    /// them; 0 for an unknown user.
+    /// The bytes (title and body, or the ciphertexts of a sealed mail) of every delivery in
+    /// the user's inbox, as the quota counts them; 0 for an unknown user.
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError>;
 }
 

@@ -81,12 +81,6 @@ impl SendLimits {
     }
 }
 
-/// The size a mail adds to each recipient's mailbox: its title and body in UTF-8 bytes, as
-/// `octet_length(title) + octet_length(body)` counts them in both backends' SQL.
-pub(crate) fn mail_size(title: &str, body: &str) -> u64 {
-    (title.len() + body.len()) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +117,5 @@ mod tests {
         }
         assert!(limits.check_rate("alice", 100_000, None).is_ok());
         assert_eq!(SendLimits::NONE.rate_query(100_000), None);
-        assert_eq!(mail_size("é", "ab"), 4, "bytes, not characters");
     }
 }

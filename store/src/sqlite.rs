@@ -31,14 +31,17 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::messages::{
+    Content, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader,
+    SentSummary,
+};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::disk::{self, Disk};
-use crate::limits::mail_size;
 use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
+use crate::row::MailRow;
 use crate::{
     distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
     StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
@@ -198,6 +201,79 @@ impl SqliteStore {
         };
         check_file(&self.path, self.file)?;
         Ok(tx)
+    }
+
+    /// [`Store::send_once`] and [`Store::send_sealed_once`]: one mail of either kind.
+    fn send_row_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        mail: MailRow<'_>,
+        now_ms: u64,
+        retention_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        let disk = self.disk.clone();
+        let cutoff = now_ms.saturating_sub(retention_ms) as i64;
+        // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
+        // step for every other process. The lookup comes before anything that may refuse
+        // (the disk, the limits) or write (the purge): a repeat of a stored send is answered
+        // with its id even on a full disk, so the client is never told "nothing was sent"
+        // about a mail that was.
+        let tx = self.write_transaction()?;
+        let known: Option<Option<i64>> = tx
+            .prepare_cached(
+                "SELECT message_id FROM send_ids
+                 WHERE sender = ?1 AND send_id = ?2 AND created_ms >= ?3",
+            )
+            .sql()?
+            .query_row(params![from, send_id, cutoff], |r| r.get(0))
+            .optional()
+            .sql()?;
+        if let Some(id) = known {
+            let id = id.ok_or_else(|| {
+                StoreError::Corrupt(format!("send id of {from} without a message"))
+            })?;
+            return Ok(id as u64);
+        }
+        room_for_send(&disk, limits)?;
+        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
+            .sql()?
+            .execute([cutoff])
+            .sql()?;
+        check_send(&tx, from, mail, now_ms, limits)?;
+        let id = insert_mail(&tx, from, mail, now_ms)?;
+        tx.prepare_cached(
+            "INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .sql()?
+        .execute(params![from, send_id, id as i64, now_ms as i64])
+        .sql()?;
+        tx.commit().sql()?;
+        Ok(id)
+    }
+
+    /// Marks `user`'s delivery of `id` read after a read, best effort (see [`Store::read`]).
+    fn mark_read(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
+        let id_sql = to_sql_id(id)?;
+        self.check_file()?;
+        // A transaction of its own (not an autocommit statement) so that the lock watcher hears
+        // of the write lock only once it is held.
+        let marked = self.with_reserve(|store| {
+            let tx = store.write_transaction()?;
+            tx.prepare_cached(
+                "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
+            )
+            .sql()?
+            .execute(params![user, id_sql])
+            .sql()?;
+            tx.commit().sql()
+        });
+        if let Err(err) = marked {
+            // The mail was read: a flag that could not be saved must not withhold it.
+            tracing::warn!("message {id} stays marked unread for its reader: {err}");
+        }
+        Ok(())
     }
 
     /// [`Store::delete`], one attempt: the delivery, the recipient's usage, and the message
@@ -623,12 +699,12 @@ fn mailbox_bytes(conn: &Connection, name: &str) -> Result<Option<u64>, StoreErro
 fn check_send(
     conn: &Connection,
     from: &str,
-    draft: &Draft,
+    mail: MailRow<'_>,
     now_ms: u64,
     limits: &SendLimits,
 ) -> Result<(), StoreError> {
-    let mut used = Vec::with_capacity(draft.to.len());
-    for name in &draft.to {
+    let mut used = Vec::with_capacity(mail.to.len());
+    for name in mail.to {
         match mailbox_bytes(conn, name)? {
             Some(bytes) => used.push(bytes),
             None => return Err(StoreError::UnknownRecipient(name.clone())),
@@ -646,8 +722,8 @@ fn check_send(
             .sql()?;
         limits.check_rate(from, now_ms, filling.map(|ms| ms.max(0) as u64))?;
     }
-    let size = mail_size(&draft.title, &draft.body);
-    for (name, used) in draft.to.iter().zip(used) {
+    let size = mail.size();
+    for (name, used) in mail.to.iter().zip(used) {
         limits.check_quota(name, used, size)?;
     }
     Ok(())
@@ -662,26 +738,28 @@ fn split_recipients(stored: &str) -> Vec<String> {
 fn insert_mail(
     conn: &Connection,
     from: &str,
-    draft: &Draft,
+    mail: MailRow<'_>,
     sent_ms: u64,
 ) -> Result<u64, StoreError> {
-    let size = mail_size(&draft.title, &draft.body) as i64;
+    let size = mail.size() as i64;
     conn.prepare_cached(
-        "INSERT INTO messages (sender, recipients, sent_ms, title, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO messages (sender, recipients, sent_ms, title, size, header)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .sql()?
     .execute(params![
         from,
-        draft.to.join(";"),
+        mail.to.join(";"),
         sent_ms as i64,
-        draft.title,
-        size
+        mail.title,
+        size,
+        mail.header
     ])
     .sql()?;
     let id = conn.last_insert_rowid();
-    conn.prepare_cached("INSERT INTO bodies (message_id, body) VALUES (?1, ?2)")
+    conn.prepare_cached("INSERT INTO bodies (message_id, body, sealed) VALUES (?1, ?2, ?3)")
         .sql()?
-        .execute(params![id, draft.body])
+        .execute(params![id, mail.body, mail.sealed])
         .sql()?;
     let mut deliver = conn
         .prepare_cached("INSERT INTO deliveries (recipient, message_id) VALUES (?1, ?2)")
@@ -689,13 +767,13 @@ fn insert_mail(
     let mut count = conn
         .prepare_cached("UPDATE users SET mailbox_bytes = mailbox_bytes + ?2 WHERE name = ?1")
         .sql()?;
-    for name in &draft.to {
+    for name in mail.to {
         deliver.execute(params![name, id]).sql()?;
         count.execute(params![name, size]).sql()?;
     }
     conn.prepare_cached(
-        "INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
-         SELECT id, sender, recipients, sent_ms, title FROM messages WHERE id = ?1",
+        "INSERT INTO sent (message_id, sender, recipients, sent_ms, title, header)
+         SELECT id, sender, recipients, sent_ms, title, header FROM messages WHERE id = ?1",
     )
     .sql()?
     .execute([id])
@@ -795,8 +873,8 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         room_for_send(&self.disk, limits)?;
         let tx = self.write_transaction()?;
-        check_send(&tx, from, draft, now_ms, limits)?;
-        let id = insert_mail(&tx, from, draft, now_ms)?;
+        check_send(&tx, from, MailRow::plain(draft), now_ms, limits)?;
+        let id = insert_mail(&tx, from, MailRow::plain(draft), now_ms)?;
         tx.commit().sql()?;
         Ok(id)
     }
@@ -810,44 +888,33 @@ impl Store for SqliteStore {
         retention_ms: u64,
         limits: &SendLimits,
     ) -> Result<u64, StoreError> {
-        let disk = self.disk.clone();
-        let cutoff = now_ms.saturating_sub(retention_ms) as i64;
-        // BEGIN IMMEDIATE takes the write lock first, so the lookup and the insert are one
-        // step for every other process. The lookup comes before anything that may refuse
-        // (the disk, the limits) or write (the purge): a repeat of a stored send is answered
-        // with its id even on a full disk, so the client is never told "nothing was sent"
-        // about a mail that was.
-        let tx = self.write_transaction()?;
-        let known: Option<Option<i64>> = tx
-            .prepare_cached(
-                "SELECT message_id FROM send_ids
-                 WHERE sender = ?1 AND send_id = ?2 AND created_ms >= ?3",
-            )
-            .sql()?
-            .query_row(params![from, send_id, cutoff], |r| r.get(0))
-            .optional()
-            .sql()?;
-        if let Some(id) = known {
-            let id = id.ok_or_else(|| {
-                StoreError::Corrupt(format!("send id of {from} without a message"))
-            })?;
-            return Ok(id as u64);
-        }
-        room_for_send(&disk, limits)?;
-        tx.prepare_cached("DELETE FROM send_ids WHERE created_ms < ?1")
-            .sql()?
-            .execute([cutoff])
-            .sql()?;
-        check_send(&tx, from, draft, now_ms, limits)?;
-        let id = insert_mail(&tx, from, draft, now_ms)?;
-        tx.prepare_cached(
-            "INSERT INTO send_ids (sender, send_id, message_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        self.send_row_once(
+            from,
+            send_id,
+            MailRow::plain(draft),
+            now_ms,
+            retention_ms,
+            limits,
         )
-        .sql()?
-        .execute(params![from, send_id, id as i64, now_ms as i64])
-        .sql()?;
-        tx.commit().sql()?;
-        Ok(id)
+    }
+
+    fn send_sealed_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &SealedDraft,
+        now_ms: u64,
+        retention_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        self.send_row_once(
+            from,
+            send_id,
+            MailRow::sealed(draft),
+            now_ms,
+            retention_ms,
+            limits,
+        )
     }
 
     fn inbox(
@@ -943,24 +1010,133 @@ impl Store for SqliteStore {
             .optional()
             .sql()?
             .ok_or(StoreError::NotFound(id))?;
-        self.check_file()?;
-        // A transaction of its own (not an autocommit statement) so that the lock watcher hears
-        // of the write lock only once it is held.
-        let marked = self.with_reserve(|store| {
-            let tx = store.write_transaction()?;
-            tx.prepare_cached(
-                "UPDATE deliveries SET read = 1 WHERE recipient = ?1 AND message_id = ?2 AND read = 0",
+        self.mark_read(user, id)?;
+        Ok(mail)
+    }
+
+    fn list(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<ListEntry>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let page_len = page_len.max(1);
+        let sql = match folder {
+            Folder::Inbox => {
+                "SELECT d.message_id, m.sender, '', m.sent_ms, d.read, m.size, m.title,
+                        m.header IS NULL
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.recipient = ?1 ORDER BY d.message_id"
+            }
+            Folder::Sent => {
+                "SELECT s.message_id, s.sender, s.recipients, s.sent_ms, 1,
+                        coalesce(m.size, octet_length(s.title) + coalesce(octet_length(s.header), 0)),
+                        s.title, s.header IS NULL
+                 FROM sent s LEFT JOIN messages m ON m.id = s.message_id
+                 WHERE s.sender = ?1 ORDER BY s.message_id"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).sql()?;
+        let mut rows = stmt.query([user]).sql()?;
+        let mut entries = Vec::with_capacity(page_len.min(64));
+        while let Some(row) = rows.next().sql()? {
+            let to: String = row.get(2).sql()?;
+            let plain: bool = row.get(7).sql()?;
+            entries.push(ListEntry {
+                id: row.get::<_, i64>(0).sql()? as u64,
+                from: row.get(1).sql()?,
+                to: if to.is_empty() {
+                    Vec::new()
+                } else {
+                    split_recipients(&to)
+                },
+                date_ms: row.get::<_, i64>(3).sql()? as u64,
+                read: row.get(4).sql()?,
+                size: row.get::<_, i64>(5).sql()?.max(0) as u64,
+                title: if plain { Some(row.get(6).sql()?) } else { None },
+            });
+            if entries.len() == page_len && page(std::mem::take(&mut entries), true).is_break() {
+                return Ok(());
+            }
+        }
+        let _ = page(entries, false);
+        Ok(())
+    }
+
+    fn headers(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        ids: &[u64],
+    ) -> Result<Vec<SealedHeader>, StoreError> {
+        let sql = match folder {
+            Folder::Inbox => {
+                "SELECT m.header FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.recipient = ?1 AND d.message_id = ?2 AND m.header IS NOT NULL"
+            }
+            Folder::Sent => {
+                "SELECT header FROM sent
+                 WHERE sender = ?1 AND message_id = ?2 AND header IS NOT NULL"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).sql()?;
+        let mut found = Vec::new();
+        for id in distinct(ids) {
+            let Ok(id_sql) = i64::try_from(id) else {
+                continue;
+            };
+            let header: Option<Vec<u8>> = stmt
+                .query_row(params![user, id_sql], |r| r.get(0))
+                .optional()
+                .sql()?;
+            if let Some(header) = header {
+                found.push(SealedHeader { id, header });
+            }
+        }
+        Ok(found)
+    }
+
+    fn read_letter(&mut self, user: &str, id: u64) -> Result<Letter, StoreError> {
+        let id_sql = to_sql_id(id)?;
+        let letter = self
+            .conn
+            .prepare_cached(
+                "SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, m.header, b.sealed
+                 FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 JOIN bodies b ON b.message_id = d.message_id
+                 WHERE d.recipient = ?1 AND d.message_id = ?2",
             )
             .sql()?
-            .execute(params![user, id_sql])
-            .sql()?;
-            tx.commit().sql()
-        });
-        if let Err(err) = marked {
-            // The mail was read: a flag that could not be saved must not withhold it.
-            tracing::warn!("message {id} stays marked unread for its reader: {err}");
-        }
-        Ok(mail)
+            .query_row(params![user, id_sql], |r| {
+                let header: Option<Vec<u8>> = r.get(5)?;
+                let sealed: Option<Vec<u8>> = r.get(6)?;
+                Ok(Letter {
+                    id,
+                    from: r.get(0)?,
+                    to: split_recipients(&r.get::<_, String>(1)?),
+                    date_ms: r.get::<_, i64>(2)? as u64,
+                    content: match (header, sealed) {
+                        (Some(header), Some(body)) => Content::Sealed { header, body },
+                        // A header without a body (or the reverse) cannot be opened; the
+                        // reader shows it as not decryptable.
+                        (Some(header), None) => Content::Sealed {
+                            header,
+                            body: Vec::new(),
+                        },
+                        (None, _) => Content::Plain {
+                            title: r.get(3)?,
+                            body: r.get(4)?,
+                        },
+                    },
+                })
+            })
+            .optional()
+            .sql()?
+            .ok_or(StoreError::NotFound(id))?;
+        self.mark_read(user, id)?;
+        Ok(letter)
     }
 
     fn delete(&mut self, user: &str, id: u64) -> Result<(), StoreError> {
@@ -1035,7 +1211,7 @@ impl Store for SqliteStore {
                     known.push(name.clone());
                 }
             }
-            insert_mail(&tx, &mail.from, &mail.draft, mail.sent_ms)?;
+            insert_mail(&tx, &mail.from, MailRow::imported(&mail), mail.sent_ms)?;
             stored += 1;
         }
         tx.commit().sql()?;

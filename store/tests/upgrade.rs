@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use forkmail_protocol::messages::{Draft, MailSummary};
+use forkmail_protocol::messages::{Content, Draft, Folder, MailSummary, SealedDraft};
 use forkmail_store::{
     Migrated, SendLimits, Store, StoreError, StoreLocation, CURRENT_VERSION, MIGRATIONS,
 };
@@ -246,5 +246,41 @@ fn upgrading_a_version_4_store_counts_every_mailbox() {
         8,
         "a delete gives the space back"
     );
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn mail_from_010_reads_as_plaintext_beside_sealed_mail_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let letter = store.read_letter("bob", 2).unwrap();
+    assert_eq!(
+        letter.content,
+        Content::Plain {
+            title: "To both of you".into(),
+            body: "Line one\nLine two with ünïcödé ✉\n".into()
+        }
+    );
+    let sealed = SealedDraft {
+        to: vec!["alice".into()],
+        header: vec![1; 100],
+        body: vec![2; 300],
+    };
+    let id = store
+        .send_sealed_once("bob", &[9; 16], &sealed, 1, 1000, &SendLimits::NONE)
+        .unwrap();
+    assert_eq!(id, 6, "ids go on after the fixture's");
+    let mut listed = Vec::new();
+    store
+        .list("alice", Folder::Inbox, 100, &mut |entries, _| {
+            listed.extend(entries);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let titles: Vec<(u64, Option<&str>)> =
+        listed.iter().map(|e| (e.id, e.title.as_deref())).collect();
+    assert_eq!(titles, [(3, Some("Re: plans")), (6, None)]);
     store.check_integrity().unwrap();
 }

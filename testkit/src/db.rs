@@ -143,6 +143,7 @@ pub fn preload_mail(
                 title,
                 body,
             },
+            sealed: None,
         }
     });
     store.import(&mut mails).map_err(failed("preloading"))?;

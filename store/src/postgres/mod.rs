@@ -26,13 +26,16 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::messages::{
+    Content, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader,
+    SentSummary,
+};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
-use crate::limits::mail_size;
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
+use crate::row::MailRow;
 use crate::{
     distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
     StoreError, StoredPassword, UserKey, UserRecord,
@@ -223,6 +226,41 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// [`Store::send_once`] and [`Store::send_sealed_once`]: claims the send id first, then
+    /// stores one mail of either kind.
+    fn send_row_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        mail: MailRow<'_>,
+        now_ms: u64,
+        retention_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_SEND_IDS)?;
+            tx.execute(&purge, &[&(now_ms.saturating_sub(retention_ms) as i64)])?;
+            let claim = conn.statements.get(&mut tx, queries::CLAIM_SEND_ID)?;
+            if tx.execute(&claim, &[&from, &send_id, &(now_ms as i64)])? == 0 {
+                // Another transaction stored this send and committed: answer with its id.
+                let known = conn.statements.get(&mut tx, queries::KNOWN_SEND_ID)?;
+                let id: Option<i64> = tx.query_one(&known, &[&from, &send_id])?.try_get(0)?;
+                let id = id.ok_or_else(|| {
+                    StoreError::Corrupt(format!("send id of {from} without a message"))
+                })?;
+                return Ok(id as u64);
+            }
+            let id = store_mail(&mut conn.statements, &mut tx, from, mail, now_ms, limits)?;
+            let record = conn.statements.get(&mut tx, queries::RECORD_SEND_ID)?;
+            tx.execute(&record, &[&from, &send_id, &id])?;
+            tx.commit().map_err(Fail::Unsure)?;
+            Ok(id as u64)
+        })
+    }
+}
+
 fn to_sql_id(id: u64) -> Result<i64, Fail> {
     i64::try_from(id).map_err(|_| Fail::Store(StoreError::NotFound(id)))
 }
@@ -248,18 +286,18 @@ fn store_mail(
     statements: &mut Statements,
     tx: &mut ::postgres::Transaction<'_>,
     from: &str,
-    draft: &Draft,
+    mail: MailRow<'_>,
     now_ms: u64,
     limits: &SendLimits,
 ) -> Result<i64, Fail> {
-    let mut names = draft.to.clone();
+    let mut names = mail.to.to_vec();
     names.push(from.to_owned());
     let lock = statements.get(tx, queries::LOCK_USERS)?;
     let mut used = std::collections::HashMap::new();
     for row in tx.query(&lock, &[&names])? {
         used.insert(row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?);
     }
-    if let Some(name) = draft.to.iter().find(|name| !used.contains_key(*name)) {
+    if let Some(name) = mail.to.iter().find(|name| !used.contains_key(*name)) {
         return Err(StoreError::UnknownRecipient(name.clone()).into());
     }
     if let Some((after_ms, offset)) = limits.rate_query(now_ms) {
@@ -270,8 +308,8 @@ fn store_mail(
         };
         limits.check_rate(from, now_ms, filling.map(|ms| ms.max(0) as u64))?;
     }
-    let size = mail_size(&draft.title, &draft.body);
-    for name in &draft.to {
+    let size = mail.size();
+    for name in mail.to {
         limits.check_quota(name, used[name].max(0) as u64, size)?;
     }
     let statement = statements.get(tx, queries::SEND)?;
@@ -279,12 +317,14 @@ fn store_mail(
         &statement,
         &[
             &from,
-            &draft.to.join(";"),
+            &mail.to.join(";"),
             &(now_ms as i64),
-            &draft.title,
-            &draft.body,
-            &draft.to,
+            &mail.title,
+            &mail.body,
+            &mail.to,
             &(size as i64),
+            &mail.header,
+            &mail.sealed,
         ],
     )?;
     Ok(row.try_get(0)?)
@@ -367,7 +407,8 @@ impl Store for PgStore {
     ) -> Result<u64, StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
-            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms, limits)?;
+            let mail = MailRow::plain(draft);
+            let id = store_mail(&mut conn.statements, &mut tx, from, mail, now_ms, limits)?;
             tx.commit().map_err(Fail::Unsure)?;
             Ok(id as u64)
         })
@@ -382,25 +423,132 @@ impl Store for PgStore {
         retention_ms: u64,
         limits: &SendLimits,
     ) -> Result<u64, StoreError> {
-        self.run(|conn| {
-            let mut tx = conn.client.transaction()?;
-            let purge = conn.statements.get(&mut tx, queries::PURGE_SEND_IDS)?;
-            tx.execute(&purge, &[&(now_ms.saturating_sub(retention_ms) as i64)])?;
-            let claim = conn.statements.get(&mut tx, queries::CLAIM_SEND_ID)?;
-            if tx.execute(&claim, &[&from, &send_id, &(now_ms as i64)])? == 0 {
-                // Another transaction stored this send and committed: answer with its id.
-                let known = conn.statements.get(&mut tx, queries::KNOWN_SEND_ID)?;
-                let id: Option<i64> = tx.query_one(&known, &[&from, &send_id])?.try_get(0)?;
-                let id = id.ok_or_else(|| {
-                    StoreError::Corrupt(format!("send id of {from} without a message"))
-                })?;
-                return Ok(id as u64);
+        let mail = MailRow::plain(draft);
+        self.send_row_once(from, send_id, mail, now_ms, retention_ms, limits)
+    }
+
+    fn send_sealed_once(
+        &mut self,
+        from: &str,
+        send_id: &[u8],
+        draft: &SealedDraft,
+        now_ms: u64,
+        retention_ms: u64,
+        limits: &SendLimits,
+    ) -> Result<u64, StoreError> {
+        let mail = MailRow::sealed(draft);
+        self.send_row_once(from, send_id, mail, now_ms, retention_ms, limits)
+    }
+
+    fn list(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        page_len: usize,
+        page: &mut dyn FnMut(Vec<ListEntry>, bool) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let sql = match folder {
+            Folder::Inbox => queries::LIST_INBOX_PAGE,
+            Folder::Sent => queries::LIST_SENT_PAGE,
+        };
+        self.keyset_pages(
+            sql,
+            user,
+            page_len,
+            page,
+            |row| {
+                let to: &str = row.try_get(2)?;
+                let plain: bool = row.try_get(7)?;
+                Ok(ListEntry {
+                    id: row.try_get::<_, i64>(0)? as u64,
+                    from: row.try_get(1)?,
+                    to: if to.is_empty() {
+                        Vec::new()
+                    } else {
+                        to.split(';').map(str::to_owned).collect()
+                    },
+                    date_ms: row.try_get::<_, i64>(3)? as u64,
+                    read: row.try_get(4)?,
+                    size: row.try_get::<_, i64>(5)?.max(0) as u64,
+                    title: if plain { Some(row.try_get(6)?) } else { None },
+                })
+            },
+            |e| e.id,
+        )
+    }
+
+    fn headers(
+        &mut self,
+        user: &str,
+        folder: Folder,
+        ids: &[u64],
+    ) -> Result<Vec<SealedHeader>, StoreError> {
+        let asked = distinct(ids);
+        let ids_sql: Vec<i64> = asked
+            .iter()
+            .filter_map(|&id| i64::try_from(id).ok())
+            .collect();
+        let sql = match folder {
+            Folder::Inbox => queries::INBOX_HEADERS,
+            Folder::Sent => queries::SENT_HEADERS,
+        };
+        let mut found = self.run(|conn| {
+            let statement = conn.statements.get(&mut conn.client, sql)?;
+            let mut found = std::collections::HashMap::new();
+            for row in conn.client.query(&statement, &[&user, &ids_sql])? {
+                found.insert(row.try_get::<_, i64>(0)? as u64, row.try_get(1)?);
             }
-            let id = store_mail(&mut conn.statements, &mut tx, from, draft, now_ms, limits)?;
-            let record = conn.statements.get(&mut tx, queries::RECORD_SEND_ID)?;
-            tx.execute(&record, &[&from, &send_id, &id])?;
-            tx.commit().map_err(Fail::Unsure)?;
-            Ok(id as u64)
+            Ok(found)
+        })?;
+        Ok(asked
+            .into_iter()
+            .filter_map(|id| found.remove(&id).map(|header| SealedHeader { id, header }))
+            .collect())
+    }
+
+    /// One statement that marks the delivery read and returns the mail, as [`Store::read`].
+    fn read_letter(&mut self, user: &str, id: u64) -> Result<Letter, StoreError> {
+        self.run(|conn| {
+            let id_sql = to_sql_id(id)?;
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::READ_LETTER)?;
+            let row = match conn.client.query_opt(&statement, &[&user, &id_sql]) {
+                Err(err) if classify(&err) == Class::Full => {
+                    tracing::warn!(
+                        "message {id} stays marked unread for its reader: {}",
+                        connection::reason(&err)
+                    );
+                    let statement = conn
+                        .statements
+                        .get(&mut conn.client, queries::READ_LETTER_ONLY)?;
+                    conn.client.query_opt(&statement, &[&user, &id_sql])?
+                }
+                other => other?,
+            }
+            .ok_or(Fail::Store(StoreError::NotFound(id)))?;
+            let header: Option<Vec<u8>> = row.try_get(5)?;
+            let sealed: Option<Vec<u8>> = row.try_get(6)?;
+            Ok(Letter {
+                id,
+                from: row.try_get(0)?,
+                to: row
+                    .try_get::<_, &str>(1)?
+                    .split(';')
+                    .map(str::to_owned)
+                    .collect(),
+                date_ms: row.try_get::<_, i64>(2)? as u64,
+                content: match header {
+                    Some(header) => Content::Sealed {
+                        header,
+                        body: sealed.unwrap_or_default(),
+                    },
+                    None => Content::Plain {
+                        title: row.try_get(3)?,
+                        body: row.try_get(4)?,
+                    },
+                },
+            })
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::connection::Conn;
 use super::{first_unknown, Fail};
-use crate::limits::mail_size;
+use crate::row::MailRow;
 use crate::{ImportedMail, StoreError};
 
 /// The first name in `$1` that is no user, in the array's order.
@@ -39,22 +39,69 @@ pub(super) const USER_KEYS: &str = "SELECT name, public_key FROM users ORDER BY 
 
 /// The message, its body, one delivery per recipient, the sender's record and the
 /// recipients' usage in one statement (one round trip); the foreign keys are checked at its
-/// end, when all the rows exist.
+/// end, when all the rows exist. `$8` and `$9` are a sealed mail's header and body
+/// ciphertexts, NULL for a plaintext mail.
 pub(super) const SEND: &str = "
 WITH m AS (
-    INSERT INTO messages (sender, recipients, sent_ms, title, size)
-    VALUES ($1::text, $2::text, $3::bigint, $4::text, $7::bigint) RETURNING id
+    INSERT INTO messages (sender, recipients, sent_ms, title, size, header)
+    VALUES ($1::text, $2::text, $3::bigint, $4::text, $7::bigint, $8::bytea) RETURNING id
 ), u AS (
     UPDATE users SET mailbox_bytes = mailbox_bytes + $7::bigint WHERE name = ANY($6::text[])
 ), b AS (
-    INSERT INTO bodies (message_id, body) SELECT id, $5::text FROM m
+    INSERT INTO bodies (message_id, body, sealed) SELECT id, $5::text, $9::bytea FROM m
 ), d AS (
     INSERT INTO deliveries (recipient, message_id) SELECT r, m.id FROM m, unnest($6::text[]) AS r
 ), s AS (
-    INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
-    SELECT id, $1::text, $2::text, $3::bigint, $4::text FROM m
+    INSERT INTO sent (message_id, sender, recipients, sent_ms, title, header)
+    SELECT id, $1::text, $2::text, $3::bigint, $4::text, $8::bytea FROM m
 )
 SELECT id FROM m";
+
+/// One page of an inbox's metadata ([`crate::Store::list`]), after id `$2`.
+pub(super) const LIST_INBOX_PAGE: &str = "
+SELECT d.message_id, m.sender, ''::text, m.sent_ms, d.read, m.size, m.title, m.header IS NULL
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.recipient = $1 AND d.message_id > $2
+ORDER BY d.message_id LIMIT $3";
+
+/// One page of a sender's records' metadata, after id `$2`; the size of a message every
+/// recipient deleted is that of its record.
+pub(super) const LIST_SENT_PAGE: &str = "
+SELECT s.message_id, s.sender, s.recipients, s.sent_ms, TRUE,
+       coalesce(m.size, octet_length(s.title) + coalesce(octet_length(s.header), 0))::bigint,
+       s.title, s.header IS NULL
+FROM sent s LEFT JOIN messages m ON m.id = s.message_id
+WHERE s.sender = $1 AND s.message_id > $2
+ORDER BY s.message_id LIMIT $3";
+
+/// The sealed headers of the ids in `$2` that are in `$1`'s inbox.
+pub(super) const INBOX_HEADERS: &str = "
+SELECT m.id, m.header FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.recipient = $1 AND d.message_id = ANY($2::bigint[]) AND m.header IS NOT NULL";
+
+/// The sealed headers of the ids in `$2` that `$1` sent.
+pub(super) const SENT_HEADERS: &str = "
+SELECT message_id, header FROM sent
+WHERE sender = $1 AND message_id = ANY($2::bigint[]) AND header IS NOT NULL";
+
+/// [`READ`] with the ciphertexts.
+pub(super) const READ_LETTER: &str = "
+WITH mark AS (
+    UPDATE deliveries SET read = TRUE WHERE recipient = $1 AND message_id = $2 AND NOT read
+)
+SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, m.header, b.sealed
+FROM deliveries d
+JOIN messages m ON m.id = d.message_id
+JOIN bodies b ON b.message_id = d.message_id
+WHERE d.recipient = $1 AND d.message_id = $2";
+
+/// [`READ_LETTER`] without the mark, for when marking failed (a full disk).
+pub(super) const READ_LETTER_ONLY: &str = "
+SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, m.header, b.sealed
+FROM deliveries d
+JOIN messages m ON m.id = d.message_id
+JOIN bodies b ON b.message_id = d.message_id
+WHERE d.recipient = $1 AND d.message_id = $2";
 
 /// One page of an inbox, after id `$2`: a range of the deliveries primary key.
 pub(super) const INBOX_PAGE: &str = "
@@ -168,8 +215,9 @@ const IMPORT_IDS: &str =
     "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)";
 
 const IMPORT_MESSAGES: &str = "
-INSERT INTO messages (id, sender, recipients, sent_ms, title, size) OVERRIDING SYSTEM VALUE
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])";
+INSERT INTO messages (id, sender, recipients, sent_ms, title, size, header) OVERRIDING SYSTEM VALUE
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
+                     $7::bytea[])";
 
 /// Adds each delivery's size (`$2`) to its recipient's (`$1`) usage.
 const IMPORT_USAGE: &str = "
@@ -178,14 +226,15 @@ FROM (SELECT r, sum(s) AS bytes FROM unnest($1::text[], $2::bigint[]) AS t(r, s)
 WHERE u.name = x.r";
 
 const IMPORT_BODIES: &str = "
-INSERT INTO bodies (message_id, body) SELECT * FROM unnest($1::bigint[], $2::text[])";
+INSERT INTO bodies (message_id, body, sealed)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])";
 
 const IMPORT_DELIVERIES: &str = "
 INSERT INTO deliveries (recipient, message_id) SELECT * FROM unnest($1::text[], $2::bigint[])";
 
 const IMPORT_SENT: &str = "
-INSERT INTO sent (message_id, sender, recipients, sent_ms, title)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[])";
+INSERT INTO sent (message_id, sender, recipients, sent_ms, title, header)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[])";
 
 /// Stores every mail in one transaction, [`IMPORT_CHUNK`] at a time, checking each recipient
 /// once; the first unknown one (in the mails' order) fails the whole import.
@@ -221,12 +270,12 @@ pub(super) fn import(
         let senders: Vec<&str> = chunk.iter().map(|m| m.from.as_str()).collect();
         let recipients: Vec<String> = chunk.iter().map(|m| m.draft.to.join(";")).collect();
         let sent: Vec<i64> = chunk.iter().map(|m| m.sent_ms as i64).collect();
-        let titles: Vec<&str> = chunk.iter().map(|m| m.draft.title.as_str()).collect();
-        let bodies: Vec<&str> = chunk.iter().map(|m| m.draft.body.as_str()).collect();
-        let sizes: Vec<i64> = chunk
-            .iter()
-            .map(|m| mail_size(&m.draft.title, &m.draft.body) as i64)
-            .collect();
+        let rows: Vec<MailRow<'_>> = chunk.iter().map(MailRow::imported).collect();
+        let titles: Vec<&str> = rows.iter().map(|m| m.title).collect();
+        let bodies: Vec<&str> = rows.iter().map(|m| m.body).collect();
+        let headers: Vec<Option<&[u8]>> = rows.iter().map(|m| m.header).collect();
+        let sealed: Vec<Option<&[u8]>> = rows.iter().map(|m| m.sealed).collect();
+        let sizes: Vec<i64> = rows.iter().map(|m| m.size() as i64).collect();
         let (to, to_ids): (Vec<&str>, Vec<i64>) = chunk
             .iter()
             .zip(&ids)
@@ -240,16 +289,27 @@ pub(super) fn import(
         let insert = statements.get(&mut tx, IMPORT_MESSAGES)?;
         tx.execute(
             &insert,
-            &[&ids, &senders, &recipients, &sent, &titles, &sizes],
+            &[
+                &ids,
+                &senders,
+                &recipients,
+                &sent,
+                &titles,
+                &sizes,
+                &headers,
+            ],
         )?;
         let usage = statements.get(&mut tx, IMPORT_USAGE)?;
         tx.execute(&usage, &[&to, &to_sizes])?;
         let insert = statements.get(&mut tx, IMPORT_BODIES)?;
-        tx.execute(&insert, &[&ids, &bodies])?;
+        tx.execute(&insert, &[&ids, &bodies, &sealed])?;
         let insert = statements.get(&mut tx, IMPORT_DELIVERIES)?;
         tx.execute(&insert, &[&to, &to_ids])?;
         let insert = statements.get(&mut tx, IMPORT_SENT)?;
-        tx.execute(&insert, &[&ids, &senders, &recipients, &sent, &titles])?;
+        tx.execute(
+            &insert,
+            &[&ids, &senders, &recipients, &sent, &titles, &headers],
+        )?;
         stored += chunk.len() as u64;
     }
     tx.commit().map_err(Fail::Unsure)?;

@@ -16,6 +16,9 @@ use forkmail_store::{
     StoredPassword, UserKey, UserRecord, CURRENT_VERSION,
 };
 
+mod sealed;
+pub use sealed::*;
+
 /// Invokes `$m! { name, ... }` with every behaviour below: the one list both backends use.
 macro_rules! for_each_behaviour {
     ($m:ident) => {
@@ -58,6 +61,11 @@ macro_rules! for_each_behaviour {
             racing_sends_at_the_rate_edge_store_no_more_than_it_allows,
             delete_many_is_all_or_nothing_and_names_every_missing_id,
             mark_unread_is_per_reader_and_all_or_nothing,
+            a_sealed_send_stores_the_ciphertexts_as_given_and_counts_them,
+            list_gives_metadata_without_titles_and_pages,
+            headers_come_only_from_the_users_own_folder,
+            read_letter_marks_read_and_gives_plaintext_mail_as_it_was,
+            sealed_mail_imports_as_a_sealed_send_stores_it,
         }
     };
 }
@@ -661,6 +669,7 @@ pub fn import_is_all_or_nothing(b: &dyn Backend) {
         from: "carol".into(),
         sent_ms: 100 + i as u64,
         draft: draft(to, &format!("imported {i}")),
+        sealed: None,
     };
     let mut bad = (0..3).map(|i| {
         if i == 2 {

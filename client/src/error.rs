@@ -140,6 +140,15 @@ pub enum ClientError {
     #[error("{what} needs a server of protocol version 2; this one speaks version 1 (forkmail 0.1.0): upgrade the server")]
     ServerTooOld { what: &'static str },
 
+    /// A mail could not be sealed (signed and encrypted) on this client; nothing was sent.
+    #[error("cannot seal the mail: {0}; nothing was sent")]
+    Seal(String),
+
+    /// The server speaks a protocol older than end-to-end encryption: it could only store
+    /// plaintext, so nothing is sent to it (old mail may still be listed, read and deleted).
+    #[error("this server speaks protocol {version} and cannot store end-to-end encrypted mail; upgrade it; nothing was sent")]
+    ServerCannotSeal { version: u16 },
+
     /// The server closed the connection, without a word, on a request added after it was
     /// built: a server that cannot decode a request ends the session (PROTOCOL.md §6).
     #[error(
@@ -159,6 +168,8 @@ impl ClientError {
         match self {
             ClientError::Server { .. }
             | ClientError::Limit(_)
+            | ClientError::Seal(_)
+            | ClientError::ServerCannotSeal { .. }
             | ClientError::ServerTooOld { .. } => false,
             ClientError::NotSent(cause) | ClientError::MaybeSentOldServer(cause) => {
                 cause.ends_session()

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod display;
 pub mod draft;
+pub mod e2e;
 pub mod editor;
 pub mod error;
 pub mod escape;

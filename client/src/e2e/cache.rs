@@ -1,0 +1,433 @@
+//! The local cache of verified mail headers, `PROFILE/cache/headers.bin`: what lets a listing
+//! of thousands of sealed mails skip fetching and decrypting the headers it has seen before.
+//!
+//! What it may be trusted for: the title (and the sender it was verified with) of a header
+//! this client decrypted and verified itself. Nothing else: reading a mail always fetches,
+//! decrypts and verifies it again; a cached title is used only when the server still lists
+//! the mail under the same sender; only verified headers are ever stored.
+//!
+//! The file is private (0600, in a 0700 directory), bound to one server key and one user (a
+//! profile pointed at another server or user starts afresh), written whole to a temporary file
+//! and renamed over the old one (a crash leaves the old cache or the new, never half of one),
+//! and ends with a SHA-256 of everything before it. A file that is damaged, foreign, of
+//! another format or readable by others is discarded with a note on stderr: the listing then
+//! simply fetches every header again.
+//!
+//! Format (all integers little-endian): `MAGIC`, then the server fingerprint and the user name
+//! (each a u16 length and UTF-8 bytes), then a u32 count of records, each `folder: u8` (0 inbox,
+//! 1 sent), `id: u64`, `from` and `title` (u16 length and UTF-8 bytes), then 32 bytes of
+//! SHA-256 over all the bytes before them. Read and written through buffers, never held whole.
+
+use std::collections::HashMap;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use forkmail_protocol::messages::Folder;
+use ring::digest::{Context, SHA256};
+
+/// First bytes of a cache file; a new format gets a new number.
+const MAGIC: &[u8] = b"forkmail header cache 1\n";
+
+/// The cache's place in a profile directory.
+pub fn cache_path(profile: &Path) -> PathBuf {
+    profile.join("cache").join("headers.bin")
+}
+
+/// One cached, verified header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cached {
+    from: Box<str>,
+    title: Box<str>,
+}
+
+/// The verified headers of one user on one server.
+#[derive(Debug)]
+pub struct HeaderCache {
+    path: PathBuf,
+    server: String,
+    user: String,
+    inbox: HashMap<u64, Cached>,
+    sent: HashMap<u64, Cached>,
+    /// Whether anything changed since loading: only then is the file written.
+    dirty: bool,
+}
+
+impl HeaderCache {
+    /// An empty cache that will be written to `path`.
+    pub fn empty(path: PathBuf, server: &str, user: &str) -> Self {
+        HeaderCache {
+            path,
+            server: server.to_owned(),
+            user: user.to_owned(),
+            inbox: HashMap::new(),
+            sent: HashMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// Loads the cache at `path` for `server` (its key fingerprint) and `user`; a missing file
+    /// is an empty cache, and one that cannot be used is discarded, `note` saying why.
+    pub fn load(path: PathBuf, server: &str, user: &str, note: &dyn Fn(&str)) -> Self {
+        let mut cache = Self::empty(path, server, user);
+        match cache.read() {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                note(&format!(
+                    "the header cache {} cannot be used ({err}); it is discarded and the headers \
+                     are fetched again",
+                    cache.path.display()
+                ));
+                cache.inbox.clear();
+                cache.sent.clear();
+                // Written afresh at the next save.
+                cache.dirty = true;
+            }
+        }
+        cache
+    }
+
+    /// The cached title of `id` in `folder`, if it was verified as sent by `from`.
+    pub fn title(&self, folder: Folder, id: u64, from: &str) -> Option<&str> {
+        self.folder(folder)
+            .get(&id)
+            .filter(|c| &*c.from == from)
+            .map(|c| &*c.title)
+    }
+
+    /// Remembers a header this client has verified.
+    pub fn insert(&mut self, folder: Folder, id: u64, from: &str, title: &str) {
+        let entry = Cached {
+            from: from.into(),
+            title: title.into(),
+        };
+        let previous = self.folder_mut(folder).insert(id, entry.clone());
+        if previous.as_ref() != Some(&entry) {
+            self.dirty = true;
+        }
+    }
+
+    /// After a complete listing of `folder`: forgets the mails no longer in it.
+    pub fn retain(&mut self, folder: Folder, listed: &std::collections::HashSet<u64>) {
+        let map = self.folder_mut(folder);
+        let before = map.len();
+        map.retain(|id, _| listed.contains(id));
+        if map.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inbox.len() + self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the cache if it changed: to a temporary file beside it (0600), then renamed over
+    /// the old one. The directory is made 0700 if missing.
+    pub fn save(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let dir = self
+            .path
+            .parent()
+            .ok_or_else(|| io::Error::other("the cache path has no directory"))?;
+        match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        let tmp = dir.join(format!(".headers.bin.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let written = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut out = Hashing::new(BufWriter::new(file));
+            out.write_all(MAGIC)?;
+            write_str(&mut out, &self.server)?;
+            write_str(&mut out, &self.user)?;
+            let count = u32::try_from(self.len()).map_err(|_| io::Error::other("too many"))?;
+            out.write_all(&count.to_le_bytes())?;
+            for (tag, map) in [(0u8, &self.inbox), (1u8, &self.sent)] {
+                for (id, c) in map {
+                    out.write_all(&[tag])?;
+                    out.write_all(&id.to_le_bytes())?;
+                    write_str(&mut out, &c.from)?;
+                    write_str(&mut out, &c.title)?;
+                }
+            }
+            let (mut inner, digest) = out.finish();
+            inner.write_all(&digest)?;
+            let file = inner.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn folder(&self, folder: Folder) -> &HashMap<u64, Cached> {
+        match folder {
+            Folder::Inbox => &self.inbox,
+            Folder::Sent => &self.sent,
+        }
+    }
+
+    fn folder_mut(&mut self, folder: Folder) -> &mut HashMap<u64, Cached> {
+        match folder {
+            Folder::Inbox => &mut self.inbox,
+            Folder::Sent => &mut self.sent,
+        }
+    }
+
+    fn read(&mut self) -> io::Result<()> {
+        self.read_file().map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                invalid("it ends early (truncated)".into())
+            } else {
+                e
+            }
+        })
+    }
+
+    fn read_file(&mut self) -> io::Result<()> {
+        let file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(invalid(format!(
+                "its mode is {:o}, readable by others",
+                meta.mode() & 0o777
+            )));
+        }
+        let mut input = Hashing::new(BufReader::new(file));
+        let mut magic = vec![0u8; MAGIC.len()];
+        input.read_exact(&mut magic)?;
+        if magic != MAGIC {
+            return Err(invalid(
+                "not a forkmail header cache of this version".into(),
+            ));
+        }
+        let server = read_str(&mut input)?;
+        let user = read_str(&mut input)?;
+        if server != self.server || user != self.user {
+            return Err(invalid(format!(
+                "it belongs to user {user:?} of the server with key {server}, not to this profile"
+            )));
+        }
+        let count = u32::from_le_bytes(read_array(&mut input)?);
+        for _ in 0..count {
+            let [tag] = read_array(&mut input)?;
+            let id = u64::from_le_bytes(read_array(&mut input)?);
+            let entry = Cached {
+                from: read_str(&mut input)?.into(),
+                title: read_str(&mut input)?.into(),
+            };
+            match tag {
+                0 => self.inbox.insert(id, entry),
+                1 => self.sent.insert(id, entry),
+                _ => return Err(invalid(format!("unknown folder {tag}"))),
+            };
+        }
+        let (mut inner, digest) = input.finish();
+        let mut stored = [0u8; 32];
+        inner.read_exact(&mut stored)?;
+        if stored != digest {
+            return Err(invalid("its checksum does not match (damaged)".into()));
+        }
+        if inner.read(&mut [0u8; 1])? != 0 {
+            return Err(invalid("it has bytes after its checksum".into()));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
+    let len = u16::try_from(s.len()).map_err(|_| io::Error::other("a field is too long"))?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(s.as_bytes())
+}
+
+fn read_array<const N: usize>(input: &mut impl Read) -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    input.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn read_str(input: &mut impl Read) -> io::Result<String> {
+    let len = u16::from_le_bytes(read_array(input)?) as usize;
+    let mut bytes = vec![0u8; len];
+    input.read_exact(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|_| invalid("a field is not UTF-8".into()))
+}
+
+/// A reader or writer that hashes every byte that passes through it.
+struct Hashing<T> {
+    inner: T,
+    digest: Context,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Self {
+        Hashing {
+            inner,
+            digest: Context::new(&SHA256),
+        }
+    }
+
+    fn finish(self) -> (T, [u8; 32]) {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.digest.finish().as_ref());
+        (self.inner, out)
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    use super::*;
+
+    type Notes = RefCell<Vec<String>>;
+
+    fn notes() -> (Notes, impl Fn(&Notes, &str)) {
+        (RefCell::new(Vec::new()), |n: &Notes, s: &str| {
+            n.borrow_mut().push(s.to_owned())
+        })
+    }
+
+    #[test]
+    fn a_saved_cache_loads_back_private_and_bound_to_server_and_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_path(dir.path());
+        let mut cache = HeaderCache::empty(path.clone(), "SHA256:server", "bob");
+        cache.insert(Folder::Inbox, 7, "alice", "hello ✉");
+        cache.insert(Folder::Sent, 7, "bob", "mine");
+        cache.save().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let (heard, push) = notes();
+        let note = |s: &str| push(&heard, s);
+        let loaded = HeaderCache::load(path.clone(), "SHA256:server", "bob", &note);
+        assert!(heard.borrow().is_empty(), "{:?}", heard.borrow());
+        assert_eq!(loaded.title(Folder::Inbox, 7, "alice"), Some("hello ✉"));
+        assert_eq!(loaded.title(Folder::Sent, 7, "bob"), Some("mine"));
+        assert_eq!(
+            loaded.title(Folder::Inbox, 7, "mallory"),
+            None,
+            "another sender"
+        );
+        assert_eq!(loaded.title(Folder::Inbox, 8, "alice"), None);
+        // Another user's or another server's profile does not trust it.
+        for (server, user) in [("SHA256:other", "bob"), ("SHA256:server", "carol")] {
+            let other = HeaderCache::load(path.clone(), server, user, &note);
+            assert!(other.is_empty());
+        }
+        assert_eq!(heard.borrow().len(), 2);
+        assert!(
+            heard.borrow()[0].contains("not to this profile"),
+            "{:?}",
+            heard.borrow()
+        );
+    }
+
+    #[test]
+    fn a_damaged_truncated_or_open_cache_is_discarded_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_path(dir.path());
+        let mut cache = HeaderCache::empty(path.clone(), "S", "bob");
+        for id in 0..50 {
+            cache.insert(Folder::Inbox, id, "alice", &format!("title {id}"));
+        }
+        cache.save().unwrap();
+        let good = fs::read(&path).unwrap();
+        let (heard, push) = notes();
+        let note = |s: &str| push(&heard, s);
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 1;
+        let truncated = good[..good.len() - 10].to_vec();
+        for (bytes, why) in [
+            (flipped, "checksum"),
+            (truncated, "truncated"),
+            (
+                b"some other program's file, long enough".to_vec(),
+                "not a forkmail header cache",
+            ),
+        ] {
+            fs::write(&path, &bytes).unwrap();
+            let loaded = HeaderCache::load(path.clone(), "S", "bob", &note);
+            assert!(loaded.is_empty(), "{why}");
+            let last = heard.borrow().last().cloned().unwrap();
+            assert!(last.contains(why), "{last}");
+        }
+        fs::write(&path, &good).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(HeaderCache::load(path.clone(), "S", "bob", &note).is_empty());
+        assert!(heard
+            .borrow()
+            .last()
+            .unwrap()
+            .contains("readable by others"));
+    }
+
+    #[test]
+    fn retain_forgets_deleted_mail_and_only_changes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_path(dir.path());
+        let mut cache = HeaderCache::empty(path.clone(), "S", "bob");
+        cache.insert(Folder::Inbox, 1, "alice", "a");
+        cache.insert(Folder::Inbox, 2, "alice", "b");
+        cache.save().unwrap();
+        let written = fs::metadata(&path).unwrap().ino();
+        cache.insert(Folder::Inbox, 1, "alice", "a");
+        cache.save().unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().ino(),
+            written,
+            "nothing changed"
+        );
+        cache.retain(Folder::Inbox, &HashSet::from([2]));
+        cache.save().unwrap();
+        let loaded = HeaderCache::load(path, "S", "bob", &|_| {});
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded.title(Folder::Inbox, 2, "alice"), Some("b"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder until helper D's identities land (design.md "Client seam").

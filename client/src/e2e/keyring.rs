@@ -1,0 +1,1 @@
+//! Placeholder until helper D's keyring lands (design.md "Client seam").

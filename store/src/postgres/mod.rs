@@ -26,7 +26,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
@@ -39,6 +40,7 @@ use crate::{
 };
 
 mod connection;
+mod keys;
 mod passfile;
 mod queries;
 mod schema;
@@ -727,6 +729,20 @@ impl Store for PgStore {
             Probe::Version(v) => Ok(v),
             other => Err(schema::refusal(location, other)),
         }
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.publish(user, record, signed, now_ms)
     }
 }
 

@@ -58,9 +58,16 @@ macro_rules! for_each_behaviour {
             racing_sends_at_the_rate_edge_store_no_more_than_it_allows,
             delete_many_is_all_or_nothing_and_names_every_missing_id,
             mark_unread_is_per_reader_and_all_or_nothing,
+            key_records_answer_in_order_with_none_for_unknown_and_unpublished,
+            a_key_record_is_replaced_only_by_a_higher_serial,
+            a_key_record_of_an_unknown_user_is_refused,
+            racing_publishers_with_one_serial_store_one_record,
         }
     };
 }
+
+mod keys;
+pub use keys::*;
 
 /// What the suite needs of a backend besides the store itself.
 pub trait Backend: Sync {

@@ -9,6 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use forkmail_keygen::agekey::AgeKeyError;
 use forkmail_keygen::KeyFileError;
 use forkmail_protocol::limits::LimitError;
 use forkmail_protocol::{
@@ -159,6 +160,39 @@ pub enum ClientError {
     /// A request after the session already ended (closed, broken or quit).
     #[error("the session has already ended; run forkmail again to log in")]
     SessionEnded,
+
+    /// The profile's `age.key` could not be read or written; the message names the file.
+    #[error("{0}")]
+    AgeKey(#[from] AgeKeyError),
+
+    /// `contacts.toml` could not be read or written; the message names the file and the fix.
+    #[error("{0}")]
+    Contacts(String),
+
+    /// The directory has no key record of `user` (no such user, or one who has never logged
+    /// in since the server gained a directory).
+    #[error("{} has no key in the server's directory, so nothing can be encrypted to them: nothing was sent; check the name, or ask them to log in once (which publishes their key)", escape_line(.user))]
+    NoKeyRecord { user: String },
+
+    /// `user`'s record in the directory is not the pinned one nor a rotation signed by the
+    /// pinned key: the server (or whoever runs it) may be substituting a key.
+    #[error("the key of {} in the server's directory changed and is not signed by the key you pinned: pinned {pinned}, now {presented}; nothing was encrypted to them. Compare {presented} with the fingerprint {} sees in `forkmail keys` on their machine, by a means you trust; only if it matches run `forkmail keys --accept {}`; if it does not, someone (perhaps the server) is substituting their key", escape_line(.user), escape_line(.user), escape_line(.user))]
+    KeyChanged {
+        user: String,
+        /// Fingerprint of the pinned signing key.
+        pinned: String,
+        /// Fingerprint of the signing key in the directory's record (unverified).
+        presented: String,
+    },
+
+    /// A record the directory served for `user` is malformed, badly signed or names someone
+    /// else: never used.
+    #[error("the server's directory served an invalid key record for {} ({why}); nothing was encrypted to them; tell the server's operator", escape_line(.user))]
+    BadKeyRecord { user: String, why: String },
+
+    /// The key directory needs a server of protocol version 4.
+    #[error("this server speaks protocol version {version} and has no key directory; upgrade it")]
+    NoDirectory { version: u16 },
 }
 
 impl ClientError {
@@ -170,7 +204,13 @@ impl ClientError {
             | ClientError::Limit(_)
             | ClientError::Seal(_)
             | ClientError::ServerCannotSeal { .. }
-            | ClientError::ServerTooOld { .. } => false,
+            | ClientError::ServerTooOld { .. }
+            | ClientError::AgeKey(_)
+            | ClientError::Contacts(_)
+            | ClientError::NoKeyRecord { .. }
+            | ClientError::KeyChanged { .. }
+            | ClientError::BadKeyRecord { .. }
+            | ClientError::NoDirectory { .. } => false,
             ClientError::NotSent(cause) | ClientError::MaybeSentOldServer(cause) => {
                 cause.ends_session()
             }

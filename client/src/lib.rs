@@ -6,7 +6,7 @@
 //! [`ClientError`] that says what happened and what to do. The rest is the program: [`cli`] (the
 //! command-line contract), [`config`] (which profile, when `--profile` is not given, and what
 //! `--server` means), [`app`] (password and login), [`commands`] (one-shot commands),
-//! [`repl`] (interactive use), [`display`] (rendering mail for people and for `--json`) and
+//! [`repl`] (interactive use), [`e2e`] (identities, the contacts' keys, sealed mail), [`display`] (rendering mail for people and for `--json`) and
 //! [`escape`] (the one rule for which characters may reach a terminal), [`pager`] and [`editor`]
 //! (the user's own programs for reading and writing).
 

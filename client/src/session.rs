@@ -22,17 +22,20 @@ use std::time::Duration;
 use forkmail_keygen::keyfile::{load_private_key, load_public_key};
 use forkmail_keygen::layout::ProfileDir;
 use forkmail_keygen::{Profile, PublicKey};
+use forkmail_protocol::e2e::{KeyOrigin, SignedKeyRecord};
 use forkmail_protocol::handshake::{client_auth, fallback_version, ClientHandshake, Established};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
-    now_millis, read_frame, write_frame, AuthResult, Draft, ErrorCode, FrameError, HandshakeError,
-    Mail, MailSummary, Refusal, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN,
-    MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
+    now_millis, read_frame, write_frame, AuthResult, DirectoryEntry, Draft, ErrorCode, FrameError,
+    HandshakeError, Mail, MailSummary, Refusal, Request, Response, SecureChannel, SentSummary,
+    MAX_FRAME_LEN, MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::RsaKeyPair;
 
+use crate::e2e::identity::Identities;
+use crate::e2e::keyring::{Contact, Fetched};
 use crate::error::ClientError;
 
 /// How long to wait for the server's hello by default. The server may hold a new connection in
@@ -136,14 +139,32 @@ pub struct Session {
     version: u16,
     /// Set once the session can no longer be used (closed by the server, broken, quit).
     ended: bool,
+    /// Who is logged in, with which signing key, from which profile.
+    pub(crate) user: String,
+    user_key: Arc<RsaKeyPair>,
+    pub(crate) profile_dir: ProfileDir,
+    /// This user's `age` identities, as `age.key` held them at login (or after a rotation).
+    pub(crate) identities: Identities,
+    /// This user's keys as the directory publishes them (built from the local keys).
+    pub(crate) own: Contact,
+    /// Contacts fetched and checked in this session.
+    pub(crate) fetched: Fetched,
 }
+
+/// Protocol version 4 brought the key directory (and sealed mail).
+pub const E2E_VERSION: u16 = 4;
 
 impl Session {
     /// Connects, checks the server against the pinned key and logs in. Offers protocol version
     /// 3 (a hello signed with the user's key) first; a server that speaks only an older version
     /// refuses that, and the login starts over on a new connection with a fresh hello in the
     /// version it speaks: 3, then 2, then 1 at most, never up again (PROTOCOL.md §5.5).
+    ///
+    /// A profile without `age.key` (made before the key directory) gets one first; once logged
+    /// in to a version 4 server, the directory is checked for this user's record, and one is
+    /// published if it is missing or names another identity (PROTOCOL.md §9.1).
     pub fn connect(options: &ConnectOptions) -> Result<Session, ClientError> {
+        let (identities, _) = Identities::load_or_generate(&options.profile_dir.age_key())?;
         let rng = SystemRandom::new();
         let mut version = PROTOCOL_VERSION;
         let (mut stream, established) = loop {
@@ -167,13 +188,32 @@ impl Session {
         let frame =
             read_frame(&mut stream, MAX_FRAME_LEN).map_err(|e| frame_error(e, LOGIN, io_secs))?;
         match channel.open_fresh::<AuthResult>(frame, now_millis(), DEFAULT_WINDOW_MS)? {
-            AuthResult::Accepted => Ok(Session {
-                stream,
-                channel,
-                io_timeout: options.io_timeout,
-                version,
-                ended: false,
-            }),
+            AuthResult::Accepted => {
+                let own = Contact {
+                    user: options.user.clone(),
+                    signing_key: options.user_key.public().as_ref().to_vec(),
+                    age_recipient: identities.current().to_public(),
+                    serial: 0,
+                    origin: KeyOrigin::Administrator,
+                };
+                let mut session = Session {
+                    stream,
+                    channel,
+                    io_timeout: options.io_timeout,
+                    version,
+                    ended: false,
+                    user: options.user.clone(),
+                    user_key: Arc::clone(&options.user_key),
+                    profile_dir: options.profile_dir.clone(),
+                    identities,
+                    own,
+                    fetched: Fetched::default(),
+                };
+                if version >= E2E_VERSION {
+                    session.sync_own_record()?;
+                }
+                Ok(session)
+            }
             AuthResult::Denied => Err(ClientError::LoginFailed),
             AuthResult::Unavailable => Err(ClientError::StoreUnavailable),
             AuthResult::Locked { remaining_secs } => Err(ClientError::Locked { remaining_secs }),
@@ -315,6 +355,63 @@ impl Session {
                 other => Err(unexpected("Users", &other)),
             },
         )
+    }
+
+    /// The protocol version this session speaks.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// This user's `age` identities, current first.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// This user's own keys, as published in the directory.
+    pub fn own_contact(&self) -> &Contact {
+        &self.own
+    }
+
+    /// This user's RSA key, which signs hellos, key records and mail headers.
+    pub fn user_key(&self) -> &RsaKeyPair {
+        &self.user_key
+    }
+
+    /// The directory's current record of each of `names` (at most
+    /// [`forkmail_protocol::MAX_KEY_RECORD_NAMES`]), unverified: [`Session::contacts`] checks them.
+    pub(crate) fn key_records(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<DirectoryEntry>, ClientError> {
+        if self.version < E2E_VERSION {
+            return Err(ClientError::NoDirectory {
+                version: self.version,
+            });
+        }
+        let request = Request::KeyRecords {
+            names: names.to_vec(),
+        };
+        self.guard(
+            |s| match s.request(request, "while fetching key records")? {
+                Response::KeyRecords { entries } => Ok(entries),
+                other => Err(unexpected("KeyRecords", &other)),
+            },
+        )
+    }
+
+    /// Publishes this user's new key record.
+    pub(crate) fn publish_key(&mut self, record: SignedKeyRecord) -> Result<(), ClientError> {
+        if self.version < E2E_VERSION {
+            return Err(ClientError::NoDirectory {
+                version: self.version,
+            });
+        }
+        self.guard(|s| {
+            match s.request(Request::PublishKey { record }, "while publishing your key")? {
+                Response::Published => Ok(()),
+                other => Err(unexpected("Published", &other)),
+            }
+        })
     }
 
     /// Ends the session politely: `Quit`, then waits for `Goodbye`.

@@ -4,11 +4,15 @@ use std::fs;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use forkmail_protocol::e2e::KeyOrigin;
 use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
+use ring::rand::SystemRandom;
+use ring::signature::RsaKeyPair;
 use serde::{Deserialize, Serialize};
 
 use forkmail_store::{Store, StoreError, StoreLocation, UserRecord};
 
+use crate::agekey::{self, AgeKeyError};
 use crate::keyfile::{self, GeneratedKey, KeyFileError};
 use crate::layout::{self, ServerDir};
 use crate::password::{Kdf, PasswordHash, DEFAULT_SHA512_ITERATIONS};
@@ -124,6 +128,8 @@ pub enum DeployError {
     KeyGen(String),
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    AgeKey(#[from] AgeKeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -319,6 +325,8 @@ fn add_user_with_key(
             server_addr: settings.server_addr.clone(),
         };
         write_new(&profile_dir.profile(), profile.to_toml().as_bytes(), 0o644)?;
+        let identity = agekey::generate();
+        agekey::write_new(&profile_dir.age_key(), std::slice::from_ref(&identity))?;
         let record = UserRecord {
             name: user.name.clone(),
             password: PasswordHash::new(&user.password, settings.kdf, settings.iterations())
@@ -330,12 +338,36 @@ fn add_user_with_key(
             .map_err(|e| match e {
                 StoreError::UserExists(name) => DeployError::UserExists(name),
                 other => other.into(),
-            })
+            })?;
+        publish_first_record(store, &user.name, &identity, key)
     })();
     if written.is_err() {
         let _ = fs::remove_dir_all(&profile_dir.0);
     }
     written
+}
+
+/// Publishes a new user's first key record in the directory: serial 1, made by the
+/// administrator, signed by the user's RSA key (PROTOCOL.md §9.1).
+fn publish_first_record(
+    store: &mut dyn Store,
+    user: &str,
+    identity: &age::x25519::Identity,
+    key: &GeneratedKey,
+) -> Result<(), DeployError> {
+    let signer = RsaKeyPair::from_pkcs8(&key.pkcs8_der)
+        .map_err(|e| DeployError::KeyGen(format!("the new key of {user}: {e}")))?;
+    let (record, signed) = agekey::signed_record(
+        user,
+        1,
+        KeyOrigin::Administrator,
+        identity,
+        &signer,
+        &SystemRandom::new(),
+    )
+    .map_err(|e| DeployError::KeyGen(format!("signing the key record of {user}: {e}")))?;
+    store.publish_key(user, &record, &signed, forkmail_protocol::now_millis())?;
+    Ok(())
 }
 
 /// Generates `count` keys on as many threads as there are cores.
@@ -417,6 +449,17 @@ mod tests {
         let profile = Profile::load(&layout::profile_dir(dir.path(), "bob").profile()).unwrap();
         assert_eq!(profile.user, "bob");
         keyfile::load_private_key(&layout::profile_dir(dir.path(), "bob").private_key()).unwrap();
+        let identities = agekey::load(&layout::profile_dir(dir.path(), "bob").age_key()).unwrap();
+        let published = store.key_records(&["bob".to_owned()]).unwrap();
+        let signed = published[0]
+            .record
+            .as_ref()
+            .expect("bob's record is published");
+        let bob = store.find_user("bob").unwrap().unwrap();
+        let record = signed.verify_with(&bob.public_key).unwrap();
+        assert_eq!(record.serial, 1);
+        assert_eq!(record.origin, KeyOrigin::Administrator);
+        assert_eq!(record.age_recipient, identities[0].to_public().to_string());
         drop(store);
         for entry in walk(dir.path()) {
             let bytes = fs::read(&entry).unwrap();

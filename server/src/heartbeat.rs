@@ -20,8 +20,10 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
 use forkmail_protocol::messages::{
-    Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader, SentSummary,
+    DirectoryEntry, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader,
+    SentSummary,
 };
 use forkmail_store::{
     Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, UserKey,
@@ -304,6 +306,21 @@ impl Store for Beating<'_> {
 
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         self.heart.around(|| self.store.mailbox_bytes(user))
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.heart.around(|| self.store.key_records(names))
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.publish_key(user, record, signed, now_ms))
     }
 }
 

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{self, Decoy, Verdict};
 use crate::config::ServerConfig;
+use crate::directory;
 use crate::heartbeat::{Beating, Heartbeat};
 
 /// What the parent hands a child: a connection whose hello has fully arrived.
@@ -333,13 +334,17 @@ impl Authenticated {
                 self.respond(stream, &Response::Goodbye)?;
                 return Ok(Flow::End);
             }
+            Request::KeyRecords { names } => {
+                directory::key_records(store, &names).unwrap_or_else(error_response)
+            }
+            Request::PublishKey { record } => {
+                directory::publish_key(store, &self.user, &record).unwrap_or_else(error_response)
+            }
             // Protocol version 4's requests, answered as "not supported" until they are built.
             Request::SendSealed { .. }
             | Request::List { .. }
             | Request::Headers { .. }
             | Request::ReadLetter { .. }
-            | Request::KeyRecords { .. }
-            | Request::PublishKey { .. }
             | Request::Logout => Response::Error {
                 code: ErrorCode::InvalidRequest,
                 message: "this server does not support this request yet".to_owned(),

@@ -90,6 +90,14 @@ pub enum StoreError {
     /// had it open: a write would land in a file nobody reads again, so none is made.
     #[error("the mail store's file changed under this session ({0}); nothing was saved; put the right database back and restart forkmail-server")]
     Replaced(String),
+    /// [`crate::Store::publish_key`] with a serial that is not above the user's current
+    /// record's; nothing was changed.
+    #[error("{user} already has key record {current}; a new record needs a serial above it, not {offered}; nothing was changed")]
+    StaleKeyRecord {
+        user: String,
+        current: u64,
+        offered: u64,
+    },
 }
 
 impl StoreError {

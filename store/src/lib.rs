@@ -33,14 +33,18 @@
 //!   the maximum in the last minute, or (SQLite) when the database's filesystem is below the
 //!   free-space floor; the quota and rate are checked in the send's own transaction, so
 //!   racing sends cannot exceed them, and a delete gives the space back ([`SendLimits`]);
+//! - a user's key record is replaced only by one with a higher serial, atomically across
+//!   processes and hosts: of two racing publishers with one serial, one wins;
 //! - a failed operation changes nothing.
 
 #![forbid(unsafe_code)]
 
 use std::ops::ControlFlow;
 
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
 use forkmail_protocol::messages::{
-    Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader, SentSummary,
+    DirectoryEntry, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader,
+    SentSummary,
 };
 
 pub mod disk;
@@ -333,6 +337,25 @@ pub trait Store {
     /// The bytes (title and body, or the ciphertexts of a sealed mail) of every delivery in
     /// the user's inbox, as the quota counts them; 0 for an unknown user.
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError>;
+
+    /// The key directory's current record of each of `names`, in the order given (a repeated
+    /// name is answered each time); `record: None` for a name that is no user or has published
+    /// none. The store keeps the signed bytes as published and checks no signature: the
+    /// server checks before publishing, and every client checks again.
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError>;
+
+    /// Makes `signed` (whose decoded form is `record`) `user`'s current key record, replacing
+    /// the one before, atomically against racing publishers: refused with
+    /// [`StoreError::StaleKeyRecord`] unless `record.serial` is above the current record's
+    /// serial, and with [`StoreError::UnknownRecipient`] for a user who does not exist; either
+    /// way nothing is changed. The caller has checked the signature.
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
 }
 
 /// `ids` without repeats, in the order first given: what the batch operations act on.

@@ -31,9 +31,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
 use forkmail_protocol::messages::{
-    Content, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader,
-    SentSummary,
+    Content, DirectoryEntry, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft,
+    SealedHeader, SentSummary,
 };
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -46,6 +47,8 @@ use crate::{
     distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
     StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
+
+pub(crate) mod keys;
 
 /// How long a connection waits for another process's write lock before the store is reported
 /// unavailable. Writes are short transactions, so five writers never come near this.
@@ -1276,6 +1279,20 @@ impl Store for SqliteStore {
 
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         Ok(mailbox_bytes(&self.conn, user)?.unwrap_or(0))
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.publish_key_once(user, record, signed, now_ms))
     }
 }
 

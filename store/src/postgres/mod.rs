@@ -26,9 +26,10 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
 use forkmail_protocol::messages::{
-    Content, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft, SealedHeader,
-    SentSummary,
+    Content, DirectoryEntry, Draft, Folder, Letter, ListEntry, Mail, MailSummary, SealedDraft,
+    SealedHeader, SentSummary,
 };
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
@@ -42,6 +43,7 @@ use crate::{
 };
 
 mod connection;
+mod keys;
 mod passfile;
 mod queries;
 mod schema;
@@ -875,6 +877,20 @@ impl Store for PgStore {
             Probe::Version(v) => Ok(v),
             other => Err(schema::refusal(location, other)),
         }
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.publish(user, record, signed, now_ms)
     }
 }
 

@@ -66,9 +66,16 @@ macro_rules! for_each_behaviour {
             headers_come_only_from_the_users_own_folder,
             read_letter_marks_read_and_gives_plaintext_mail_as_it_was,
             sealed_mail_imports_as_a_sealed_send_stores_it,
+            key_records_answer_in_order_with_none_for_unknown_and_unpublished,
+            a_key_record_is_replaced_only_by_a_higher_serial,
+            a_key_record_of_an_unknown_user_is_refused,
+            racing_publishers_with_one_serial_store_one_record,
         }
     };
 }
+
+mod keys;
+pub use keys::*;
 
 /// What the suite needs of a backend besides the store itself.
 pub trait Backend: Sync {

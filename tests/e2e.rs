@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, ErrorCode, Refusal, Request, Response, ServerReply};
+use forkmail_protocol::messages::{
+    Draft, ErrorCode, Refusal, Request, Response, SealedDraft, ServerReply, MAX_SEALED_BODY_LEN,
+    MAX_SEALED_HEADER_LEN,
+};
 use forkmail_testkit::old_server::OldServer;
-use forkmail_testkit::{bin, count_rows, wait_until, wire, ClientCmd, Deployment, Server};
+use forkmail_testkit::{bin, count_rows, sealing, wait_until, wire, ClientCmd, Deployment, Server};
 use serde_json::Value;
 
 fn inbox_json(dep: &Deployment, server: &Server, user: &str) -> Vec<Value> {
@@ -60,7 +63,7 @@ fn full_flow_send_to_two_recipients_list_read_delete() {
     );
     assert!(
         server.wait_for_log(
-            "an email from alice is sent to bob;carol with content length 18",
+            "an email from alice is sent to bob;carol with content length ",
             Duration::from_secs(10)
         ),
         "{}",
@@ -89,6 +92,8 @@ fn full_flow_send_to_two_recipients_list_read_delete() {
         assert_eq!(mail["to"], serde_json::json!(["bob", "carol"]));
         assert_eq!(mail["title"], "Plans / ideas");
         assert_eq!(mail["body"], "line one\nline two\n");
+        assert_eq!(mail["encrypted"], true, "sealed end to end");
+        assert_eq!(mail["verified"], true, "alice's signature verified");
         assert_eq!(inbox_json(&dep, &server, user)[0]["read"], true);
     }
     assert!(inbox_json(&dep, &server, "alice").is_empty());
@@ -178,14 +183,28 @@ fn body_of_1_000_001_characters_is_refused_by_client_and_server() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("1000000"));
 
-    // A client that skips the check is refused by the server, and nothing is stored.
+    // A client that skips the check cannot have more than the sealed bound stored (the server
+    // cannot count characters it cannot read), nor plaintext at all; nothing is stored.
     let mut session = wire::login(&dep, server.addr, "alice");
+    let response = session.request(&Request::SendSealed {
+        send_id: [1; 16],
+        draft: SealedDraft {
+            to: vec!["bob".into()],
+            header: vec![0; 1000],
+            body: vec![0; MAX_SEALED_BODY_LEN + 1],
+        },
+    });
+    assert_invalid_request(&response);
     let response = session.request(&Request::Send(Draft {
         to: vec!["bob".into()],
         title: "too big".into(),
         body,
     }));
     assert_invalid_request(&response);
+    assert!(
+        matches!(&response, Response::Error { message, .. } if message.contains("only end-to-end encrypted mail")),
+        "{response:?}"
+    );
     assert_eq!(count_rows(&dep.database(), "messages"), 0);
 }
 
@@ -201,12 +220,16 @@ fn title_of_101_characters_is_refused() {
             .success()
     );
 
+    // The server bounds the sealed header a title travels in.
     let mut session = wire::login(&dep, server.addr, "alice");
-    let response = session.request(&Request::Send(Draft {
-        to: vec!["bob".into()],
-        title: "t".repeat(101),
-        body: "b".into(),
-    }));
+    let response = session.request(&Request::SendSealed {
+        send_id: [2; 16],
+        draft: SealedDraft {
+            to: vec!["bob".into()],
+            header: vec![0; MAX_SEALED_HEADER_LEN + 1],
+            body: vec![0; 100],
+        },
+    });
     assert_invalid_request(&response);
     assert_eq!(count_rows(&dep.database(), "messages"), 1);
 }
@@ -351,11 +374,15 @@ fn tampered_frame_ends_the_session_without_storing_anything() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&[]);
     let mut session = wire::login(&dep, server.addr, "alice");
-    let mut frame = session.seal(&Request::Send(Draft {
+    let draft = Draft {
         to: vec!["bob".into()],
         title: "tampered".into(),
         body: "pay mallory".into(),
-    }));
+    };
+    let mut frame = session.seal(&Request::SendSealed {
+        send_id: [3; 16],
+        draft: sealing::seal_as(&dep, "alice", "alice", &draft),
+    });
     let middle = frame.len() / 2;
     frame[middle] ^= 0x01;
     session.wire.send_frame(&frame).unwrap();

@@ -26,8 +26,8 @@ use crate::cli::{
     BodyArgs, Command, DeleteArgs, ForwardArgs, InboxArgs, ReadArgs, ReplyArgs, UnreadArgs,
 };
 use crate::display::{
-    count_line, ids_json, inbox_json, inbox_line, mail_json, render_mail, rfc3339, sent_id_json,
-    sent_json, sent_line,
+    count_line, ids_json, inbox_json, inbox_line, opened_json, render_opened, rfc3339,
+    sent_id_json, sent_json, sent_line,
 };
 use crate::draft;
 use crate::editor::{self, Edited};
@@ -185,11 +185,11 @@ pub fn inbox(session: &mut Session, args: &InboxArgs, out: &mut dyn Write) -> Re
 /// `read`: the whole mail for people, or its JSON object. Paging is the caller's
 /// ([`pager::show`]), once the text is complete.
 pub fn read(session: &mut Session, args: &ReadArgs, out: &mut dyn Write) -> Result<(), AppError> {
-    let mail = session.read(args.id)?;
+    let opened = session.open(args.id)?;
     if args.json {
-        writeln!(out, "{}", mail_json(&mail))?;
+        writeln!(out, "{}", opened_json(&opened))?;
     } else {
-        out.write_all(render_mail(&mail).as_bytes())?;
+        out.write_all(render_opened(&opened).as_bytes())?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Local, SecondsFormat, TimeZone, Utc};
 use forkmail_protocol::{Mail, MailSummary, SentSummary};
 use serde::Serialize;
 
+use crate::e2e::mail::OpenedMail;
 use crate::escape::{escape_body, escape_line, to_json};
 
 /// A mail date for scripts: RFC 3339 in UTC, to the second (`2024-05-01T12:34:56Z`). A date
@@ -134,8 +135,66 @@ pub const ASSUMED_COLUMNS: usize = 80;
 /// A whole mail for people: headers, a blank line, the body ending in a newline; and after a long
 /// body, a marker line and the same headers again.
 pub fn render_mail(mail: &Mail) -> String {
-    let headers = render_headers(mail);
-    let body = escape_body(&mail.body);
+    render_with(mail, render_headers(mail), &mail.body)
+}
+
+/// What `read` says of a mail's seal, as its last header line.
+fn seal_line(opened: &OpenedMail) -> String {
+    let state = match (&opened.problem, opened.encrypted) {
+        (Some(problem), _) => format!("{problem}"),
+        (None, true) => format!(
+            "verified: end-to-end encrypted, signed by {}",
+            escape_line(&opened.mail.from)
+        ),
+        (None, false) => {
+            "none: stored in plaintext before end-to-end encryption, not verified".to_owned()
+        }
+    };
+    format!("Signed:  {state}\n")
+}
+
+/// A mail as `read` shows it: [`render_mail`] with a `Signed:` line saying whether the
+/// signature verified; a mail that did not decrypt or verify shows only what the server says
+/// and why, never its content.
+pub fn render_opened(opened: &OpenedMail) -> String {
+    let mail = &opened.mail;
+    let headers = render_headers(mail) + &seal_line(opened);
+    match &opened.problem {
+        None => render_with(mail, headers, &mail.body),
+        Some(problem) => format!(
+            "{headers}\n[This mail {problem}. Its content is not shown: it may not be what \
+             its sender wrote, or not from the sender named.]\n"
+        ),
+    }
+}
+
+/// `read --json` of an opened mail: [`MailJson`]'s fields and `verified`, `encrypted` (and
+/// `problem` when it did not verify; then `title` and `body` are empty).
+pub fn opened_json(opened: &OpenedMail) -> String {
+    let mail = &opened.mail;
+    to_json(&OpenedJson {
+        mail: MailJson::from(mail),
+        verified: opened.verified,
+        encrypted: opened.encrypted,
+        problem: opened.problem.as_ref().map(|p| p.to_string()),
+    })
+}
+
+/// A mail in `read --json` from protocol version 4 on.
+#[derive(Debug, Serialize)]
+pub struct OpenedJson<'a> {
+    #[serde(flatten)]
+    pub mail: MailJson<'a>,
+    /// Whether the sender's signature verified (false for plaintext mail from before).
+    pub verified: bool,
+    /// Whether the mail was stored end-to-end encrypted.
+    pub encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+fn render_with(mail: &Mail, headers: String, body: &str) -> String {
+    let body = escape_body(body);
     let mut out = format!("{headers}\n{body}");
     if !out.ends_with('\n') {
         out.push('\n');

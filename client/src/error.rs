@@ -145,6 +145,11 @@ pub enum ClientError {
     #[error("cannot seal the mail: {0}; nothing was sent")]
     Seal(String),
 
+    /// A sealed mail that did not decrypt or verify, asked for as genuine content (reply,
+    /// forward): its content is never quoted.
+    #[error("message {id} {why}; it is not quoted or forwarded")]
+    NotGenuine { id: u64, why: String },
+
     /// The server speaks a protocol older than end-to-end encryption: it could only store
     /// plaintext, so nothing is sent to it (old mail may still be listed, read and deleted).
     #[error("this server speaks protocol {version} and cannot store end-to-end encrypted mail; upgrade it; nothing was sent")]
@@ -203,6 +208,7 @@ impl ClientError {
             ClientError::Server { .. }
             | ClientError::Limit(_)
             | ClientError::Seal(_)
+            | ClientError::NotGenuine { .. }
             | ClientError::ServerCannotSeal { .. }
             | ClientError::ServerTooOld { .. }
             | ClientError::AgeKey(_)

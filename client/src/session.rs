@@ -15,6 +15,7 @@
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +25,16 @@ use forkmail_keygen::layout::ProfileDir;
 use forkmail_keygen::{Profile, PublicKey};
 use forkmail_protocol::e2e::{KeyOrigin, SignedKeyRecord};
 use forkmail_protocol::handshake::{client_auth, fallback_version, ClientHandshake, Established};
-use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
-    now_millis, read_frame, write_frame, AuthResult, DirectoryEntry, Draft, ErrorCode, FrameError,
-    HandshakeError, Mail, MailSummary, Refusal, Request, Response, SecureChannel, SentSummary,
-    MAX_FRAME_LEN, MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
+    now_millis, read_frame, write_frame, AuthResult, DirectoryEntry, Draft, ErrorCode, Folder,
+    FrameError, HandshakeError, Mail, MailSummary, Refusal, Request, Response, SecureChannel,
+    SentSummary, MAX_FRAME_LEN, MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::RsaKeyPair;
 
+use crate::e2e::cache::HeaderCache;
 use crate::e2e::identity::Identities;
 use crate::e2e::keyring::{Contact, Fetched};
 use crate::error::ClientError;
@@ -149,10 +150,19 @@ pub struct Session {
     pub(crate) own: Contact,
     /// Contacts fetched and checked in this session.
     pub(crate) fetched: Fetched,
+    /// The pinned server key's fingerprint: what the header cache is bound to, with the user.
+    server_fingerprint: String,
+    /// The verified headers, loaded at the first listing and kept for the next ones.
+    header_cache: Option<HeaderCache>,
+    /// Headers fetched by this session's listings ([`Session::headers_fetched`]).
+    headers_fetched: u64,
 }
 
 /// Protocol version 4 brought the key directory (and sealed mail).
 pub const E2E_VERSION: u16 = 4;
+
+mod sealed;
+pub use sealed::{Listed, Seal};
 
 impl Session {
     /// Connects, checks the server against the pinned key and logs in. Offers protocol version
@@ -208,6 +218,9 @@ impl Session {
                     identities,
                     own,
                     fetched: Fetched::default(),
+                    server_fingerprint: options.pinned_server_key.fingerprint(),
+                    header_cache: None,
+                    headers_fetched: 0,
                 };
                 if version >= E2E_VERSION {
                     session.sync_own_record()?;
@@ -220,42 +233,53 @@ impl Session {
         }
     }
 
-    /// Sends a mail; returns its id. The draft is checked against the limits first, and nothing
-    /// is sent if it breaks one.
+    /// Sends a mail sealed end to end with a fresh send id; returns its id. The draft is
+    /// checked against the limits first, and nothing is sent if it breaks one.
     pub fn send(&mut self, draft: &Draft) -> Result<u64, ClientError> {
-        validate_recipients(&draft.to)?;
-        validate_title(&draft.title)?;
-        validate_body(&draft.body)?;
-        self.guard(
-            |s| match s.request(Request::Send(draft.clone()), "while sending the mail")? {
-                Response::Sent { id } => Ok(id),
-                other => Err(unexpected("Sent", &other)),
-            },
-        )
+        let send_id = sealed::fresh_send_id()?;
+        self.send_sealed(&send_id, draft)
     }
 
-    /// Sends a mail with a send id ([`new_send_id`]): the server stores it at most once for
-    /// this user and id, and answers a repeat with the first message's id.
+    /// Sends a mail, sealed end to end, with a send id ([`new_send_id`]): the server stores it
+    /// at most once for this user and id, and answers a repeat with the first message's id.
+    /// A server older than protocol version 4 could only store plaintext: it is refused
+    /// ([`ClientError::ServerCannotSeal`]), nothing sent.
     pub fn send_once(
         &mut self,
         send_id: &[u8; SEND_ID_LEN],
         draft: &Draft,
     ) -> Result<u64, ClientError> {
-        validate_recipients(&draft.to)?;
-        validate_title(&draft.title)?;
-        validate_body(&draft.body)?;
-        let request = Request::SendOnce {
-            send_id: *send_id,
-            draft: draft.clone(),
-        };
-        self.guard(|s| match s.request(request, "while sending the mail")? {
-            Response::Sent { id } => Ok(id),
-            other => Err(unexpected("Sent", &other)),
-        })
+        self.send_sealed(send_id, draft)
     }
 
-    /// Lists the inbox, newest page last as the server sends them, reading every page.
+    /// Lists the inbox in id order, titles decrypted and verified (see [`Session::list_each`],
+    /// which streams).
     pub fn inbox(&mut self) -> Result<Vec<MailSummary>, ClientError> {
+        let mut all = Vec::new();
+        self.list_each(Folder::Inbox, &mut |listed| {
+            all.push(listed.summary());
+            ControlFlow::Continue(())
+        })?;
+        Ok(all)
+    }
+
+    /// Lists what this user has sent, oldest first (see [`Session::list_each`]).
+    pub fn sent(&mut self) -> Result<Vec<SentSummary>, ClientError> {
+        if self.version < 2 {
+            return Err(ClientError::ServerTooOld {
+                what: "the sent list",
+            });
+        }
+        let mut all = Vec::new();
+        self.list_each(Folder::Sent, &mut |listed| {
+            all.push(listed.sent_summary());
+            ControlFlow::Continue(())
+        })?;
+        Ok(all)
+    }
+
+    /// The inbox of a server older than version 4, every page.
+    fn inbox_old(&mut self) -> Result<Vec<MailSummary>, ClientError> {
         self.guard(|s| {
             let mut all = Vec::new();
             let mut response = s.request(Request::Inbox, "while listing the inbox")?;
@@ -274,8 +298,8 @@ impl Session {
         })
     }
 
-    /// Lists what this user has sent, oldest first, reading every page.
-    pub fn sent(&mut self) -> Result<Vec<SentSummary>, ClientError> {
+    /// The sent list of a server older than version 4, every page.
+    fn sent_old(&mut self) -> Result<Vec<SentSummary>, ClientError> {
         if self.version < 2 {
             return Err(ClientError::ServerTooOld {
                 what: "the sent list",
@@ -299,8 +323,8 @@ impl Session {
         })
     }
 
-    /// Reads one mail (the server marks it read).
-    pub fn read(&mut self, id: u64) -> Result<Mail, ClientError> {
+    /// `Read` on a server older than version 4 (the server marks it read).
+    fn read_old(&mut self, id: u64) -> Result<Mail, ClientError> {
         self.guard(
             |s| match s.request(Request::Read { id }, "while reading the mail")? {
                 Response::Mail(mail) => Ok(mail),
@@ -467,6 +491,17 @@ impl Session {
     /// server may already have closed), tries briefly to read the `Closing` frame that explains
     /// why.
     fn request(&mut self, request: Request, during: &'static str) -> Result<Response, ClientError> {
+        self.write_request(request, during)?;
+        self.receive(during)
+    }
+
+    /// Seals and sends one request without waiting for its answer (pipelined requests), as
+    /// [`Self::request`] does, ending the session if that fails.
+    fn send_request(&mut self, request: Request, during: &'static str) -> Result<(), ClientError> {
+        self.guard(|s| s.write_request(request, during))
+    }
+
+    fn write_request(&mut self, request: Request, during: &'static str) -> Result<(), ClientError> {
         let sealed = self.channel.seal(&request, now_millis())?;
         if let Err(write_err) = write_frame(&mut self.stream, &sealed) {
             let _ = self.stream.set_read_timeout(Some(CLOSING_GRACE));
@@ -485,7 +520,7 @@ impl Session {
                 },
             });
         }
-        self.receive(during)
+        Ok(())
     }
 
     /// [`Self::request`] for a request added after protocol version 3 was fixed: a server
@@ -544,6 +579,14 @@ enum Attempt {
 fn judge(err: &ClientError) -> Attempt {
     match err {
         ClientError::Limit(_)
+        | ClientError::Seal(_)
+        | ClientError::ServerCannotSeal { .. }
+        | ClientError::AgeKey(_)
+        | ClientError::Contacts(_)
+        | ClientError::NoKeyRecord { .. }
+        | ClientError::KeyChanged { .. }
+        | ClientError::BadKeyRecord { .. }
+        | ClientError::NoDirectory { .. }
         | ClientError::Server {
             code: ErrorCode::UnknownRecipient | ErrorCode::InvalidRequest,
             ..

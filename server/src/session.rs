@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN};
 use forkmail_protocol::handshake::{CheckedHello, Established};
-use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
+use forkmail_protocol::limits::validate_recipients;
 use forkmail_protocol::messages::{
-    AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    INBOX_PAGE_LEN, MAX_BATCH_IDS, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
+    AuthResult, ClientAuth, CloseReason, ErrorCode, Folder, Refusal, Request, Response,
+    SealedDraft, ServerReply, INBOX_PAGE_LEN, MAX_BATCH_IDS, MAX_HEADER_IDS, MAX_SEALED_BODY_LEN,
+    MAX_SEALED_HEADER_LEN, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{SendLimits, Store, StoreError};
@@ -296,8 +297,37 @@ impl Authenticated {
         request: Request,
     ) -> Result<Flow, SessionError> {
         let response = match request {
-            Request::Send(draft) => self.send(store, limits, None, draft),
-            Request::SendOnce { send_id, draft } => self.send(store, limits, Some(send_id), draft),
+            // From protocol version 4 on, the server stores only mail sealed end to end.
+            Request::Send(_) | Request::SendOnce { .. } => Response::Error {
+                code: ErrorCode::InvalidRequest,
+                message: PLAINTEXT_REFUSED.to_owned(),
+            },
+            Request::SendSealed { send_id, draft } => {
+                self.send_sealed(store, limits, send_id, draft)
+            }
+            Request::List { folder } => {
+                return self.list(store, stream, folder).map(|()| Flow::Continue)
+            }
+            Request::Headers { folder, ids } => {
+                if ids.is_empty() || ids.len() > MAX_HEADER_IDS {
+                    Response::Error {
+                        code: ErrorCode::InvalidRequest,
+                        message: format!(
+                            "a headers request names 1 to {MAX_HEADER_IDS} message ids, not {}",
+                            ids.len()
+                        ),
+                    }
+                } else {
+                    match store.headers(&self.user, folder, &ids) {
+                        Ok(headers) => Response::Headers { headers },
+                        Err(err) => error_response(err),
+                    }
+                }
+            }
+            Request::ReadLetter { id } => match store.read_letter(&self.user, id) {
+                Ok(letter) => Response::Letter(letter),
+                Err(err) => error_response(err),
+            },
             Request::Inbox => return self.inbox(store, stream).map(|()| Flow::Continue),
             Request::Sent => return self.sent(store, stream).map(|()| Flow::Continue),
             Request::Read { id } => match store.read(&self.user, id) {
@@ -341,11 +371,7 @@ impl Authenticated {
                 directory::publish_key(store, &self.user, &record).unwrap_or_else(error_response)
             }
             // Protocol version 4's requests, answered as "not supported" until they are built.
-            Request::SendSealed { .. }
-            | Request::List { .. }
-            | Request::Headers { .. }
-            | Request::ReadLetter { .. }
-            | Request::Logout => Response::Error {
+            Request::Logout => Response::Error {
                 code: ErrorCode::InvalidRequest,
                 message: "this server does not support this request yet".to_owned(),
             },
@@ -354,47 +380,62 @@ impl Authenticated {
         Ok(Flow::Continue)
     }
 
-    /// Stores a draft within the server's limits; with a send id, at most once per (user, send
-    /// id), a repeat answered with the first message's id.
-    fn send(
+    /// Stores a sealed mail within the server's limits, at most once per (user, send id), a
+    /// repeat answered with the first message's id. What is checked is what the server can
+    /// see: the recipients (valid names, how many, no repeats) and the ciphertexts' sizes; the
+    /// title and body limits are the clients' (PROTOCOL.md §9), the content is never looked at.
+    fn send_sealed(
         &self,
         store: &mut dyn Store,
         limits: &SendLimits,
-        send_id: Option<[u8; SEND_ID_LEN]>,
-        draft: Draft,
+        send_id: [u8; SEND_ID_LEN],
+        draft: SealedDraft,
     ) -> Response {
-        let valid = validate_recipients(&draft.to)
-            .and_then(|()| validate_title(&draft.title))
-            .and_then(|()| validate_body(&draft.body));
-        if let Err(err) = valid {
+        if let Err(message) = check_sealed(&draft) {
             return Response::Error {
                 code: ErrorCode::InvalidRequest,
-                message: err.to_string(),
+                message,
             };
         }
-        let stored = match send_id {
-            None => store.send(&self.user, &draft, now_millis(), limits),
-            Some(send_id) => store.send_once(
-                &self.user,
-                &send_id,
-                &draft,
-                now_millis(),
-                SEND_ID_RETENTION_MS,
-                limits,
-            ),
-        };
+        let stored = store.send_sealed_once(
+            &self.user,
+            &send_id,
+            &draft,
+            now_millis(),
+            SEND_ID_RETENTION_MS,
+            limits,
+        );
         match stored {
             Ok(id) => {
                 info!(
-                    "an email from {} is sent to {} with content length {}",
+                    "an email from {} is sent to {} with content length {} (encrypted bytes)",
                     self.user,
                     draft.to.join(";"),
-                    draft.body.chars().count()
+                    draft.body.len()
                 );
                 Response::Sent { id }
             }
             Err(err) => send_refusal(err),
         }
+    }
+
+    /// Streams the folder's metadata page by page, as [`Self::inbox`] does.
+    fn list(
+        &mut self,
+        store: &mut dyn Store,
+        stream: &TcpStream,
+        folder: Folder,
+    ) -> Result<(), SessionError> {
+        let user = self.user.clone();
+        let page_len = match folder {
+            Folder::Inbox => INBOX_PAGE_LEN,
+            Folder::Sent => SENT_PAGE_LEN,
+        };
+        self.pages(
+            stream,
+            |page| store.list(&user, folder, page_len, page),
+            |entries, more| Response::ListPage { entries, more },
+        )
     }
 
     fn inbox(&mut self, store: &mut dyn Store, stream: &TcpStream) -> Result<(), SessionError> {
@@ -484,6 +525,28 @@ fn send_refusal(err: StoreError) -> Response {
         _ => err.to_string(),
     };
     Response::Error { code, message }
+}
+
+/// What a client that sends plaintext hears (`Send`, `SendOnce`).
+const PLAINTEXT_REFUSED: &str = "this server stores only end-to-end encrypted mail; upgrade the \
+     client; nothing was sent";
+
+/// The checks of a sealed draft the server can make: recipients and ciphertext sizes.
+fn check_sealed(draft: &SealedDraft) -> Result<(), String> {
+    validate_recipients(&draft.to).map_err(|err| format!("{err}; nothing was sent"))?;
+    if draft.header.is_empty() || draft.header.len() > MAX_SEALED_HEADER_LEN {
+        return Err(format!(
+            "a sealed header is 1 to {MAX_SEALED_HEADER_LEN} bytes, not {}; nothing was sent",
+            draft.header.len()
+        ));
+    }
+    if draft.body.is_empty() || draft.body.len() > MAX_SEALED_BODY_LEN {
+        return Err(format!(
+            "a sealed body is 1 to {MAX_SEALED_BODY_LEN} bytes, not {}; nothing was sent",
+            draft.body.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a batch of ids that is empty or longer than [`MAX_BATCH_IDS`].

@@ -33,6 +33,7 @@ pub mod mounts;
 pub mod old_server;
 pub mod procfs;
 pub mod pty;
+pub mod sealing;
 pub mod server;
 pub mod wire;
 

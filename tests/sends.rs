@@ -4,12 +4,11 @@
 //! random moments, every outcome checked against the store.
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use forkmail_protocol::messages::{Draft, Request, Response};
-use forkmail_testkit::{db, wire, Deployment, Server};
+use forkmail_testkit::{db, sealing, wire, Deployment, Server};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -94,13 +93,14 @@ fn sent_lists_what_was_sent_in_json_and_for_people_even_after_recipients_delete(
 fn a_repeated_send_once_on_the_wire_returns_the_original_id_and_stores_one_copy() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&[]);
-    let request = Request::SendOnce {
+    let draft = Draft {
+        to: vec!["bob".into()],
+        title: "once".into(),
+        body: "only one copy".into(),
+    };
+    let request = Request::SendSealed {
         send_id: *b"sixteen byte id!",
-        draft: Draft {
-            to: vec!["bob".into()],
-            title: "once".into(),
-            body: "only one copy".into(),
-        },
+        draft: sealing::seal_as(&dep, "alice", "alice", &draft),
     };
     let mut first = wire::login(&dep, server.addr, "alice");
     let Response::Sent { id } = first.request(&request) else {
@@ -121,7 +121,11 @@ fn a_repeated_send_once_on_the_wire_returns_the_original_id_and_stores_one_copy(
     );
     // The same id from another sender is another send.
     let mut bob = wire::login(&dep, server.addr, "bob");
-    let Response::Sent { id: bobs } = bob.request(&request) else {
+    let bobs_request = Request::SendSealed {
+        send_id: *b"sixteen byte id!",
+        draft: sealing::seal_as(&dep, "bob", "bob", &draft),
+    };
+    let Response::Sent { id: bobs } = bob.request(&bobs_request) else {
         panic!("bob may use the same send id")
     };
     assert_ne!(bobs, id);
@@ -135,17 +139,13 @@ fn a_repeated_send_once_on_the_wire_returns_the_original_id_and_stores_one_copy(
     wire::assert_serves(again, &server);
 }
 
-/// How many copies of each title `user` holds, read through the store.
+/// How many copies of each title `user` holds, read through the store (the sealed headers
+/// decrypted with `user`'s identity).
 fn titles(dep: &Deployment, user: &str) -> HashMap<String, usize> {
     let mut copies = HashMap::new();
-    db::open(&dep.store())
-        .inbox(user, 1000, &mut |page, _| {
-            for mail in page {
-                *copies.entry(mail.title).or_insert(0) += 1;
-            }
-            ControlFlow::Continue(())
-        })
-        .expect("inbox through the store");
+    for (_, title) in sealing::stored_inbox_titles(dep, user) {
+        *copies.entry(title).or_insert(0) += 1;
+    }
     copies
 }
 

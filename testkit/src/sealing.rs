@@ -4,13 +4,15 @@
 //! header moved from one mail to another). The sealing itself is the client's
 //! (`forkmail_client::e2e::mail`), never a copy.
 
+use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use age::x25519::Identity;
 use forkmail_client::e2e::mail;
 use forkmail_keygen::agekey;
 use forkmail_keygen::layout::ProfileDir;
-use forkmail_protocol::messages::SealedDraft;
+use forkmail_protocol::messages::{Folder, SealedDraft, MAX_HEADER_IDS};
 use forkmail_protocol::{now_millis, Draft};
 
 use crate::{wire, Deployment};
@@ -45,4 +47,42 @@ pub fn seal_as(dep: &Deployment, sealer: &str, claimed_from: &str, draft: &Draft
         now_millis(),
     )
     .unwrap_or_else(|e| panic!("sealing as {sealer}: {e}"))
+}
+
+/// Every mail in `user`'s inbox as the store holds it, read behind the server's back, with
+/// its title: a sealed header decrypted with `user`'s own identities (without verifying the
+/// signature: this is the tests' view of what was stored), a plaintext mail's title as it is.
+pub fn stored_inbox_titles(dep: &Deployment, user: &str) -> Vec<(u64, String)> {
+    let mut store = crate::db::open(&dep.store());
+    let mut listed = Vec::new();
+    store
+        .list(user, Folder::Inbox, 1000, &mut |entries, _| {
+            listed.extend(entries);
+            ControlFlow::Continue(())
+        })
+        .expect("listing through the store");
+    let identities = identities(&dep.profile(user));
+    let mut titles = Vec::with_capacity(listed.len());
+    for chunk in listed.chunks(MAX_HEADER_IDS) {
+        let ids: Vec<u64> = chunk.iter().map(|e| e.id).collect();
+        let headers: HashMap<u64, Vec<u8>> = store
+            .headers(user, Folder::Inbox, &ids)
+            .expect("headers through the store")
+            .into_iter()
+            .map(|h| (h.id, h.header))
+            .collect();
+        for entry in chunk {
+            let title = match (&entry.title, headers.get(&entry.id)) {
+                (Some(title), _) => title.clone(),
+                (None, Some(sealed)) => mail::decrypt_header(sealed, &identities)
+                    .ok()
+                    .and_then(|signed| signed.decode_unverified().ok())
+                    .map(|header| header.title)
+                    .unwrap_or_else(|| "[cannot be decrypted]".to_owned()),
+                (None, None) => "[no header]".to_owned(),
+            };
+            titles.push((entry.id, title));
+        }
+    }
+    titles
 }

@@ -84,6 +84,12 @@ impl Cluster {
         self.port
     }
 
+    /// The cluster's data directory (`PGDATA`): every file the server writes, for tests that
+    /// search what reached the disk.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// The URL of database `name` as the superuser `postgres` (no password: trust).
     pub fn url(&self, name: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{name}", self.port)

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use forkmail_protocol::frame::encode_frame;
 use forkmail_protocol::messages::{
-    AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    SignedClientHello,
+    AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, SealedDraft,
+    ServerReply, SignedClientHello,
 };
 use forkmail_protocol::{decode, now_millis, PROTOCOL_VERSION};
+use forkmail_testkit::sealing;
 use forkmail_testkit::wire::{self, Wire};
 use forkmail_testkit::{bin, copy_tree, count_rows, wait_until, DeployOptions, Deployment, Server};
 use serde::Serialize;
@@ -44,7 +45,11 @@ fn replay_whole_recorded_session_on_new_connection_is_refused() {
     let (dep, server) = setup();
     let mut s = wire::login(&dep, server.addr, "alice");
     assert!(matches!(
-        s.request(&Request::Send(draft(&["bob"], "once", "x"))),
+        s.request(&sealing::send_request(
+            &dep,
+            "alice",
+            &draft(&["bob"], "once", "x")
+        )),
         Response::Sent { .. }
     ));
     assert_eq!(s.request(&Request::Quit), Response::Goodbye);
@@ -65,7 +70,11 @@ fn replay_whole_recorded_session_on_new_connection_is_refused() {
 fn replay_sealed_frame_inside_its_session_does_not_store_twice() {
     let (dep, server) = setup();
     let mut s = wire::login(&dep, server.addr, "alice");
-    let frame = s.seal(&Request::Send(draft(&["bob"], "pay once", "10 EUR")));
+    let frame = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "pay once", "10 EUR"),
+    ));
     s.wire.send_frame(&frame).unwrap();
     assert!(matches!(s.response(), Response::Sent { .. }));
     s.wire.send_frame(&frame).unwrap();
@@ -95,8 +104,16 @@ fn replay_recorded_hello_to_a_different_child_is_refused() {
 fn reordered_frames_end_the_session() {
     let (dep, server) = setup();
     let mut s = wire::login(&dep, server.addr, "alice");
-    let first = s.seal(&Request::Send(draft(&["bob"], "first", "1")));
-    let second = s.seal(&Request::Send(draft(&["bob"], "second", "2")));
+    let first = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "first", "1"),
+    ));
+    let second = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "second", "2"),
+    ));
     s.wire.send_frame(&second).unwrap();
     s.wire.send_frame(&first).unwrap();
     assert!(s.wire.closed_by_server(CLOSE));
@@ -109,7 +126,11 @@ fn dropped_frame_ends_the_session() {
     let (dep, server) = setup();
     let mut s = wire::login(&dep, server.addr, "alice");
     let _dropped = s.seal(&Request::Inbox);
-    let next = s.seal(&Request::Send(draft(&["bob"], "after a gap", "x")));
+    let next = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "after a gap", "x"),
+    ));
     s.wire.send_frame(&next).unwrap();
     assert!(s.wire.closed_by_server(CLOSE));
     assert_eq!(count_rows(&dep.database(), "messages"), 0);
@@ -119,7 +140,11 @@ fn dropped_frame_ends_the_session() {
 fn duplicated_frame_ends_the_session() {
     let (dep, server) = setup();
     let mut s = wire::login(&dep, server.addr, "alice");
-    let frame = s.seal(&Request::Send(draft(&["bob"], "dup", "x")));
+    let frame = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "dup", "x"),
+    ));
     s.wire
         .send_raw(&[encode_frame(&frame), encode_frame(&frame)].concat())
         .unwrap();
@@ -145,11 +170,11 @@ fn server_frame_reflected_back_ends_the_session() {
 /// so a frame made longer by the tampering ends in EOF rather than a wait.
 fn send_tampered(dep: &Deployment, server: &Server, tamper: impl FnOnce(&mut Vec<u8>)) {
     let mut s = wire::login(dep, server.addr, "alice");
-    let body = s.seal(&Request::Send(draft(
-        &["bob"],
-        "tampered",
-        "transfer 10 EUR",
-    )));
+    let body = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "tampered", "transfer 10 EUR"),
+    ));
     let mut framed = encode_frame(&body);
     tamper(&mut framed);
     s.wire.send_raw(&framed).unwrap();
@@ -283,7 +308,10 @@ fn stale_and_future_frames_end_the_session() {
         let ts = (now_millis() as i64 + offset) as u64;
         let frame = s
             .channel
-            .seal(&Request::Send(draft(&["bob"], "late", "x")), ts)
+            .seal(
+                &sealing::send_request(&dep, "alice", &draft(&["bob"], "late", "x")),
+                ts,
+            )
             .unwrap();
         s.wire.send_frame(&frame).unwrap();
         assert!(s.wire.closed_by_server(CLOSE));
@@ -685,7 +713,11 @@ fn client_that_never_reads_cannot_block_its_child_forever() {
     let server = dep.start_server(&["--write-timeout", "2"]);
     let mut s = wire::login(&dep, server.addr, "alice");
     let body = "𝄞".repeat(1_000_000);
-    let id = match s.request(&Request::Send(draft(&["alice"], "big", &body))) {
+    let id = match s.request(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["alice"], "big", &body),
+    )) {
         Response::Sent { id } => id,
         other => panic!("{other:?}"),
     };
@@ -695,7 +727,7 @@ fn client_that_never_reads_cannot_block_its_child_forever() {
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     for _ in 0..20 {
-        let frame = s.seal(&Request::Read { id });
+        let frame = s.seal(&Request::ReadLetter { id });
         if s.wire.send_frame(&frame).is_err() {
             break;
         }
@@ -727,11 +759,11 @@ fn flood_of_garbage_bytes_is_dropped() {
 fn client_closing_mid_frame_leaves_nothing_behind() {
     let (dep, server) = setup();
     let mut s = wire::login(&dep, server.addr, "alice");
-    let body = s.seal(&Request::Send(draft(
-        &["bob"],
-        "half",
-        &"x".repeat(100_000),
-    )));
+    let body = s.seal(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], "half", &"x".repeat(100_000)),
+    ));
     let framed = encode_frame(&body);
     s.wire.send_raw(&framed[..framed.len() / 2]).unwrap();
     drop(s);
@@ -758,7 +790,15 @@ fn hostile_recipient_lists_are_refused_and_store_nothing() {
     ];
     let mut s = wire::login(&dep, server.addr, "alice");
     for to in cases {
-        let response = s.request(&Request::Send(draft(&to, "t", "b")));
+        // What a client that skips its own checks could send: the server checks the names.
+        let response = s.request(&Request::SendSealed {
+            send_id: [9; 16],
+            draft: SealedDraft {
+                to: to.iter().map(|s| s.to_string()).collect(),
+                header: vec![1; 100],
+                body: vec![1; 100],
+            },
+        });
         assert!(
             matches!(
                 response,
@@ -784,15 +824,21 @@ fn titles_with_slashes_newlines_and_escapes_are_stored_verbatim_and_shown_safely
     let title = "a/b\\c\n\r\t\x1b[2J\x1b]0;pwned\x07 ../";
     let body = "line\n\x1b[31mred\x1b[0m\x00end";
     let mut s = wire::login(&dep, server.addr, "alice");
-    let id = match s.request(&Request::Send(draft(&["bob"], title, body))) {
+    let id = match s.request(&sealing::send_request(
+        &dep,
+        "alice",
+        &draft(&["bob"], title, body),
+    )) {
         Response::Sent { id } => id,
         other => panic!("{other:?}"),
     };
     let mut b = wire::login(&dep, server.addr, "bob");
-    match b.request(&Request::Read { id }) {
-        Response::Mail(mail) => {
-            assert_eq!(mail.title, title);
-            assert_eq!(mail.body, body);
+    match b.request(&Request::ReadLetter { id }) {
+        Response::Letter(letter) => {
+            let opened = sealing::open_as(&dep, "bob", letter);
+            assert!(opened.verified, "{:?}", opened.problem);
+            assert_eq!(opened.mail.title, title);
+            assert_eq!(opened.mail.body, body);
         }
         other => panic!("{other:?}"),
     }

@@ -12,8 +12,10 @@ use age::x25519::Identity;
 use forkmail_client::e2e::mail;
 use forkmail_keygen::agekey;
 use forkmail_keygen::layout::ProfileDir;
-use forkmail_protocol::messages::{Folder, SealedDraft, MAX_HEADER_IDS};
-use forkmail_protocol::{now_millis, Draft};
+use forkmail_protocol::messages::{Folder, Letter, SealedDraft, MAX_HEADER_IDS, SEND_ID_LEN};
+use forkmail_protocol::{now_millis, Draft, Request};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::KeyPair;
 
 use crate::{wire, Deployment};
 
@@ -85,4 +87,31 @@ pub fn stored_inbox_titles(dep: &Deployment, user: &str) -> Vec<(u64, String)> {
         }
     }
     titles
+}
+
+/// A `SendSealed` of `draft` sealed by `from`, with a fresh random send id: what the client
+/// sends for `forkmail send`, for the raw-wire tests.
+pub fn send_request(dep: &Deployment, from: &str, draft: &Draft) -> Request {
+    let mut send_id = [0u8; SEND_ID_LEN];
+    SystemRandom::new()
+        .fill(&mut send_id)
+        .expect("the system's random numbers");
+    Request::SendSealed {
+        send_id,
+        draft: seal_as(dep, from, from, draft),
+    }
+}
+
+/// Opens `letter` as `reader` would: with `reader`'s identities, the signature checked with
+/// the sender's key from the deployment's profile.
+pub fn open_as(dep: &Deployment, reader: &str, letter: Letter) -> mail::OpenedMail {
+    let signer = KeyPair::public_key(&wire::user_key(dep, &letter.from))
+        .as_ref()
+        .to_vec();
+    mail::open_letter(
+        letter,
+        &identities(&dep.profile(reader)),
+        Ok(&signer),
+        reader,
+    )
 }

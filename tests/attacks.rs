@@ -171,7 +171,7 @@ fn server_frame_reflected_back_ends_the_session() {
 fn send_tampered(dep: &Deployment, server: &Server, tamper: impl FnOnce(&mut Vec<u8>)) {
     let mut s = wire::login(dep, server.addr, "alice");
     let body = s.seal(&sealing::send_request(
-        &dep,
+        dep,
         "alice",
         &draft(&["bob"], "tampered", "transfer 10 EUR"),
     ));

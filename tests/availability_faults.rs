@@ -22,7 +22,7 @@ use forkmail_protocol::limits::MAX_BODY_CHARS;
 use forkmail_protocol::messages::{Draft, Request, Response, ServerReply};
 use forkmail_testkit::cgroup::PidsLimit;
 use forkmail_testkit::wire::{self, Session};
-use forkmail_testkit::{bin, db, procfs, wait_until, Deployment, Server};
+use forkmail_testkit::{bin, db, procfs, sealing, wait_until, Deployment, Server};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -150,11 +150,11 @@ fn a_child_stopped_while_holding_the_write_lock_is_killed_and_logins_proceed() {
     let mut caught = None;
     for attempt in 0..100 {
         let title = format!("attempt {attempt}");
-        let frame = sender.seal(&Request::Send(draft(
-            &["bob", "carol", "dave"],
-            &title,
-            &body,
-        )));
+        let frame = sender.seal(&sealing::send_request(
+            &dep,
+            "alice",
+            &draft(&["bob", "carol", "dave"], &title, &body),
+        ));
         sender.wire.send_frame(&frame).unwrap();
         // Poll the lock table tightly while the send commits; stop the child inside it.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -300,7 +300,11 @@ fn sighup_is_logged_and_stops_neither_the_server_nor_a_session() {
     );
     // The open session is still served, and so is a new one.
     assert!(matches!(
-        session.request(&Request::Send(draft(&["bob"], "after SIGHUP", "b"))),
+        session.request(&sealing::send_request(
+            &dep,
+            "alice",
+            &draft(&["bob"], "after SIGHUP", "b")
+        )),
         Response::Sent { .. }
     ));
     assert!(procfs::state(child).is_some_and(|s| s != 'Z'));
@@ -352,7 +356,11 @@ fn a_second_server_on_one_deployment_is_refused_and_a_restart_is_never_blocked()
     assert!(procfs::state(child).is_some_and(|s| s != 'Z'));
     let mut orphan = session;
     assert!(matches!(
-        orphan.request(&Request::Send(draft(&["bob"], "still served", "b"))),
+        orphan.request(&sealing::send_request(
+            &dep,
+            "alice",
+            &draft(&["bob"], "still served", "b")
+        )),
         Response::Sent { .. }
     ));
     drop(orphan);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use forkmail_client::{ConnectOptions, Session};
 use forkmail_protocol::messages::Draft;
-use forkmail_testkit::{db, integrity_ok, procfs, wait_until, Deployment, Server};
+use forkmail_testkit::{integrity_ok, procfs, sealing, wait_until, Deployment, Server};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -37,7 +37,7 @@ fn draft(to: &[&str], title: &str, body: &str) -> Draft {
 
 /// Deliveries per message title, and messages stored without all of their deliveries.
 fn audit(dep: &Deployment) -> (HashMap<String, i64>, i64) {
-    let audit = db::audit(&dep.store(), &dep.users());
+    let audit = sealing::audit(dep, &dep.users());
     (audit.deliveries_per_title, audit.half_stored)
 }
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use forkmail_protocol::messages::{Draft, Request, Response};
-use forkmail_testkit::{bin, db, wait_until, wire, Deployment, GivenStderr, Server, ServerConfig};
+use forkmail_testkit::{
+    bin, sealing, wait_until, wire, Deployment, GivenStderr, Server, ServerConfig,
+};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -66,7 +68,7 @@ fn send_all_once(dep: &Deployment, server: &Server, prefix: &str) {
     for title in &titles {
         send_within_bound(dep, server, title);
     }
-    let audit = db::audit(&dep.store(), &["alice", "bob"]);
+    let audit = sealing::audit(dep, &["alice", "bob"]);
     assert_eq!(audit.half_stored, 0);
     for title in &titles {
         assert_eq!(
@@ -293,12 +295,14 @@ fn measure_logins_and_sends_with_stderr_drained_stalled_and_gone() {
             let started = Instant::now();
             let mut session = wire::login(&dep, server.addr, "alice");
             logins.push(started.elapsed());
-            let started = Instant::now();
-            let reply = session.request(&Request::Send(Draft {
+            let draft = Draft {
                 to: vec!["bob".into()],
                 title: format!("{mode} {i}"),
                 body: "x".into(),
-            }));
+            };
+            let request = sealing::send_request(&dep, "alice", &draft);
+            let started = Instant::now();
+            let reply = session.request(&request);
             sends.push(started.elapsed());
             assert!(matches!(reply, Response::Sent { .. }), "{reply:?}");
             assert_eq!(session.request(&Request::Quit), Response::Goodbye);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use forkmail_protocol::messages::{Draft, ErrorCode, Request, Response};
 use forkmail_testkit::mounts::ReadOnlyMount;
-use forkmail_testkit::{db, wire, Deployment};
+use forkmail_testkit::{db, sealing, wire, Deployment};
 
 /// `nobody`: a user other than the one running the tests.
 const OTHER_UID: u32 = 65534;
@@ -249,12 +249,13 @@ fn demo_refuses_a_demo_directory_it_does_not_own_or_others_can_write() {
     );
 }
 
-fn draft() -> Request {
-    Request::Send(Draft {
+fn draft(dep: &Deployment) -> Request {
+    let draft = Draft {
         to: vec!["bob".into()],
         title: "t".into(),
         body: "b".into(),
-    })
+    };
+    sealing::send_request(dep, "alice", &draft)
 }
 
 /// Sends on a session whose database `swap` takes away after login: refused, never `Sent`, and
@@ -264,7 +265,7 @@ fn send_after(swap: impl FnOnce(&Deployment), logged: &str) -> Deployment {
     let server = dep.start_server(&[]);
     let mut session = wire::login(&dep, server.addr, "alice");
     swap(&dep);
-    match session.request(&draft()) {
+    match session.request(&draft(&dep)) {
         Response::Error { code, message } => {
             assert_eq!(code, ErrorCode::Internal);
             assert!(message.contains("deleted or replaced"), "{message}");
@@ -312,7 +313,10 @@ fn the_database_its_wal_and_shm_are_0600_while_a_server_serves() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&[]);
     let mut session = wire::login(&dep, server.addr, "alice");
-    assert!(matches!(session.request(&draft()), Response::Sent { .. }));
+    assert!(matches!(
+        session.request(&draft(&dep)),
+        Response::Sent { .. }
+    ));
     // The session's connection is still open, so the WAL and shared memory are there.
     for suffix in ["", "-wal", "-shm"] {
         let path = dep.server_dir().join(format!("mail.db{suffix}"));

@@ -278,6 +278,13 @@ impl Session {
         Ok(all)
     }
 
+    /// The inbox as protocol versions 1-3 list it (`Inbox`: every title in the server's
+    /// plaintext): how a server older than version 4 is listed, and the benchmark's baseline
+    /// of what a listing cost before end-to-end encryption.
+    pub fn inbox_plaintext(&mut self) -> Result<Vec<MailSummary>, ClientError> {
+        self.inbox_old()
+    }
+
     /// The inbox of a server older than version 4, every page.
     fn inbox_old(&mut self) -> Result<Vec<MailSummary>, ClientError> {
         self.guard(|s| {

@@ -115,3 +115,76 @@ pub fn open_as(dep: &Deployment, reader: &str, letter: Letter) -> mail::OpenedMa
         reader,
     )
 }
+
+/// Keys loaded once for sealing many mails from one sender (the benchmark's preload).
+pub struct Sealer {
+    from: String,
+    key: ring::signature::RsaKeyPair,
+    /// The sender's own recipient, and each recipient's by name.
+    own: age::x25519::Recipient,
+    recipients: HashMap<String, age::x25519::Recipient>,
+}
+
+impl Sealer {
+    /// `from`'s signing key and the current age recipient of `from` and each of `to`.
+    pub fn new(dep: &Deployment, from: &str, to: &[&str]) -> Self {
+        Sealer {
+            from: from.to_owned(),
+            key: wire::user_key(dep, from),
+            own: identities(&dep.profile(from))[0].to_public(),
+            recipients: to
+                .iter()
+                .map(|name| {
+                    (
+                        name.to_string(),
+                        identities(&dep.profile(name))[0].to_public(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Seals `draft` (whose recipients must be among those given to [`Sealer::new`]).
+    pub fn seal(&self, draft: &Draft, send_id: [u8; SEND_ID_LEN]) -> SealedDraft {
+        let recipients = mail::seal_to(
+            draft.to.iter().map(|name| self.recipients[name].clone()),
+            &self.own,
+        );
+        mail::seal(
+            draft,
+            &self.from,
+            &self.key,
+            &recipients,
+            send_id,
+            now_millis(),
+        )
+        .unwrap_or_else(|e| panic!("sealing as {}: {e}", self.from))
+    }
+}
+
+/// [`crate::db::audit`] for sealed mail: each message's title from its sealed header (read
+/// with the holder's identities), its recipients from the store's metadata.
+pub fn audit(dep: &Deployment, users: &[&str]) -> crate::db::Audit {
+    let mut store = crate::db::open(&dep.store());
+    let mut audit = crate::db::Audit::default();
+    // id -> (title, deliveries seen, a recipient holding it)
+    let mut messages: HashMap<u64, (String, i64, String)> = HashMap::new();
+    for user in users {
+        for (id, title) in stored_inbox_titles(dep, user) {
+            let seen = messages
+                .entry(id)
+                .or_insert_with(|| (title, 0, user.to_string()));
+            seen.1 += 1;
+        }
+    }
+    for (id, (title, deliveries, holder)) in messages {
+        *audit.deliveries_per_title.entry(title).or_insert(0) += deliveries;
+        let letter = store
+            .read_letter(&holder, id)
+            .unwrap_or_else(|e| panic!("reading message {id}: {e}"));
+        if letter.to.len() as i64 != deliveries {
+            audit.half_stored += 1;
+        }
+    }
+    audit
+}

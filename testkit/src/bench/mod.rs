@@ -22,6 +22,7 @@ pub mod flood;
 pub mod report;
 pub mod scaling;
 pub mod scenarios;
+pub mod sealed;
 pub mod sections;
 pub mod setup;
 pub mod stats;

@@ -14,6 +14,7 @@ use forkmail_keygen::password::DEFAULT_SHA512_ITERATIONS;
 use super::costs::{self, Rounds};
 use super::report::{Report, Section};
 use super::scenarios;
+use super::sealed;
 use super::sections::{
     inbox_section, memory_section, read_section, send_section, session_section, thousands,
     throughput_section, Mailbox, Sends,
@@ -243,6 +244,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
         plan.reads.min(plan.inboxes[0].0)
     ));
     measure_reads(bin, &inbox_deployments, &mut mailboxes, plan.reads)?;
+    let e2e_section = sealed::measure(bin, &stores, LOW_ITERATIONS, dir, settings.quick, progress)?;
 
     let sections = vec![
         session_section(&production_sessions, &low_sessions),
@@ -255,6 +257,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             title: "Building blocks (in-process, this machine)".into(),
             rows: cost_rows,
         },
+        e2e_section,
     ];
     Ok(Report {
         store: settings.store,

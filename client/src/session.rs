@@ -257,7 +257,7 @@ impl Session {
     pub fn inbox(&mut self) -> Result<Vec<MailSummary>, ClientError> {
         let mut all = Vec::new();
         self.list_each(Folder::Inbox, &mut |listed| {
-            all.push(listed.summary());
+            all.push(listed.into_summary());
             ControlFlow::Continue(())
         })?;
         Ok(all)
@@ -272,7 +272,7 @@ impl Session {
         }
         let mut all = Vec::new();
         self.list_each(Folder::Sent, &mut |listed| {
-            all.push(listed.sent_summary());
+            all.push(listed.into_sent_summary());
             ControlFlow::Continue(())
         })?;
         Ok(all)

@@ -326,7 +326,7 @@ pub(crate) const INVARIANTS: [(&str, &str); 8] = [
     ),
     (
         "messages whose size is not that of their title and body (and ciphertexts, sealed)",
-        "SELECT count(*) FROM messages m JOIN bodies b ON b.message_id = m.id WHERE m.size <> octet_length(m.title) + octet_length(b.body) + coalesce(octet_length(m.header), 0) + coalesce(octet_length(b.sealed), 0)",
+        "SELECT count(*) FROM messages m JOIN bodies b ON b.message_id = m.id WHERE m.size <> octet_length(m.title) + octet_length(b.body) + coalesce(octet_length(m.header), 0) + coalesce((SELECT octet_length(s.header) FROM sent s WHERE s.message_id = m.id), 0) + coalesce(octet_length(b.sealed), 0)",
     ),
     (
         "users whose mailbox usage is not the sum of their deliveries",

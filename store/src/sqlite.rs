@@ -746,8 +746,7 @@ fn insert_mail(
 ) -> Result<u64, StoreError> {
     let size = mail.size() as i64;
     conn.prepare_cached(
-        "INSERT INTO messages (sender, recipients, sent_ms, title, size, header)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO messages (sender, recipients, sent_ms, title, size) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .sql()?
     .execute(params![
@@ -755,8 +754,7 @@ fn insert_mail(
         mail.to.join(";"),
         sent_ms as i64,
         mail.title,
-        size,
-        mail.header
+        size
     ])
     .sql()?;
     let id = conn.last_insert_rowid();
@@ -776,10 +774,10 @@ fn insert_mail(
     }
     conn.prepare_cached(
         "INSERT INTO sent (message_id, sender, recipients, sent_ms, title, header)
-         SELECT id, sender, recipients, sent_ms, title, header FROM messages WHERE id = ?1",
+         SELECT id, sender, recipients, sent_ms, title, ?2 FROM messages WHERE id = ?1",
     )
     .sql()?
-    .execute([id])
+    .execute(params![id, mail.header])
     .sql()?;
     Ok(id as u64)
 }
@@ -1028,7 +1026,7 @@ impl Store for SqliteStore {
         let sql = match folder {
             Folder::Inbox => {
                 "SELECT d.message_id, m.sender, '', m.sent_ms, d.read, m.size, m.title,
-                        m.header IS NULL
+                        m.title <> ''
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.recipient = ?1 ORDER BY d.message_id"
             }
@@ -1075,8 +1073,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<SealedHeader>, StoreError> {
         let sql = match folder {
             Folder::Inbox => {
-                "SELECT m.header FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.recipient = ?1 AND d.message_id = ?2 AND m.header IS NOT NULL"
+                "SELECT s.header FROM deliveries d JOIN sent s ON s.message_id = d.message_id
+                 WHERE d.recipient = ?1 AND d.message_id = ?2 AND s.header IS NOT NULL"
             }
             Folder::Sent => {
                 "SELECT header FROM sent
@@ -1105,10 +1103,11 @@ impl Store for SqliteStore {
         let letter = self
             .conn
             .prepare_cached(
-                "SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, m.header, b.sealed
+                "SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, s.header, b.sealed
                  FROM deliveries d
                  JOIN messages m ON m.id = d.message_id
                  JOIN bodies b ON b.message_id = d.message_id
+                 LEFT JOIN sent s ON s.message_id = d.message_id
                  WHERE d.recipient = ?1 AND d.message_id = ?2",
             )
             .sql()?

@@ -35,11 +35,15 @@ pub fn cache_path(profile: &Path) -> PathBuf {
     profile.join("cache").join("headers.bin")
 }
 
-/// One cached, verified header.
+/// One cached, verified header: the sender as an index into [`HeaderCache::senders`] (a
+/// listing of 100,000 mails has a few dozen senders).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cached {
-    from: Box<str>,
-    title: Box<str>,
+    from: u32,
+    /// Where the title is in [`HeaderCache::titles`]: one allocation for every title, not one
+    /// each (loading 10,000 is then a read, not 10,000 allocations).
+    start: u32,
+    len: u16,
 }
 
 /// The verified headers of one user on one server.
@@ -50,6 +54,11 @@ pub struct HeaderCache {
     user: String,
     inbox: HashMap<u64, Cached>,
     sent: HashMap<u64, Cached>,
+    /// Every sender named by an entry, each once.
+    senders: Vec<Box<str>>,
+    /// Every title, back to back (a replaced or forgotten one stays until the next load).
+    titles: String,
+    sender_index: HashMap<Box<str>, u32>,
     /// Whether anything changed since loading: only then is the file written.
     dirty: bool,
 }
@@ -63,8 +72,21 @@ impl HeaderCache {
             user: user.to_owned(),
             inbox: HashMap::new(),
             sent: HashMap::new(),
+            senders: Vec::new(),
+            sender_index: HashMap::new(),
+            titles: String::new(),
             dirty: false,
         }
+    }
+
+    fn sender(&mut self, from: &str) -> u32 {
+        if let Some(&i) = self.sender_index.get(from) {
+            return i;
+        }
+        let i = self.senders.len() as u32;
+        self.senders.push(from.into());
+        self.sender_index.insert(from.into(), i);
+        i
     }
 
     /// Loads the cache at `path` for `server` (its key fingerprint) and `user`; a missing file
@@ -93,27 +115,44 @@ impl HeaderCache {
     pub fn title(&self, folder: Folder, id: u64, from: &str) -> Option<&str> {
         self.folder(folder)
             .get(&id)
-            .filter(|c| &*c.from == from)
-            .map(|c| &*c.title)
+            .filter(|c| &*self.senders[c.from as usize] == from)
+            .map(|c| self.text(c))
+    }
+
+    fn text(&self, c: &Cached) -> &str {
+        let start = c.start as usize;
+        self.titles.get(start..start + c.len as usize).unwrap_or("")
+    }
+
+    /// Appends a title to [`Self::titles`].
+    fn store_title(&mut self, title: &str) -> Option<(u32, u16)> {
+        let start = u32::try_from(self.titles.len()).ok()?;
+        let len = u16::try_from(title.len()).ok()?;
+        start.checked_add(u32::from(len))?;
+        self.titles.push_str(title);
+        Some((start, len))
     }
 
     /// Remembers a header this client has verified.
     pub fn insert(&mut self, folder: Folder, id: u64, from: &str, title: &str) {
-        let entry = Cached {
-            from: from.into(),
-            title: title.into(),
-        };
-        let previous = self.folder_mut(folder).insert(id, entry.clone());
-        if previous.as_ref() != Some(&entry) {
-            self.dirty = true;
+        if self.title(folder, id, from) == Some(title) {
+            return;
         }
+        let from = self.sender(from);
+        let Some((start, len)) = self.store_title(title) else {
+            return;
+        };
+        self.folder_mut(folder)
+            .insert(id, Cached { from, start, len });
+        self.dirty = true;
     }
 
-    /// After a complete listing of `folder`: forgets the mails no longer in it.
-    pub fn retain(&mut self, folder: Folder, listed: &std::collections::HashSet<u64>) {
+    /// After a complete listing of `folder`: forgets the mails no longer in it (`listed`
+    /// sorted, as a listing is).
+    pub fn retain(&mut self, folder: Folder, listed: &[u64]) {
         let map = self.folder_mut(folder);
         let before = map.len();
-        map.retain(|id, _| listed.contains(id));
+        map.retain(|id, _| listed.binary_search(id).is_ok());
         if map.len() != before {
             self.dirty = true;
         }
@@ -151,7 +190,7 @@ impl HeaderCache {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            let mut out = Hashing::new(BufWriter::new(file));
+            let mut out = BufWriter::with_capacity(64 * 1024, Hashing::new(file, u64::MAX));
             out.write_all(MAGIC)?;
             write_str(&mut out, &self.server)?;
             write_str(&mut out, &self.user)?;
@@ -161,13 +200,13 @@ impl HeaderCache {
                 for (id, c) in map {
                     out.write_all(&[tag])?;
                     out.write_all(&id.to_le_bytes())?;
-                    write_str(&mut out, &c.from)?;
-                    write_str(&mut out, &c.title)?;
+                    write_str(&mut out, &self.senders[c.from as usize])?;
+                    write_str(&mut out, self.text(c))?;
                 }
             }
-            let (mut inner, digest) = out.finish();
-            inner.write_all(&digest)?;
-            let file = inner.into_inner().map_err(|e| e.into_error())?;
+            let hashing = out.into_inner().map_err(|e| e.into_error())?;
+            let (mut file, digest) = hashing.finish();
+            file.write_all(&digest)?;
             file.sync_all()?;
             fs::rename(&tmp, &self.path)
         })();
@@ -212,7 +251,8 @@ impl HeaderCache {
                 meta.mode() & 0o777
             )));
         }
-        let mut input = Hashing::new(BufReader::new(file));
+        let hashed = meta.len().saturating_sub(32);
+        let mut input = BufReader::with_capacity(64 * 1024, Hashing::new(file, hashed));
         let mut magic = vec![0u8; MAGIC.len()];
         input.read_exact(&mut magic)?;
         if magic != MAGIC {
@@ -228,26 +268,35 @@ impl HeaderCache {
             )));
         }
         let count = u32::from_le_bytes(read_array(&mut input)?);
+        let mut bytes = Vec::new();
         for _ in 0..count {
             let [tag] = read_array(&mut input)?;
             let id = u64::from_le_bytes(read_array(&mut input)?);
-            let entry = Cached {
-                from: read_str(&mut input)?.into(),
-                title: read_str(&mut input)?.into(),
-            };
+            let from = read_str(&mut input)?;
+            let from = self.sender(&from);
+            let len = u16::from_le_bytes(read_array(&mut input)?);
+            let start = self.titles.len();
+            bytes.resize(len as usize, 0);
+            input.read_exact(&mut bytes)?;
+            let title =
+                std::str::from_utf8(&bytes).map_err(|_| invalid("a title is not UTF-8".into()))?;
+            self.titles.push_str(title);
+            let start = u32::try_from(start).map_err(|_| invalid("too many titles".into()))?;
+            let entry = Cached { from, start, len };
             match tag {
                 0 => self.inbox.insert(id, entry),
                 1 => self.sent.insert(id, entry),
                 _ => return Err(invalid(format!("unknown folder {tag}"))),
             };
         }
-        let (mut inner, digest) = input.finish();
         let mut stored = [0u8; 32];
-        inner.read_exact(&mut stored)?;
+        input.read_exact(&mut stored)?;
+        let trailing = input.read(&mut [0u8; 1])? != 0;
+        let (_, digest) = input.into_inner().finish();
         if stored != digest {
             return Err(invalid("its checksum does not match (damaged)".into()));
         }
-        if inner.read(&mut [0u8; 1])? != 0 {
+        if trailing {
             return Err(invalid("it has bytes after its checksum".into()));
         }
         Ok(())
@@ -277,18 +326,27 @@ fn read_str(input: &mut impl Read) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|_| invalid("a field is not UTF-8".into()))
 }
 
-/// A reader or writer that hashes every byte that passes through it.
+/// A reader or writer that hashes the first `limit` bytes that pass through it (a reader: all
+/// but the trailing checksum).
 struct Hashing<T> {
     inner: T,
     digest: Context,
+    limit: u64,
 }
 
 impl<T> Hashing<T> {
-    fn new(inner: T) -> Self {
+    fn new(inner: T, limit: u64) -> Self {
         Hashing {
             inner,
             digest: Context::new(&SHA256),
+            limit,
         }
+    }
+
+    fn hash(&mut self, bytes: &[u8]) {
+        let n = (bytes.len() as u64).min(self.limit) as usize;
+        self.digest.update(&bytes[..n]);
+        self.limit -= n as u64;
     }
 
     fn finish(self) -> (T, [u8; 32]) {
@@ -301,7 +359,7 @@ impl<T> Hashing<T> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.digest.update(&buf[..n]);
+        self.hash(&buf[..n]);
         Ok(n)
     }
 }
@@ -309,7 +367,7 @@ impl<R: Read> Read for Hashing<R> {
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.digest.update(&buf[..n]);
+        self.hash(&buf[..n]);
         Ok(n)
     }
 
@@ -321,7 +379,6 @@ impl<W: Write> Write for Hashing<W> {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::collections::HashSet;
 
     use super::*;
 
@@ -424,7 +481,7 @@ mod tests {
             written,
             "nothing changed"
         );
-        cache.retain(Folder::Inbox, &HashSet::from([2]));
+        cache.retain(Folder::Inbox, &[2]);
         cache.save().unwrap();
         let loaded = HeaderCache::load(path, "S", "bob", &|_| {});
         assert_eq!(loaded.len(), 1);

@@ -56,22 +56,30 @@ impl Listed {
         }
     }
 
-    pub fn summary(&self) -> MailSummary {
+    pub fn into_summary(self) -> MailSummary {
+        let title = match self.seal {
+            Seal::Problem(problem) => format!("[{problem}]"),
+            _ => self.title,
+        };
         MailSummary {
             id: self.id,
-            from: self.from.clone(),
+            from: self.from,
             date_ms: self.date_ms,
-            title: self.shown_title(),
+            title,
             read: self.read,
         }
     }
 
-    pub fn sent_summary(&self) -> SentSummary {
+    pub fn into_sent_summary(self) -> SentSummary {
+        let title = match self.seal {
+            Seal::Problem(problem) => format!("[{problem}]"),
+            _ => self.title,
+        };
         SentSummary {
             id: self.id,
-            to: self.to.clone(),
+            to: self.to,
             date_ms: self.date_ms,
-            title: self.shown_title(),
+            title,
         }
     }
 }
@@ -159,7 +167,7 @@ impl Session {
         let mut cache = self.take_cache();
         let result = self.emit(folder, &metas, &names, &mut cache, each);
         if result.is_ok() {
-            let listed: HashSet<u64> = metas.iter().map(|m| m.id).collect();
+            let listed: Vec<u64> = metas.iter().map(|m| m.id).collect();
             cache.retain(folder, &listed);
         }
         if let Err(err) = cache.save() {

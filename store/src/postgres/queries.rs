@@ -43,8 +43,8 @@ pub(super) const USER_KEYS: &str = "SELECT name, public_key FROM users ORDER BY 
 /// ciphertexts, NULL for a plaintext mail.
 pub(super) const SEND: &str = "
 WITH m AS (
-    INSERT INTO messages (sender, recipients, sent_ms, title, size, header)
-    VALUES ($1::text, $2::text, $3::bigint, $4::text, $7::bigint, $8::bytea) RETURNING id
+    INSERT INTO messages (sender, recipients, sent_ms, title, size)
+    VALUES ($1::text, $2::text, $3::bigint, $4::text, $7::bigint) RETURNING id
 ), u AS (
     UPDATE users SET mailbox_bytes = mailbox_bytes + $7::bigint WHERE name = ANY($6::text[])
 ), b AS (
@@ -59,7 +59,7 @@ SELECT id FROM m";
 
 /// One page of an inbox's metadata ([`crate::Store::list`]), after id `$2`.
 pub(super) const LIST_INBOX_PAGE: &str = "
-SELECT d.message_id, m.sender, ''::text, m.sent_ms, d.read, m.size, m.title, m.header IS NULL
+SELECT d.message_id, m.sender, ''::text, m.sent_ms, d.read, m.size, m.title, m.title <> ''
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.recipient = $1 AND d.message_id > $2
 ORDER BY d.message_id LIMIT $3";
@@ -76,8 +76,8 @@ ORDER BY s.message_id LIMIT $3";
 
 /// The sealed headers of the ids in `$2` that are in `$1`'s inbox.
 pub(super) const INBOX_HEADERS: &str = "
-SELECT m.id, m.header FROM deliveries d JOIN messages m ON m.id = d.message_id
-WHERE d.recipient = $1 AND d.message_id = ANY($2::bigint[]) AND m.header IS NOT NULL";
+SELECT s.message_id, s.header FROM deliveries d JOIN sent s ON s.message_id = d.message_id
+WHERE d.recipient = $1 AND d.message_id = ANY($2::bigint[]) AND s.header IS NOT NULL";
 
 /// The sealed headers of the ids in `$2` that `$1` sent.
 pub(super) const SENT_HEADERS: &str = "
@@ -89,18 +89,20 @@ pub(super) const READ_LETTER: &str = "
 WITH mark AS (
     UPDATE deliveries SET read = TRUE WHERE recipient = $1 AND message_id = $2 AND NOT read
 )
-SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, m.header, b.sealed
+SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, s.header, b.sealed
 FROM deliveries d
 JOIN messages m ON m.id = d.message_id
 JOIN bodies b ON b.message_id = d.message_id
+LEFT JOIN sent s ON s.message_id = d.message_id
 WHERE d.recipient = $1 AND d.message_id = $2";
 
 /// [`READ_LETTER`] without the mark, for when marking failed (a full disk).
 pub(super) const READ_LETTER_ONLY: &str = "
-SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, m.header, b.sealed
+SELECT m.sender, m.recipients, m.sent_ms, m.title, b.body, s.header, b.sealed
 FROM deliveries d
 JOIN messages m ON m.id = d.message_id
 JOIN bodies b ON b.message_id = d.message_id
+LEFT JOIN sent s ON s.message_id = d.message_id
 WHERE d.recipient = $1 AND d.message_id = $2";
 
 /// One page of an inbox, after id `$2`: a range of the deliveries primary key.
@@ -215,9 +217,8 @@ const IMPORT_IDS: &str =
     "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)";
 
 const IMPORT_MESSAGES: &str = "
-INSERT INTO messages (id, sender, recipients, sent_ms, title, size, header) OVERRIDING SYSTEM VALUE
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
-                     $7::bytea[])";
+INSERT INTO messages (id, sender, recipients, sent_ms, title, size) OVERRIDING SYSTEM VALUE
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])";
 
 /// Adds each delivery's size (`$2`) to its recipient's (`$1`) usage.
 const IMPORT_USAGE: &str = "
@@ -289,15 +290,7 @@ pub(super) fn import(
         let insert = statements.get(&mut tx, IMPORT_MESSAGES)?;
         tx.execute(
             &insert,
-            &[
-                &ids,
-                &senders,
-                &recipients,
-                &sent,
-                &titles,
-                &sizes,
-                &headers,
-            ],
+            &[&ids, &senders, &recipients, &sent, &titles, &sizes],
         )?;
         let usage = statements.get(&mut tx, IMPORT_USAGE)?;
         tx.execute(&usage, &[&to, &to_sizes])?;

@@ -25,12 +25,12 @@ use forkmail_client::Session;
 use forkmail_protocol::Draft;
 use forkmail_store::{ImportedMail, SealedContent};
 
-use super::report::{Row, Section, Target, Unit};
+use super::report::{Report, Row, Section, Target, Unit};
 use super::sections::thousands;
 use super::setup::{ascii_body, connect_options, preload, PEER, USER};
 use super::stats::Samples;
 use super::stores::Stores;
-use super::suite::{start_host, stop};
+use super::suite::{start_host, stop, Settings, LOW_ITERATIONS};
 use super::BenchError;
 use crate::deployment::Deployment;
 use crate::sealing::Sealer;
@@ -42,6 +42,40 @@ pub const TARGET_CACHED_RATIO: f64 = 1.5;
 
 /// Body of each preloaded mail, as the rest of the benchmark preloads.
 const BODY_CHARS: usize = 1000;
+
+/// `forkmail-bench --e2e`: this section alone, on its own deployments.
+pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
+    let stores = Stores::start(settings.store)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("forkmail-bench-")
+        .tempdir_in(&settings.work_dir)
+        .map_err(BenchError::io(&settings.work_dir))?;
+    let section = measure(
+        &settings.server_bin,
+        &stores,
+        LOW_ITERATIONS,
+        scratch.path(),
+        settings.quick,
+        progress,
+    )?;
+    Ok(Report {
+        store: settings.store,
+        context: vec![
+            format!(
+                "forkmail-bench --e2e ({} run)",
+                if settings.quick { "quick" } else { "full" }
+            ),
+            format!("server binary: {}", settings.server_bin.display()),
+            stores.describe(),
+            format!(
+                "RSA-{} keys; preloaded mail bodies of {} ASCII characters",
+                super::setup::BITS,
+                thousands(BODY_CHARS)
+            ),
+        ],
+        sections: vec![section],
+    })
+}
 
 /// Listing figures and sealing costs, as one section.
 pub fn measure(

@@ -123,6 +123,13 @@ pub enum Command {
     ///
     /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Unread(UnreadArgs),
+    /// List your contacts' keys as pinned at first use, with fingerprints and whether the
+    /// server's directory still serves them; or accept a changed key, or rotate your own.
+    ///
+    /// A contact whose key changed without being signed by the pinned key is shown as
+    /// "CHANGED" and gets no mail until you compare fingerprints with them and run
+    /// `keys --accept NAME`.
+    Keys(KeysArgs),
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {
         /// The shell: bash, zsh, fish (or elvish, powershell).
@@ -131,6 +138,22 @@ pub enum Command {
     },
     /// Print the manual page as roff (forkmail man > ~/.local/share/man/man1/forkmail.1).
     Man,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct KeysArgs {
+    /// Print JSON: an array of {user, fingerprint, age_recipient, serial, origin, pinned,
+    /// state}, yours first (state "you"); with --accept or --rotate, one object.
+    #[arg(long)]
+    pub json: bool,
+    /// Pin NAME's current key from the server's directory in place of the pinned one, after
+    /// comparing its fingerprint with NAME by a means you trust (prints both).
+    #[arg(long, value_name = "NAME", conflicts_with = "rotate")]
+    pub accept: Option<String>,
+    /// Make a new age identity and publish it, signed by your key; older identities are kept
+    /// in the profile's age.key so that old mail stays readable.
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]

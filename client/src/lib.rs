@@ -20,6 +20,7 @@ pub mod e2e;
 pub mod editor;
 pub mod error;
 pub mod escape;
+pub mod keys;
 pub mod pager;
 pub mod repl;
 pub mod session;

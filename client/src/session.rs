@@ -210,7 +210,12 @@ impl Session {
                     fetched: Fetched::default(),
                 };
                 if version >= E2E_VERSION {
-                    session.sync_own_record()?;
+                    match session.sync_own_record() {
+                        // A refused publish must not lock the user out of their mail: the
+                        // next login tries again.
+                        Err(err) if !err.ends_session() => {}
+                        other => other?,
+                    }
                 }
                 Ok(session)
             }

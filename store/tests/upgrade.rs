@@ -248,3 +248,37 @@ fn upgrading_a_version_4_store_counts_every_mailbox() {
     );
     store.check_integrity().unwrap();
 }
+
+#[test]
+fn an_upgraded_010_store_has_an_empty_key_directory_that_takes_records() {
+    use forkmail_protocol::e2e::{KeyOrigin, KeyRecord, SignedKeyRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let names: Vec<String> = ["alice", "bob", "carol"].map(String::from).to_vec();
+    let entries = store.key_records(&names).unwrap();
+    assert!(
+        entries.iter().all(|e| e.record.is_none()),
+        "0.1.0 had no key records: {entries:?}"
+    );
+    let bob = store.find_user("bob").unwrap().unwrap();
+    let record = KeyRecord {
+        user: "bob".into(),
+        serial: 1,
+        created_ms: 1,
+        origin: KeyOrigin::Administrator,
+        signing_key: bob.public_key,
+        age_recipient: "age1bob".into(),
+    };
+    let signed = SignedKeyRecord {
+        record: forkmail_protocol::encode(&record),
+        signature: vec![1; 256],
+    };
+    store.publish_key("bob", &record, &signed, 2).unwrap();
+    let entries = store.key_records(&names).unwrap();
+    assert_eq!(entries[1].record.as_ref(), Some(&signed));
+    assert!(entries[0].record.is_none() && entries[2].record.is_none());
+    store.check_integrity().unwrap();
+}

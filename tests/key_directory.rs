@@ -258,6 +258,11 @@ fn keys_accept_pins_a_changed_key_after_the_user_compared_it() {
         accepted.contains(&pinned) && accepted.contains(&presented),
         "both fingerprints: {accepted}"
     );
+    let own = dep
+        .client(&server, "alice")
+        .args(["keys", "--accept", "alice"])
+        .run(b"");
+    assert_eq!(own.status.code(), Some(2), "{}", stderr(&own));
     let out = send(&dep, &server, "alice", "bob", "after accepting");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(

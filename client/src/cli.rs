@@ -416,6 +416,31 @@ mod tests {
     }
 
     #[test]
+    fn keys_takes_accept_or_rotate_never_both() {
+        let keys = |args: &[&str]| parse(args).unwrap().command;
+        assert_eq!(
+            keys(&["keys", "--json"]),
+            Some(Command::Keys(KeysArgs {
+                json: true,
+                ..KeysArgs::default()
+            }))
+        );
+        assert_eq!(
+            keys(&["keys", "--accept", "bob"]),
+            Some(Command::Keys(KeysArgs {
+                accept: Some("bob".into()),
+                ..KeysArgs::default()
+            }))
+        );
+        assert_eq!(
+            parse(&["keys", "--accept", "bob", "--rotate"])
+                .unwrap_err()
+                .kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
     fn server_without_a_port_is_given_port_13000() {
         let cli = parse(&["--server", "localhost", "inbox"]).unwrap();
         assert_eq!(cli.server.as_deref(), Some("localhost:13000"));

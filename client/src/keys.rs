@@ -15,6 +15,12 @@ use crate::session::Session;
 /// Runs `keys` with `args` on `session`.
 pub fn run(session: &mut Session, args: &KeysArgs, out: &mut dyn Write) -> Result<(), AppError> {
     if let Some(name) = &args.accept {
+        if *name == session.own_contact().user {
+            return Err(AppError::Usage(format!(
+                "{} is you: your own key is not pinned; `forkmail keys --rotate` renews it",
+                escape_line(name)
+            )));
+        }
         return accept(session, name, args.json, out);
     }
     if args.rotate {

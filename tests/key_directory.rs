@@ -450,3 +450,56 @@ fn publish_key_is_refused_unless_it_is_the_users_own_next_record_and_the_server_
     assert_eq!(directory_record(&dep, "alice").unwrap().serial, 2);
     wire::assert_serves(session, &server);
 }
+
+#[test]
+fn keys_runs_on_the_repls_own_session_and_a_rotation_shows_at_once() {
+    use std::time::Duration;
+
+    use forkmail_testkit::bin;
+    use forkmail_testkit::pty::Terminal;
+
+    const SHOWN: Duration = Duration::from_secs(20);
+    let dep = Deployment::new(&["alice", "bob"]);
+    let server = dep.start_server(&[]);
+    assert!(send(&dep, &server, "alice", "bob", "pins bob")
+        .status
+        .success());
+    let (state, home) = (dep.scratch("state"), dep.scratch("home"));
+    let password = dep.password("alice");
+    let profile = dep.profile("alice");
+    let mut term = Terminal::spawn(
+        &bin("forkmail"),
+        &[
+            "--profile",
+            profile.to_str().unwrap(),
+            "--server",
+            &server.addr.to_string(),
+        ],
+        &[
+            ("FORKMAIL_PASSWORD", password.as_str()),
+            ("XDG_STATE_HOME", state.to_str().unwrap()),
+            ("HOME", home.to_str().unwrap()),
+        ],
+        &["VISUAL", "EDITOR"],
+    );
+    assert!(term.wait_for("alice> ", SHOWN), "{}", term.screen());
+    term.type_keys("keys\r");
+    let bob = login_fingerprint(&dep, "bob");
+    assert!(term.wait_for(&bob, SHOWN), "{}", term.screen());
+    term.type_keys("keys --rotate\r");
+    assert!(
+        term.wait_for("published key record 2", SHOWN),
+        "{}",
+        term.screen()
+    );
+    term.type_keys("keys\r");
+    assert!(
+        term.wait_for("key record 2 (administrator)  you", SHOWN),
+        "{}",
+        term.screen()
+    );
+    term.type_keys("quit\r");
+    let (status, screen) = term.finish(SHOWN);
+    assert!(status.is_some_and(|s| s.success()), "{screen}");
+    assert_eq!(directory_record(&dep, "alice").unwrap().serial, 2);
+}

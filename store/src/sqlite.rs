@@ -31,6 +31,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
 use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -40,9 +41,11 @@ use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, SendLimits, Store,
     StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
+
+mod invites;
 
 /// How long a connection waits for another process's write lock before the store is reported
 /// unavailable. Writes are short transactions, so five writers never come near this.
@@ -1100,6 +1103,31 @@ impl Store for SqliteStore {
 
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         Ok(mailbox_bytes(&self.conn, user)?.unwrap_or(0))
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.create_invite_once(user, token_hash, expires_ms, now_ms)
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.enroll_once(user, token_hash, record, signed, now_ms)
     }
 }
 

@@ -58,9 +58,17 @@ macro_rules! for_each_behaviour {
             racing_sends_at_the_rate_edge_store_no_more_than_it_allows,
             delete_many_is_all_or_nothing_and_names_every_missing_id,
             mark_unread_is_per_reader_and_all_or_nothing,
+            invites_are_listed_until_a_while_after_use_or_expiry,
+            an_invite_for_an_existing_user_is_refused,
+            enroll_stores_the_user_and_record_and_burns_the_invite,
+            every_failed_enrollment_stores_nothing_and_says_why,
+            racing_enrollments_with_one_token_enroll_once,
         }
     };
 }
+
+mod invites;
+pub use invites::*;
 
 /// What the suite needs of a backend besides the store itself.
 pub trait Backend: Sync {

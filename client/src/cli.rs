@@ -123,6 +123,12 @@ pub enum Command {
     ///
     /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Unread(UnreadArgs),
+    /// Make your own profile with an invitation (forkmail-keygen invite): your keys are made
+    /// here and never leave this machine.
+    ///
+    /// Needs --server HOST:PORT and --profile DIR (a new or empty directory); the password is
+    /// FORKMAIL_PASSWORD, or asked for twice.
+    Enroll(EnrollArgs),
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {
         /// The shell: bash, zsh, fish (or elvish, powershell).
@@ -131,6 +137,20 @@ pub enum Command {
     },
     /// Print the manual page as roff (forkmail man > ~/.local/share/man/man1/forkmail.1).
     Man,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct EnrollArgs {
+    /// The server key's fingerprint, SHA256:..., from the administrator (the "server_fingerprint"
+    /// of forkmail-keygen invite --json); checked before anything is sent.
+    #[arg(long, value_name = "SHA256:...")]
+    pub server_fingerprint: String,
+    /// The user name the invitation was made for.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The invitation token, fmi-..., that forkmail-keygen invite printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub invite: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]

@@ -11,6 +11,7 @@ pub const DEPLOYMENT_SETTINGS: &str = "deployment.toml";
 pub const USER_PRIVATE_KEY: &str = "user.key";
 pub const PINNED_SERVER_KEY: &str = "server.pub";
 pub const PROFILE: &str = "profile.toml";
+pub const AGE_KEY: &str = "age.key";
 
 /// The server half of a deployment: `DIR/server`.
 #[derive(Debug, Clone)]
@@ -44,6 +45,10 @@ impl ProfileDir {
     }
     pub fn profile(&self) -> PathBuf {
         self.0.join(PROFILE)
+    }
+    /// The user's `age` identities, current first ([`crate::agekey`]).
+    pub fn age_key(&self) -> PathBuf {
+        self.0.join(AGE_KEY)
     }
 }
 

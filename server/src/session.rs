@@ -119,7 +119,7 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     let mut expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
     let user = expect_auth.user.clone();
     if let Some(invited) = expect_auth.invited.take() {
-        info!(%peer, user = %printable(&user), "enrollment session for {}", printable(&user));
+        debug!(%peer, user = %printable(&user), "enrollment hello answered");
         let result = enroll::serve(
             ctx,
             store,

@@ -54,6 +54,7 @@ pub(super) fn serve(
     )?;
     let enrollment: Enrollment =
         channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
+    info!(user = %printable(&user), "enrollment received for {}", printable(&user));
     let result = match check(&user, &invited, &transcript_hash, &enrollment) {
         Err(refused) => refused,
         Ok(record) => store_enrollment(ctx, store, &user, &enrollment, &record),

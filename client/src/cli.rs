@@ -128,6 +128,8 @@ pub enum Command {
     ///
     /// Needs --server HOST:PORT and --profile DIR (a new or empty directory); the password is
     /// FORKMAIL_PASSWORD, or asked for twice.
+    #[command(override_usage = "forkmail enroll --server HOST:PORT --profile DIR \\
+       --server-fingerprint SHA256:... --user NAME --invite TOKEN")]
     Enroll(EnrollArgs),
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {

@@ -160,3 +160,91 @@ fn store_enrollment(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use forkmail_keygen::keyfile::GeneratedKey;
+    use forkmail_protocol::e2e::SignedKeyRecord;
+    use forkmail_protocol::handshake::{client_auth, ClientHandshake};
+    use ring::rand::SystemRandom;
+    use ring::signature::RsaKeyPair;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+    const TOKEN: [u8; 32] = [42; 32];
+
+    fn key() -> (RsaKeyPair, Vec<u8>) {
+        let key = GeneratedKey::generate(2048).unwrap();
+        (
+            RsaKeyPair::from_pkcs8(&key.pkcs8_der).unwrap(),
+            key.public.der,
+        )
+    }
+
+    fn record(user: &str, serial: u64, signing_key: &[u8], signer: &RsaKeyPair) -> SignedKeyRecord {
+        let record = KeyRecord {
+            user: user.into(),
+            serial,
+            created_ms: NOW,
+            origin: KeyOrigin::User,
+            signing_key: signing_key.to_vec(),
+            age_recipient: "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq".into(),
+        };
+        SignedKeyRecord::sign(&record, signer, &SystemRandom::new()).unwrap()
+    }
+
+    /// Performs each forgery of an enrollment against the child's checks: each is refused
+    /// before anything reaches the store.
+    #[test]
+    fn forged_enrollments_are_refused_before_the_store_is_touched() {
+        let rng = SystemRandom::new();
+        let (server_key, _) = key();
+        let (user_key, user_der) = key();
+        let (other_key, other_der) = key();
+        let (client, hello) =
+            ClientHandshake::start_enroll("carol", &sha256(&TOKEN), NOW, &rng).unwrap();
+        let checked = CheckedHello::check(hello, NOW, 30_000).unwrap();
+        let (reply, server) = checked.clone().respond(&server_key, NOW, &rng).unwrap();
+        let client = client
+            .finish(&reply, server_key.public().as_ref(), NOW, 30_000)
+            .unwrap();
+        let th = server.transcript_hash;
+        let honest = Enrollment {
+            token: TOKEN,
+            password: "carol's own".into(),
+            public_key: user_der.clone(),
+            signature: client_auth(&client, &user_key, "", &rng).unwrap().signature,
+            record: record("carol", 1, &user_der, &user_key),
+        };
+        assert!(check("carol", &checked, &th, &honest).is_ok());
+        let forged = |edit: &dyn Fn(&mut Enrollment)| {
+            let mut e = honest.clone();
+            edit(&mut e);
+            check("carol", &checked, &th, &e).unwrap_err()
+        };
+        assert_eq!(forged(&|e| e.token[0] ^= 1), EnrollResult::InviteUnknown);
+        let invalid = |result: EnrollResult| matches!(result, EnrollResult::Invalid { .. });
+        // A key the client does not hold: signed over the session by another key.
+        assert!(invalid(forged(&|e| e.public_key = other_der.clone())));
+        assert!(invalid(forged(&|e| e.signature[0] ^= 1)));
+        // A record for someone else, a later serial, another signing key, signed by another.
+        assert!(invalid(forged(
+            &|e| e.record = record("dave", 1, &user_der, &user_key)
+        )));
+        assert!(invalid(forged(
+            &|e| e.record = record("carol", 2, &user_der, &user_key)
+        )));
+        assert!(invalid(forged(
+            &|e| e.record = record("carol", 1, &other_der, &other_key)
+        )));
+        assert!(invalid(forged(
+            &|e| e.record = record("carol", 1, &user_der, &other_key)
+        )));
+        assert!(invalid(forged(&|e| e.password.clear())));
+        // The transcript of another session.
+        assert!(invalid(
+            check("carol", &checked, &[0; 32], &honest).unwrap_err()
+        ));
+    }
+}

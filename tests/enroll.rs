@@ -541,3 +541,37 @@ fn keygen_invite_prints_one_token_line_or_json_and_refuses_bad_input() {
     assert_fails(&out, "no deployment here");
     assert_eq!(store(&dep).invites(now_millis()).unwrap().len(), 3);
 }
+
+#[test]
+fn enrollment_hellos_count_against_the_names_session_cap() {
+    // One person with a token cannot hold every slot either: the cap applies to the name.
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&["--max-sessions-per-user", "1"]);
+    let invitation = invite(&dep, "carol");
+    let hash = InviteToken::parse(&invitation.token).unwrap().hash();
+    let mut first = wire::enroll_hello(server.addr, "carol", &hash);
+    let reply = first.wire.recv_frame().expect("the server's hello");
+    assert!(
+        matches!(wire::server_reply(&reply), ServerReply::HelloWithKey(_)),
+        "the first is admitted"
+    );
+    let mut second = wire::enroll_hello(server.addr, "carol", &hash);
+    let reply = second.wire.recv_frame().expect("a refusal");
+    assert_eq!(
+        wire::server_reply(&reply),
+        ServerReply::Refused(Refusal::TooManySessions { limit: 1 })
+    );
+    drop(first);
+    // Nothing was enrolled by either, and the invitation is still good.
+    assert!(store(&dep).find_user("carol").unwrap().is_none());
+    assert!(wait_until(PROMPT, || server.children().is_empty()));
+    let profile = new_profile(&dep, "carol");
+    let out = enroll(
+        &server,
+        &profile,
+        "carol",
+        &invitation.token,
+        &invitation.fingerprint,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -151,10 +151,10 @@ pub enum ClientError {
     #[error("the session has already ended; run forkmail again to log in")]
     SessionEnded,
 
-    /// A send to a server older than protocol version 4, which can only store plaintext: the
-    /// client never sends mail unencrypted (reading old mail still works).
+    /// The server speaks a protocol older than end-to-end encryption: it could only store
+    /// plaintext, so nothing is sent to it (old mail may still be listed, read and deleted).
     #[error("this server speaks protocol {version} and cannot store end-to-end encrypted mail; upgrade it; nothing was sent")]
-    CannotSeal { version: u16 },
+    ServerCannotSeal { version: u16 },
 
     /// `forkmail enroll`: the key the server presented is not the one `--server-fingerprint`
     /// names, so nothing was sent and the invitation is unused.
@@ -205,7 +205,7 @@ impl ClientError {
             ClientError::Server { .. }
             | ClientError::Limit(_)
             | ClientError::ServerTooOld { .. }
-            | ClientError::CannotSeal { .. } => false,
+            | ClientError::ServerCannotSeal { .. } => false,
             ClientError::NotSent(cause) | ClientError::MaybeSentOldServer(cause) => {
                 cause.ends_session()
             }

@@ -230,7 +230,7 @@ impl Session {
     /// the mail in plaintext (design: the client never sends mail unencrypted).
     fn require_sealing(&self) -> Result<(), ClientError> {
         if self.version < SEALING_VERSION {
-            return Err(ClientError::CannotSeal {
+            return Err(ClientError::ServerCannotSeal {
                 version: self.version,
             });
         }

@@ -1112,7 +1112,7 @@ impl Store for SqliteStore {
         expires_ms: u64,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.create_invite_once(user, token_hash, expires_ms, now_ms)
+        self.with_reserve(|store| store.create_invite_once(user, token_hash, expires_ms, now_ms))
     }
 
     fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
@@ -1127,7 +1127,7 @@ impl Store for SqliteStore {
         signed: &SignedKeyRecord,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.enroll_once(user, token_hash, record, signed, now_ms)
+        self.with_reserve(|store| store.enroll_once(user, token_hash, record, signed, now_ms))
     }
 }
 

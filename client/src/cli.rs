@@ -130,6 +130,14 @@ pub enum Command {
     /// "CHANGED" and gets no mail until you compare fingerprints with them and run
     /// `keys --accept NAME`.
     Keys(KeysArgs),
+    /// Make your own profile with an invitation (forkmail-keygen invite): your keys are made
+    /// here and never leave this machine.
+    ///
+    /// Needs --server HOST:PORT and --profile DIR (a new or empty directory); the password is
+    /// FORKMAIL_PASSWORD, or asked for twice.
+    #[command(override_usage = "forkmail enroll --server HOST:PORT --profile DIR \\
+       --server-fingerprint SHA256:... --user NAME --invite TOKEN")]
+    Enroll(EnrollArgs),
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {
         /// The shell: bash, zsh, fish (or elvish, powershell).
@@ -154,6 +162,20 @@ pub struct KeysArgs {
     /// in the profile's age.key so that old mail stays readable.
     #[arg(long)]
     pub rotate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct EnrollArgs {
+    /// The server key's fingerprint, SHA256:..., from the administrator (the "server_fingerprint"
+    /// of forkmail-keygen invite --json); checked before anything is sent.
+    #[arg(long, value_name = "SHA256:...")]
+    pub server_fingerprint: String,
+    /// The user name the invitation was made for.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The invitation token, fmi-..., that forkmail-keygen invite printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub invite: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]

@@ -144,9 +144,9 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
         }
         // `app::run` prints these before any login; said plainly rather than panicking if a
         // caller ever routes them here.
-        Command::Completions { .. } | Command::Man => {
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => {
             return Err(AppError::Usage(
-                "completions and man print what the shell needs; run them as forkmail completions SHELL or forkmail man".into(),
+                "completions, man and enroll need no login; run them as forkmail completions SHELL, forkmail man or forkmail enroll".into(),
             ))
         }
     }

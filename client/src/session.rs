@@ -38,6 +38,10 @@ use crate::e2e::identity::Identities;
 use crate::e2e::keyring::{Contact, Fetched};
 use crate::error::ClientError;
 
+/// The first protocol version whose server stores end-to-end encrypted mail; the client sends
+/// to no older one.
+pub const SEALING_VERSION: u16 = 4;
+
 /// How long to wait for the server's hello by default. The server may hold a new connection in
 /// its queue for up to its queue timeout (30 s by default) while all session slots are busy, so
 /// this is generous.
@@ -156,9 +160,10 @@ pub const E2E_VERSION: u16 = 4;
 
 impl Session {
     /// Connects, checks the server against the pinned key and logs in. Offers protocol version
-    /// 3 (a hello signed with the user's key) first; a server that speaks only an older version
+    /// 4 (a hello signed with the user's key) first; a server that speaks only an older version
     /// refuses that, and the login starts over on a new connection with a fresh hello in the
-    /// version it speaks: 3, then 2, then 1 at most, never up again (PROTOCOL.md §5.5).
+    /// version it speaks: 4, then 3, 2, 1 at most, never up again (PROTOCOL.md §5.5). Below
+    /// version 4 the session may list, read and delete old mail but never sends.
     ///
     /// A profile without `age.key` (made before the key directory) gets one first; once logged
     /// in to a version 4 server, the directory is checked for this user's record, and one is
@@ -228,6 +233,7 @@ impl Session {
     /// Sends a mail; returns its id. The draft is checked against the limits first, and nothing
     /// is sent if it breaks one.
     pub fn send(&mut self, draft: &Draft) -> Result<u64, ClientError> {
+        self.require_sealing()?;
         validate_recipients(&draft.to)?;
         validate_title(&draft.title)?;
         validate_body(&draft.body)?;
@@ -246,6 +252,7 @@ impl Session {
         send_id: &[u8; SEND_ID_LEN],
         draft: &Draft,
     ) -> Result<u64, ClientError> {
+        self.require_sealing()?;
         validate_recipients(&draft.to)?;
         validate_title(&draft.title)?;
         validate_body(&draft.body)?;
@@ -257,6 +264,22 @@ impl Session {
             Response::Sent { id } => Ok(id),
             other => Err(unexpected("Sent", &other)),
         })
+    }
+
+    /// The protocol version of this session's handshake.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Refuses to send on a session below protocol version 4: such a server could only store
+    /// the mail in plaintext (design: the client never sends mail unencrypted).
+    fn require_sealing(&self) -> Result<(), ClientError> {
+        if self.version < SEALING_VERSION {
+            return Err(ClientError::ServerCannotSeal {
+                version: self.version,
+            });
+        }
+        Ok(())
     }
 
     /// Lists the inbox, newest page last as the server sends them, reading every page.
@@ -360,11 +383,6 @@ impl Session {
                 other => Err(unexpected("Users", &other)),
             },
         )
-    }
-
-    /// The protocol version this session speaks.
-    pub fn version(&self) -> u16 {
-        self.version
     }
 
     /// This user's `age` identities, current first.
@@ -574,6 +592,9 @@ pub fn send_with_one_repeat(
     draft: &Draft,
     note: &dyn Fn(&str),
 ) -> Result<u64, ClientError> {
+    session
+        .require_sealing()
+        .map_err(|e| ClientError::NotSent(Box::new(e)))?;
     if session.version < 2 {
         // A 0.1.0 server knows no send ids: a plain send, which cannot be repeated safely.
         return session.send(draft).map_err(|err| match judge(&err) {
@@ -658,7 +679,7 @@ fn handshake(
 }
 
 /// Resolves `addr` and connects to the first address that answers.
-fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
     let resolved: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|source| ClientError::Resolve {
@@ -680,7 +701,7 @@ fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> 
 }
 
 /// Turns a frame error into what the user should hear; `secs` is the timeout that applied.
-fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
+pub(crate) fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
     match err {
         FrameError::Closed => ClientError::Disconnected { during },
         FrameError::TimedOut => ClientError::Timeout {
@@ -696,7 +717,7 @@ fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError 
     }
 }
 
-fn io_error(err: io::Error, during: &'static str) -> ClientError {
+pub(crate) fn io_error(err: io::Error, during: &'static str) -> ClientError {
     ClientError::Connection {
         during,
         source: FrameError::Io(err),

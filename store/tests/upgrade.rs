@@ -282,3 +282,43 @@ fn an_upgraded_010_store_has_an_empty_key_directory_that_takes_records() {
     assert!(entries[0].record.is_none() && entries[2].record.is_none());
     store.check_integrity().unwrap();
 }
+
+#[test]
+fn a_010_store_takes_invitations_and_enrollments_once_upgraded() {
+    use forkmail_protocol::e2e::{KeyOrigin, KeyRecord, SignedKeyRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let now = 1_800_000_000_000;
+    assert!(store.invites(now).unwrap().is_empty(), "no invitations yet");
+    // Its users cannot be invited again; a new name can, and enrolls.
+    assert!(matches!(
+        store.create_invite("alice", &[1; 32], now + 1000, now),
+        Err(StoreError::UserExists(_))
+    ));
+    store
+        .create_invite("dave", &[2; 32], now + 1000, now)
+        .unwrap();
+    let mut dave = store.find_user("alice").unwrap().unwrap();
+    dave.name = "dave".into();
+    let record = KeyRecord {
+        user: "dave".into(),
+        serial: 1,
+        created_ms: now,
+        origin: KeyOrigin::User,
+        signing_key: dave.public_key.clone(),
+        age_recipient: "age1example".into(),
+    };
+    let signed = SignedKeyRecord {
+        record: forkmail_protocol::encode(&record),
+        signature: vec![1; 256],
+    };
+    store
+        .enroll(&dave, &[2; 32], &record, &signed, now + 1)
+        .unwrap();
+    assert_eq!(store.find_user("dave").unwrap(), Some(dave));
+    assert_eq!(store.invites(now + 2).unwrap()[0].used_ms, Some(now + 1));
+    store.check_integrity().unwrap();
+}

@@ -40,7 +40,7 @@ const OWN_VERBS: &[&str] = &["help", "quit"];
 
 /// Subcommands for the shell (`forkmail completions bash`, `forkmail man`), not verbs of the
 /// REPL: neither offered by Tab nor run at the prompt.
-const SHELL_ONLY: &[&str] = &["completions", "man"];
+const SHELL_ONLY: &[&str] = &["completions", "man", "enroll"];
 
 /// Every verb the REPL takes, as Tab completes them: the one-shot subcommands and its own.
 pub fn verbs() -> Vec<String> {
@@ -658,7 +658,7 @@ fn runs_on_the_session(command: &Command) -> bool {
         | Command::Keys(_) => true,
         Command::Send(_) | Command::Reply(_) | Command::Forward(_) => false,
         // Refused by `parse_command`; as one-shot commands they need no session either.
-        Command::Completions { .. } | Command::Man => false,
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => false,
     }
 }
 
@@ -689,7 +689,7 @@ fn execute(command: &Command, session: &mut Session) -> Result<(), AppError> {
         Command::Unread(args) => commands::unread(session, args, &mut out)?,
         Command::Keys(args) => crate::keys::run(session, args, &mut out)?,
         Command::Send(_) | Command::Reply(_) | Command::Forward(_) => {}
-        Command::Completions { .. } | Command::Man => {}
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => {}
     }
     print(&String::from_utf8_lossy(&out))
 }

@@ -13,7 +13,7 @@ use forkmail_keygen::agekey::AgeKeyError;
 use forkmail_keygen::KeyFileError;
 use forkmail_protocol::limits::LimitError;
 use forkmail_protocol::{
-    CloseReason, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
+    CloseReason, EnrollResult, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
 };
 
 use crate::escape::escape_line;
@@ -150,11 +150,6 @@ pub enum ClientError {
     #[error("message {id} {why}; it is not quoted or forwarded")]
     NotGenuine { id: u64, why: String },
 
-    /// The server speaks a protocol older than end-to-end encryption: it could only store
-    /// plaintext, so nothing is sent to it (old mail may still be listed, read and deleted).
-    #[error("this server speaks protocol {version} and cannot store end-to-end encrypted mail; upgrade it; nothing was sent")]
-    ServerCannotSeal { version: u16 },
-
     /// The server closed the connection, without a word, on a request added after it was
     /// built: a server that cannot decode a request ends the session (PROTOCOL.md §6).
     #[error(
@@ -198,6 +193,50 @@ pub enum ClientError {
     /// The key directory needs a server of protocol version 4.
     #[error("this server speaks protocol version {version} and has no key directory; upgrade it")]
     NoDirectory { version: u16 },
+    /// The server speaks a protocol older than end-to-end encryption: it could only store
+    /// plaintext, so nothing is sent to it (old mail may still be listed, read and deleted).
+    #[error("this server speaks protocol {version} and cannot store end-to-end encrypted mail; upgrade it; nothing was sent")]
+    ServerCannotSeal { version: u16 },
+
+    /// `forkmail enroll`: the key the server presented is not the one `--server-fingerprint`
+    /// names, so nothing was sent and the invitation is unused.
+    #[error("{}", fingerprint_mismatch(addr, expected, presented.as_deref()))]
+    ServerFingerprintMismatch {
+        addr: String,
+        /// `--server-fingerprint`.
+        expected: String,
+        /// The fingerprint of the key the server presented; `None` from a version 1 server.
+        presented: Option<String>,
+    },
+
+    /// `forkmail enroll`: the server refused the enrollment; nothing was stored.
+    #[error("enrollment refused: {0}; nothing was stored")]
+    EnrollRefused(EnrollResult),
+
+    /// `forkmail enroll` against a server older than protocol version 4.
+    #[error("this server speaks protocol {version} and cannot enroll users; ask its administrator to upgrade it, or to make your profile with forkmail-keygen add-user")]
+    EnrollServerTooOld { version: u16 },
+
+    /// The new user's keys could not be generated: nothing was sent.
+    #[error("cannot generate the new keys: {0}; nothing was sent")]
+    KeyGeneration(String),
+
+    /// `forkmail enroll --profile DIR` names a directory that exists and holds files.
+    #[error("{}: the profile directory exists and is not empty; enroll never overwrites a profile: choose a new --profile DIR", .0.display())]
+    ProfileExists(PathBuf),
+
+    /// The new profile could not be written before enrolling: nothing was sent.
+    #[error("{}: cannot write the new profile: {source}; nothing was sent", .path.display())]
+    ProfileWrite { path: PathBuf, source: io::Error },
+
+    /// Enrolled, but the new profile could not be moved into place: the keys are where they
+    /// were written, and nowhere else.
+    #[error("enrolled, but cannot move the new profile from {} to {}: {source}; move it there yourself, it holds the only copy of your keys", .from.display(), .to.display())]
+    ProfileMove {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl ClientError {
@@ -209,14 +248,14 @@ impl ClientError {
             | ClientError::Limit(_)
             | ClientError::Seal(_)
             | ClientError::NotGenuine { .. }
-            | ClientError::ServerCannotSeal { .. }
             | ClientError::ServerTooOld { .. }
             | ClientError::AgeKey(_)
             | ClientError::Contacts(_)
             | ClientError::NoKeyRecord { .. }
             | ClientError::KeyChanged { .. }
             | ClientError::BadKeyRecord { .. }
-            | ClientError::NoDirectory { .. } => false,
+            | ClientError::NoDirectory { .. }
+            | ClientError::ServerCannotSeal { .. } => false,
             ClientError::NotSent(cause) | ClientError::MaybeSentOldServer(cause) => {
                 cause.ends_session()
             }
@@ -332,6 +371,17 @@ pub enum AppError {
     /// Writing results failed. A closed pipe (`| head`) is not reported at all.
     #[error("cannot write to standard output: {0}")]
     Output(#[from] io::Error),
+}
+
+/// The one-line message of [`ClientError::ServerFingerprintMismatch`].
+fn fingerprint_mismatch(addr: &str, expected: &str, presented: Option<&str>) -> String {
+    let shown = presented.map_or_else(
+        || "no key (a protocol version 1 server)".to_owned(),
+        |p| format!("the key {p}"),
+    );
+    format!(
+        "the server at {addr} presented {shown}, not {expected} given with --server-fingerprint, so nothing was sent and the invitation is still unused: someone may be intercepting the connection, or --server points at another server; compare with the administrator's `forkmail-keygen fingerprint DIR/server/server.pub` by a means you trust"
+    )
 }
 
 /// The one-line message of [`ClientError::ServerKeyMismatch`].

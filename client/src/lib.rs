@@ -8,7 +8,8 @@
 //! `--server` means), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use), [`e2e`] (identities, the contacts' keys, sealed mail), [`display`] (rendering mail for people and for `--json`) and
 //! [`escape`] (the one rule for which characters may reach a terminal), [`pager`] and [`editor`]
-//! (the user's own programs for reading and writing).
+//! (the user's own programs for reading and writing), and [`enroll`] (a new user's own profile,
+//! with keys made on their machine).
 
 pub mod app;
 pub mod cli;
@@ -18,8 +19,10 @@ pub mod display;
 pub mod draft;
 pub mod e2e;
 pub mod editor;
+pub mod enroll;
 pub mod error;
 pub mod escape;
+pub mod keys;
 pub mod pager;
 pub mod repl;
 pub mod session;

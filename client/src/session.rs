@@ -39,6 +39,10 @@ use crate::e2e::identity::Identities;
 use crate::e2e::keyring::{Contact, Fetched};
 use crate::error::ClientError;
 
+/// The first protocol version whose server stores end-to-end encrypted mail; the client sends
+/// to no older one.
+pub const SEALING_VERSION: u16 = 4;
+
 /// How long to wait for the server's hello by default. The server may hold a new connection in
 /// its queue for up to its queue timeout (30 s by default) while all session slots are busy, so
 /// this is generous.
@@ -166,9 +170,10 @@ pub use sealed::{Listed, Seal};
 
 impl Session {
     /// Connects, checks the server against the pinned key and logs in. Offers protocol version
-    /// 3 (a hello signed with the user's key) first; a server that speaks only an older version
+    /// 4 (a hello signed with the user's key) first; a server that speaks only an older version
     /// refuses that, and the login starts over on a new connection with a fresh hello in the
-    /// version it speaks: 3, then 2, then 1 at most, never up again (PROTOCOL.md §5.5).
+    /// version it speaks: 4, then 3, 2, 1 at most, never up again (PROTOCOL.md §5.5). Below
+    /// version 4 the session may list, read and delete old mail but never sends.
     ///
     /// A profile without `age.key` (made before the key directory) gets one first; once logged
     /// in to a version 4 server, the directory is checked for this user's record, and one is
@@ -223,7 +228,12 @@ impl Session {
                     headers_fetched: 0,
                 };
                 if version >= E2E_VERSION {
-                    session.sync_own_record()?;
+                    match session.sync_own_record() {
+                        // A refused publish must not lock the user out of their mail: the
+                        // next login tries again.
+                        Err(err) if !err.ends_session() => {}
+                        other => other?,
+                    }
                 }
                 Ok(session)
             }
@@ -250,6 +260,22 @@ impl Session {
         draft: &Draft,
     ) -> Result<u64, ClientError> {
         self.send_sealed(send_id, draft)
+    }
+
+    /// The protocol version of this session's handshake.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Refuses to send on a session below protocol version 4: such a server could only store
+    /// the mail in plaintext (design: the client never sends mail unencrypted).
+    fn require_sealing(&self) -> Result<(), ClientError> {
+        if self.version < SEALING_VERSION {
+            return Err(ClientError::ServerCannotSeal {
+                version: self.version,
+            });
+        }
+        Ok(())
     }
 
     /// Lists the inbox in id order, titles decrypted and verified (see [`Session::list_each`],
@@ -386,11 +412,6 @@ impl Session {
                 other => Err(unexpected("Users", &other)),
             },
         )
-    }
-
-    /// The protocol version this session speaks.
-    pub fn version(&self) -> u16 {
-        self.version
     }
 
     /// This user's `age` identities, current first.
@@ -619,6 +640,9 @@ pub fn send_with_one_repeat(
     draft: &Draft,
     note: &dyn Fn(&str),
 ) -> Result<u64, ClientError> {
+    session
+        .require_sealing()
+        .map_err(|e| ClientError::NotSent(Box::new(e)))?;
     if session.version < 2 {
         // A 0.1.0 server knows no send ids: a plain send, which cannot be repeated safely.
         return session.send(draft).map_err(|err| match judge(&err) {
@@ -703,7 +727,7 @@ fn handshake(
 }
 
 /// Resolves `addr` and connects to the first address that answers.
-fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
     let resolved: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|source| ClientError::Resolve {
@@ -725,7 +749,7 @@ fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> 
 }
 
 /// Turns a frame error into what the user should hear; `secs` is the timeout that applied.
-fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
+pub(crate) fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
     match err {
         FrameError::Closed => ClientError::Disconnected { during },
         FrameError::TimedOut => ClientError::Timeout {
@@ -741,7 +765,7 @@ fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError 
     }
 }
 
-fn io_error(err: io::Error, during: &'static str) -> ClientError {
+pub(crate) fn io_error(err: io::Error, during: &'static str) -> ClientError {
     ClientError::Connection {
         during,
         source: FrameError::Io(err),

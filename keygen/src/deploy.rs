@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use forkmail_store::{Store, StoreError, StoreLocation, UserRecord};
 
 use crate::agekey::{self, AgeKeyError};
+use crate::invite::InviteToken;
 use crate::keyfile::{self, GeneratedKey, KeyFileError};
 use crate::layout::{self, ServerDir};
 use crate::password::{Kdf, PasswordHash, DEFAULT_SHA512_ITERATIONS};
@@ -305,6 +306,54 @@ pub fn add_user(root: &Path, user: &NewUser) -> Result<(), DeployError> {
     let server_public = keyfile::load_public_key(&server.public_key())?;
     let key = GeneratedKey::generate(settings.bits).map_err(DeployError::KeyGen)?;
     add_user_with_key(root, &mut *store, &settings, &server_public, user, &key)
+}
+
+/// An invitation just stored: what `forkmail-keygen invite` prints.
+#[derive(Debug)]
+pub struct IssuedInvite {
+    pub user: String,
+    pub token: InviteToken,
+    pub expires_ms: u64,
+    /// The fingerprint of `DIR/server/server.pub`, for `forkmail enroll --server-fingerprint`.
+    pub server_fingerprint: String,
+}
+
+/// Invites `name` to enroll with keys made on their own machine (`forkmail enroll`): stores the
+/// hash of a fresh single-use token, valid for `ttl`, in the deployment at `root`. `name` must
+/// be a valid user name that the store does not hold yet.
+pub fn invite(
+    root: &Path,
+    name: &str,
+    ttl: std::time::Duration,
+) -> Result<IssuedInvite, DeployError> {
+    validate_user_name(name).map_err(|e| DeployError::BadUser(name.to_owned(), e.to_string()))?;
+    let server = layout::server_dir(root);
+    if !server.0.is_dir() {
+        return Err(DeployError::NoDeployment(root.to_owned()));
+    }
+    let settings = Settings::load(&server)?;
+    let location = settings.store_location(&server)?;
+    forkmail_store::migrate(&location)?;
+    let mut store = forkmail_store::open(&location)?;
+    if store.find_user(name)?.is_some() {
+        return Err(DeployError::UserExists(name.to_owned()));
+    }
+    let server_fingerprint = keyfile::load_public_key(&server.public_key())?.fingerprint();
+    let token = InviteToken::generate().map_err(DeployError::KeyGen)?;
+    let now_ms = forkmail_protocol::now_millis();
+    let expires_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    store
+        .create_invite(name, &token.hash(), expires_ms, now_ms)
+        .map_err(|e| match e {
+            StoreError::UserExists(name) => DeployError::UserExists(name),
+            other => other.into(),
+        })?;
+    Ok(IssuedInvite {
+        user: name.to_owned(),
+        token,
+        expires_ms,
+        server_fingerprint,
+    })
 }
 
 fn add_user_with_key(

@@ -26,7 +26,7 @@ use forkmail_protocol::messages::{
     SentSummary,
 };
 use forkmail_store::{
-    Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, UserKey,
+    Attempt, Counts, ImportedMail, Invite, LoginFailures, SendLimits, Store, StoreError, UserKey,
     UserRecord, WriteLock,
 };
 use nix::fcntl::OFlag;
@@ -321,6 +321,35 @@ impl Store for Beating<'_> {
     ) -> Result<(), StoreError> {
         self.heart
             .around(|| self.store.publish_key(user, record, signed, now_ms))
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart.around(|| {
+            self.store
+                .create_invite(user, token_hash, expires_ms, now_ms)
+        })
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.heart.around(|| self.store.invites(now_ms))
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.enroll(user, token_hash, record, signed, now_ms))
     }
 }
 

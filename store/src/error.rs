@@ -98,6 +98,18 @@ pub enum StoreError {
         current: u64,
         offered: u64,
     },
+    /// No invitation with this token hash; nothing was stored.
+    #[error("no such invitation; nothing was stored")]
+    InviteUnknown,
+    /// The invitation expired; nothing was stored.
+    #[error("the invitation has expired; nothing was stored")]
+    InviteExpired,
+    /// The invitation was used already; nothing was stored.
+    #[error("the invitation was already used; nothing was stored")]
+    InviteUsed,
+    /// The invitation is for another user name; nothing was stored.
+    #[error("the invitation was issued for another user name; nothing was stored")]
+    InviteForAnotherUser,
 }
 
 impl StoreError {

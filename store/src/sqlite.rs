@@ -44,10 +44,11 @@ use crate::migrations::{
 };
 use crate::row::MailRow;
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, SendLimits, Store,
     StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 
+mod invites;
 pub(crate) mod keys;
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -1292,6 +1293,31 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         self.with_reserve(|store| store.publish_key_once(user, record, signed, now_ms))
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.create_invite_once(user, token_hash, expires_ms, now_ms))
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.enroll_once(user, token_hash, record, signed, now_ms))
     }
 }
 

@@ -335,16 +335,89 @@ impl Session {
                 got: "none",
             });
         };
-        let contact = match check(user, entry, None)? {
-            Verdict::FirstUse(contact) => contact,
-            other => other.contact().clone(),
-        };
+        // Checked as at first use: it must verify with its own key and name `user`.
+        let contact = check(user, entry, None)?.contact().clone();
         let path = pins_path(&self.profile_dir);
         let mut pins = Pins::load(&path)?;
         let old = pins.contacts.insert(user.to_owned(), Pin::of(&contact));
         pins.save(&path)?;
         self.fetched.0.insert(user.to_owned(), contact.clone());
         Ok((old, contact))
+    }
+}
+
+/// Where a pinned contact stands against the directory now (`forkmail keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinState {
+    /// The directory serves the pinned record (or a rotation of it, now pinned).
+    Pinned,
+    /// The directory serves a record the pinned key did not sign: refused until accepted.
+    Changed { presented: String },
+    /// The directory has no record of this contact any more.
+    Missing,
+    /// The directory serves something that is no valid record.
+    Invalid { why: String },
+}
+
+impl PinState {
+    /// As `keys --json` writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PinState::Pinned => "pinned",
+            PinState::Changed { .. } => "changed",
+            PinState::Missing => "missing",
+            PinState::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+/// A contact of `contacts.toml` and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedContact {
+    pub user: String,
+    pub pin: Pin,
+    pub state: PinState,
+}
+
+impl Session {
+    /// Every pinned contact, in name order, checked against the directory's current records
+    /// (one round trip per [`MAX_KEY_RECORD_NAMES`]); rotations are pinned on the way, as
+    /// [`Session::contacts`] would.
+    pub fn pinned_contacts(&mut self) -> Result<Vec<PinnedContact>, ClientError> {
+        let path = pins_path(&self.profile_dir);
+        let mut pins = Pins::load(&path)?;
+        let names: Vec<String> = pins.contacts.keys().cloned().collect();
+        let mut listed = Vec::with_capacity(names.len());
+        let mut repinned = false;
+        for chunk in names.chunks(MAX_KEY_RECORD_NAMES) {
+            let entries = self.key_records(chunk)?;
+            for (name, entry) in chunk.iter().zip(&entries) {
+                let pin = &pins.contacts[name];
+                let state = match check(name, entry, Some(pin)) {
+                    Ok(Verdict::Rotated(contact)) => {
+                        pins.contacts.insert(name.clone(), Pin::of(&contact));
+                        repinned = true;
+                        PinState::Pinned
+                    }
+                    Ok(_) => PinState::Pinned,
+                    Err(ClientError::KeyChanged { presented, .. }) => {
+                        PinState::Changed { presented }
+                    }
+                    Err(ClientError::NoKeyRecord { .. }) => PinState::Missing,
+                    Err(ClientError::BadKeyRecord { why, .. }) => PinState::Invalid { why },
+                    Err(other) => return Err(other),
+                };
+                listed.push(PinnedContact {
+                    user: name.clone(),
+                    pin: pins.contacts[name].clone(),
+                    state,
+                });
+            }
+        }
+        if repinned {
+            pins.save(&path)?;
+        }
+        Ok(listed)
     }
 }
 

@@ -38,11 +38,12 @@ use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::row::MailRow;
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, SendLimits, Store,
     StoreError, StoredPassword, UserKey, UserRecord,
 };
 
 mod connection;
+mod invites;
 mod keys;
 mod passfile;
 mod queries;
@@ -869,6 +870,31 @@ impl Store for PgStore {
                 None => 0,
             })
         })
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.create_invite_once(user, token_hash, expires_ms, now_ms)
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.enroll_once(user, token_hash, record, signed, now_ms)
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

@@ -11,8 +11,8 @@
 //! - cached listing: a new session whose cache file holds every header (as a second
 //!   `forkmail inbox` finds it), so only the metadata travels; the timing includes reading
 //!   the cache file (target: at most 1.5x the plaintext listing);
-//! - sealing: the client-side cost a send adds, in-process (the sends themselves, sealed, are
-//!   the send section's figures).
+//! - sealing: the client-side cost a send adds, in-process, and sealed sends of 1,000 and
+//!   1,000,000 characters end to end within an open session (seal, `SendSealed`, `Sent`).
 //!
 //! A login is never inside a timing; each listing is checked for its length and for how many
 //! headers it fetched.
@@ -127,7 +127,7 @@ pub fn measure(
         "{listings} first and {listings} cached listings of {} sealed mails",
         thousands(size)
     ));
-    let (first, cached, in_session) = {
+    let (first, cached, in_session, sends) = {
         let server = start_host(bin, &sealed, "server", &[])?;
         let options = connect_options(&sealed, USER, &server.addr.to_string())?;
         let cache = cache_path(&sealed.profile(USER));
@@ -168,9 +168,28 @@ pub fn measure(
             }
             check(listed, size, "sealed")?;
         }
+        let mut sends = Vec::new();
+        for (chars, count) in [(1_000, 50), (1_000_000, 10)] {
+            let draft = Draft {
+                to: vec![PEER.to_owned()],
+                title: "A sealed send".into(),
+                body: ascii_body(chars, chars),
+            };
+            let mut samples = Samples::with_capacity(count);
+            for round in 0..=count {
+                let started = Instant::now();
+                session
+                    .send(&draft)
+                    .map_err(BenchError::client("sending sealed mail"))?;
+                if round > 0 {
+                    samples.push(started.elapsed());
+                }
+            }
+            sends.push((chars, samples));
+        }
         session.quit().map_err(BenchError::client("logging out"))?;
         stop(server);
-        (first, cached, in_session)
+        (first, cached, in_session, sends)
     };
 
     progress("sealing costs in-process");
@@ -251,6 +270,22 @@ pub fn measure(
         .note(n(&in_session)),
     ];
     rows.extend(seal_rows);
+    for (chars, samples) in &sends {
+        rows.push(
+            Row::new(
+                format!(
+                    "send a sealed mail of {} characters: p50",
+                    thousands(*chars)
+                ),
+                samples.p50(),
+                Unit::Ms,
+            )
+            .note(format!(
+                "{}; sealed, key record cached, SendSealed to Sent",
+                n(samples)
+            )),
+        );
+    }
     Ok(Section {
         title: "End-to-end encryption: listing and sealing (issue 11)".into(),
         rows,

@@ -268,12 +268,20 @@ impl HeaderCache {
             )));
         }
         let count = u32::from_le_bytes(read_array(&mut input)?);
+        // At most as many entries as the file has bytes for (a record is at least 13 bytes).
+        let capacity = (count as u64).min(meta.len() / 13) as usize;
+        self.inbox.reserve(capacity);
+        self.titles.reserve(meta.len() as usize);
         let mut bytes = Vec::new();
         for _ in 0..count {
             let [tag] = read_array(&mut input)?;
             let id = u64::from_le_bytes(read_array(&mut input)?);
-            let from = read_str(&mut input)?;
-            let from = self.sender(&from);
+            let len = u16::from_le_bytes(read_array(&mut input)?);
+            bytes.resize(len as usize, 0);
+            input.read_exact(&mut bytes)?;
+            let from =
+                std::str::from_utf8(&bytes).map_err(|_| invalid("a sender is not UTF-8".into()))?;
+            let from = self.sender(from);
             let len = u16::from_le_bytes(read_array(&mut input)?);
             let start = self.titles.len();
             bytes.resize(len as usize, 0);

@@ -40,8 +40,8 @@ use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
-    StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
+    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, PasswordUpdate, SendLimits,
+    Store, StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 
 /// How long a connection waits for another process's write lock before the store is reported
@@ -1101,6 +1101,69 @@ impl Store for SqliteStore {
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         Ok(mailbox_bytes(&self.conn, user)?.unwrap_or(0))
     }
+
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.update_password_once(user, password, update))
+    }
+
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| {
+            let tx = store.write_transaction()?;
+            tx.prepare_cached("DELETE FROM tickets WHERE expires_ms <= ?1")
+                .sql()?
+                .execute([now_ms as i64])
+                .sql()?;
+            tx.prepare_cached(
+                "INSERT INTO tickets (token_hash, user_name, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .sql()?
+            .execute(params![ticket_hash, user, now_ms as i64, expires_ms as i64])
+            .sql()?;
+            tx.commit().sql()
+        })
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT 1 FROM tickets WHERE token_hash = ?1 AND user_name = ?2 AND expires_ms > ?3",
+            )
+            .sql()?
+            .query_row(params![ticket_hash, user, now_ms as i64], |_| Ok(()))
+            .optional()
+            .sql()
+            .map(|found| found.is_some())
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.with_reserve(|store| {
+            let tx = store.write_transaction()?;
+            let revoked = tx
+                .prepare_cached("DELETE FROM tickets WHERE user_name = ?1")
+                .sql()?
+                .execute([user])
+                .sql()?;
+            tx.commit().sql()?;
+            Ok(revoked as u64)
+        })
+    }
 }
 
 /// The writes of a login, one attempt each (the [`Store`] methods retry them once with the
@@ -1176,6 +1239,38 @@ impl SqliteStore {
         }
         tx.commit().sql()?;
         Ok(Attempt::Counted { failures })
+    }
+
+    fn update_password_once(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE users SET kdf = ?2, iterations = ?3, salt = ?4, hash = ?5 WHERE name = ?1",
+            )
+            .sql()?
+            .execute(params![
+                user,
+                password.kdf,
+                password.iterations,
+                password.salt,
+                password.hash
+            ])
+            .sql()?;
+        if updated == 0 {
+            return Err(StoreError::UnknownRecipient(user.to_owned()));
+        }
+        if update == PasswordUpdate::Change {
+            tx.prepare_cached("DELETE FROM tickets WHERE user_name = ?1")
+                .sql()?
+                .execute([user])
+                .sql()?;
+        }
+        tx.commit().sql()
     }
 
     /// A transaction of its own (not an autocommit statement) so that the lock watcher hears of

@@ -34,8 +34,8 @@ use crate::limits::mail_size;
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
-    StoreError, StoredPassword, UserKey, UserRecord,
+    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, PasswordUpdate, SendLimits,
+    Store, StoreError, StoredPassword, UserKey, UserRecord,
 };
 
 mod connection;
@@ -718,6 +718,82 @@ impl Store for PgStore {
                 Some(row) => row.try_get::<_, i64>(0)?.max(0) as u64,
                 None => 0,
             })
+        })
+    }
+
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let statement = conn.statements.get(&mut tx, queries::UPDATE_PASSWORD)?;
+            let updated = tx.execute(
+                &statement,
+                &[
+                    &user,
+                    &password.kdf,
+                    &i64::from(password.iterations),
+                    &password.salt,
+                    &password.hash,
+                ],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::UnknownRecipient(user.to_owned()).into());
+            }
+            if update == PasswordUpdate::Change {
+                let revoke = conn.statements.get(&mut tx, queries::REVOKE_TICKETS)?;
+                tx.execute(&revoke, &[&user])?;
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_TICKETS)?;
+            tx.execute(&purge, &[&(now_ms as i64)])?;
+            let issue = conn.statements.get(&mut tx, queries::ISSUE_TICKET)?;
+            tx.execute(
+                &issue,
+                &[&ticket_hash, &user, &(now_ms as i64), &(expires_ms as i64)],
+            )?;
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::TICKET_VALID)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&ticket_hash, &user, &(now_ms as i64)])?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::REVOKE_TICKETS)?;
+            Ok(conn.client.execute(&statement, &[&user])?)
         })
     }
 

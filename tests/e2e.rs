@@ -279,7 +279,8 @@ fn server_of_another_deployment_is_reported_as_a_possible_interception() {
     let dep = Deployment::new(&["alice"]);
     let other = Deployment::new(&["alice"]);
     let other_server = other.start_server(&[]);
-    let impostor = OldServer::start(&other, other_server.addr, 3, "alice", 1);
+    // Two connections: the version 4 hello it refuses, then the version 3 one it answers.
+    let impostor = OldServer::start(&other, other_server.addr, 3, "alice", 2);
     let out = ClientCmd::new(&dep.profile("alice"), &impostor.addr.to_string())
         .password(&dep.password("alice"))
         .args(["inbox"])
@@ -320,6 +321,7 @@ fn server_of_another_deployment_is_reported_as_a_possible_interception() {
         "{}",
         other_server.log()
     );
+    assert_eq!(impostor.versions.recv().unwrap(), 4);
     assert_eq!(impostor.versions.recv().unwrap(), 3);
     // The other deployment's own server refuses alice's hello: her key is not its alice's.
     let out = dep.client(&other_server, "alice").args(["inbox"]).run(b"");
@@ -786,7 +788,9 @@ fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
         serde_json::from_str(&client("bob").args(["read", "2", "--json"]).ok(b"")).unwrap();
     assert_eq!(mail["body"], "Line one\nLine two with ünïcödé ✉\n");
     assert_eq!(mail["to"], serde_json::json!(["bob", "carol"]));
-    // A wrong password is still wrong, and the old id 4 (deleted) is never handed out again.
+    // A wrong password is still wrong (once alice's login ticket from above is revoked: with it
+    // no password is asked), and the old id 4 (deleted) is never handed out again.
+    client("alice").args(["logout"]).ok(b"");
     let wrong = client("alice")
         .password("alice-pw")
         .args(["inbox"])
@@ -810,7 +814,9 @@ fn version_1_and_2_hellos_are_refused_by_the_parent_without_a_fork() {
         let reply = hello.wire.recv_frame().expect("refusal");
         assert_eq!(
             wire::server_reply(&reply),
-            ServerReply::Refused(Refusal::UnsupportedVersion { supported: 3 }),
+            ServerReply::Refused(Refusal::UnsupportedVersion {
+                supported: forkmail_protocol::PROTOCOL_VERSION
+            }),
             "version {version}"
         );
     }
@@ -822,7 +828,7 @@ fn version_1_and_2_hellos_are_refused_by_the_parent_without_a_fork() {
 fn client_falls_back_to_version_2_against_a_server_that_speaks_only_version_2() {
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    // Version 3 refused as malformed (the signature is a tail it does not know), then 2.
+    // Version 4 refused as malformed (the signature is a tail it does not know), then 2.
     let front = OldServer::start(&dep, server.addr, 2, "alice", 2);
     let out = ClientCmd::new(&dep.profile("alice"), &front.addr.to_string())
         .password(&dep.password("alice"))
@@ -833,7 +839,7 @@ fn client_falls_back_to_version_2_against_a_server_that_speaks_only_version_2() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(front.versions.recv().unwrap(), 3);
+    assert_eq!(front.versions.recv().unwrap(), 4);
     assert_eq!(front.versions.recv().unwrap(), 2);
 }
 
@@ -844,7 +850,7 @@ fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() 
     // relays a version 1 session to the real server.
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    // Every command logs in three times through it (3 and 2 refused; then 1, relayed).
+    // Every command logs in three times through it (4 and 2 refused; then 1, relayed).
     let front = OldServer::start(&dep, server.addr, 1, "alice", 9);
     let front_addr = front.addr;
     let versions = front.versions;
@@ -858,7 +864,7 @@ fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(versions.recv().unwrap(), 3);
+    assert_eq!(versions.recv().unwrap(), 4);
     assert_eq!(versions.recv().unwrap(), 2);
     assert_eq!(versions.recv().unwrap(), 1);
     // A send goes as version 1's plain send, which that server knows.

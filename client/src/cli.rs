@@ -123,6 +123,9 @@ pub enum Command {
     ///
     /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Unread(UnreadArgs),
+    /// Revoke every login ticket of this user on the server and delete this profile's ticket
+    /// file: the next command asks for the password again.
+    Logout,
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {
         /// The shell: bash, zsh, fish (or elvish, powershell).

@@ -8,7 +8,7 @@
 //! `--server` means), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use), [`display`] (rendering mail for people and for `--json`) and
 //! [`escape`] (the one rule for which characters may reach a terminal), [`pager`] and [`editor`]
-//! (the user's own programs for reading and writing).
+//! (the user's own programs for reading and writing), [`ticket`] (the login ticket file).
 
 pub mod app;
 pub mod cli;
@@ -22,6 +22,7 @@ pub mod escape;
 pub mod pager;
 pub mod repl;
 pub mod session;
+pub mod ticket;
 
 pub use error::{AppError, ClientError};
 pub use session::{ConnectOptions, Session, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT};

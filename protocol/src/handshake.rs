@@ -44,8 +44,9 @@ use crate::channel::{Direction, SecureChannel};
 use crate::codec::{decode, encode, DecodeError};
 use crate::error::HandshakeError;
 use crate::messages::{
-    ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore, ServerHelloWithKey,
-    ServerReply, MAX_HELLO_SIGNATURE_LEN, MAX_PRESENTED_KEY_LEN, NONCE_LEN, X25519_PUBLIC_LEN,
+    AuthRequest, ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore,
+    ServerHelloWithKey, ServerReply, TicketAuth, MAX_HELLO_SIGNATURE_LEN, MAX_PRESENTED_KEY_LEN,
+    NONCE_LEN, TICKET_LEN, X25519_PUBLIC_LEN,
 };
 use crate::replay::check_fresh;
 use crate::{PROTOCOL_VERSION, SERVER_VERSIONS, SUPPORTED_VERSIONS};
@@ -222,7 +223,7 @@ pub fn fallback_version(offered: u16, err: &HandshakeError) -> Option<u16> {
         {
             Some(supported)
         }
-        HandshakeError::Refused(Refusal::Malformed) if offered == V3 => Some(V2),
+        HandshakeError::Refused(Refusal::Malformed) if offered >= V3 => Some(V2),
         _ => None,
     }
 }
@@ -280,6 +281,23 @@ pub fn client_auth(
     })
 }
 
+/// The first sealed frame of a version 4 session that logs in with a ticket (PROTOCOL.md §11):
+/// the user's signature over the transcript, exactly as [`client_auth`] makes it, and the ticket
+/// in place of the password. The signature is what makes a stolen ticket useless: it needs the
+/// user's private key, and it covers this session's transcript only.
+pub fn ticket_auth(
+    established: &Established,
+    user_key: &RsaKeyPair,
+    ticket: &[u8; TICKET_LEN],
+    rng: &dyn SecureRandom,
+) -> Result<AuthRequest, HandshakeError> {
+    let signed = client_auth(established, user_key, "", rng)?;
+    Ok(AuthRequest::Ticket(TicketAuth {
+        signature: signed.signature,
+        ticket: *ticket,
+    }))
+}
+
 /// A client hello that passed the version and freshness checks. The server's parent checks its
 /// signature ([`CheckedHello::verify_signature`]) before it may wait for a slot; the child
 /// records its nonce before calling [`CheckedHello::respond`].
@@ -298,12 +316,28 @@ impl CheckedHello {
     /// `received_at_ms` is when the hello arrived, which may be earlier than now if it waited in
     /// the server's queue. The signature is only decoded here; see [`Self::verify_signature`].
     pub fn check(bytes: Vec<u8>, received_at_ms: u64, window_ms: u64) -> Result<Self, Refusal> {
+        Self::check_signed(
+            bytes,
+            &SERVER_VERSIONS,
+            PROTOCOL_VERSION,
+            received_at_ms,
+            window_ms,
+        )
+    }
+
+    /// [`Self::check`] for a server that accepts `versions` (all signed: 3 and up) and names
+    /// `supported` when it refuses another.
+    fn check_signed(
+        bytes: Vec<u8>,
+        versions: &[u16],
+        supported: u16,
+        received_at_ms: u64,
+        window_ms: u64,
+    ) -> Result<Self, Refusal> {
         let (version, _) =
             postcard::take_from_bytes::<u16>(&bytes).map_err(|_| Refusal::Malformed)?;
-        if !SERVER_VERSIONS.contains(&version) {
-            return Err(Refusal::UnsupportedVersion {
-                supported: PROTOCOL_VERSION,
-            });
+        if !versions.contains(&version) {
+            return Err(Refusal::UnsupportedVersion { supported });
         }
         let (hello, rest) =
             postcard::take_from_bytes::<ClientHello>(&bytes).map_err(|_| Refusal::Malformed)?;
@@ -320,9 +354,9 @@ impl CheckedHello {
         })
     }
 
-    /// Checks a hello as a server of an older version, `newest` (1 or 2), did: decoded strictly
-    /// as an unsigned hello (so a version 3 hello is `Malformed`), then its version (1 to
-    /// `newest`) and timestamp. For stand-ins of older servers in tests; this build's server
+    /// Checks a hello as a server of an older version, `newest` (1, 2 or 3), did: a version 3
+    /// server as [`Self::check`] with version 3 only; older ones decoded strictly as an unsigned
+    /// hello (so a signed hello is `Malformed`), then its version (1 to `newest`) and timestamp. For stand-ins of older servers in tests; this build's server
     /// uses [`Self::check`].
     pub fn check_as_older_server(
         bytes: Vec<u8>,
@@ -330,6 +364,10 @@ impl CheckedHello {
         received_at_ms: u64,
         window_ms: u64,
     ) -> Result<Self, Refusal> {
+        if newest >= V3 {
+            // A version 3 server: signed hellos of version 3 only.
+            return Self::check_signed(bytes, &[V3], V3, received_at_ms, window_ms);
+        }
         let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
         if !(V1..=newest.min(V2)).contains(&hello.version) {
             return Err(Refusal::UnsupportedVersion { supported: newest });

@@ -48,8 +48,10 @@ fn user_key() -> &'static RsaKeyPair {
 /// did (versions 1 and 2).
 fn check_any(hello: Vec<u8>) -> Result<CheckedHello, Refusal> {
     let version: u16 = postcard::take_from_bytes(&hello).unwrap().0;
-    if version >= 3 {
+    if version >= 4 {
         CheckedHello::check(hello, NOW, WINDOW)
+    } else if version == 3 {
+        CheckedHello::check_as_older_server(hello, 3, NOW, WINDOW)
     } else {
         CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW)
     }
@@ -273,7 +275,7 @@ fn client_falls_back_to_version_1_only_when_refused_for_it() {
 #[test]
 fn client_starts_only_versions_it_speaks() {
     let rng = SystemRandom::new();
-    for version in [0, 4, u16::MAX] {
+    for version in [0, 5, u16::MAX] {
         assert!(ClientHandshake::start_version("alice", user_key(), version, NOW, &rng).is_err());
     }
 }
@@ -354,7 +356,7 @@ fn other_protocol_versions_are_refused() {
     let rng = SystemRandom::new();
     // Unsigned hellos (versions 1 and 2) and unknown versions, with or without a signature
     // tail: refused by the version, read first, before anything else is decoded.
-    for version in [0, 1, 2, 4, u16::MAX] {
+    for version in [0, 1, 2, 3, 5, u16::MAX] {
         let (_, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
         let mut signed: SignedClientHello = decode(&hello).unwrap();
         signed.hello.version = version;
@@ -390,9 +392,9 @@ fn an_older_server_refuses_a_version_3_hello_as_malformed_and_a_newer_version_as
 fn version_3_hello_is_signed_by_the_user_over_its_bytes() {
     let rng = SystemRandom::new();
     let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
-    assert_eq!(client.version(), 3);
+    assert_eq!(client.version(), PROTOCOL_VERSION);
     let signed: SignedClientHello = decode(&hello).unwrap();
-    assert_eq!(signed.hello.version, 3);
+    assert_eq!(signed.hello.version, PROTOCOL_VERSION);
     // The wire form: the unsigned hello's bytes, then the signature as a byte string.
     let unsigned = encode(&signed.hello);
     assert_eq!(hello[..unsigned.len()], unsigned[..]);

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use forkmail_keygen::keyfile::GeneratedKey;
 use forkmail_protocol::handshake::ClientHandshake;
 use forkmail_protocol::messages::SignedClientHello;
-use forkmail_protocol::{decode, encode};
+use forkmail_protocol::{decode, encode, PROTOCOL_VERSION};
 use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
 
@@ -60,7 +60,7 @@ fn judge_now(hello: &[u8], keys_final: bool, seen: &mut SeenNonces) -> Verdict {
 #[test]
 fn a_hello_signed_by_its_user_is_admitted_once() {
     let mut seen = SeenNonces::default();
-    let h = hello("alice", 0, 3);
+    let h = hello("alice", 0, PROTOCOL_VERSION);
     assert_eq!(
         judge_now(&h, false, &mut seen),
         Verdict::Admit {
@@ -78,9 +78,9 @@ fn a_hello_signed_by_its_user_is_admitted_once() {
 #[test]
 fn unknown_user_and_wrong_key_get_one_answer_and_record_nothing() {
     let mut seen = SeenNonces::default();
-    let wrong_key = hello("alice", 1, 3);
-    let unknown = hello("mallory", 0, 3);
-    let mut garbled: SignedClientHello = decode(&hello("bob", 1, 3)).unwrap();
+    let wrong_key = hello("alice", 1, PROTOCOL_VERSION);
+    let unknown = hello("mallory", 0, PROTOCOL_VERSION);
+    let mut garbled: SignedClientHello = decode(&hello("bob", 1, PROTOCOL_VERSION)).unwrap();
     garbled.signature[0] ^= 1;
     let garbled = encode(&garbled);
     for h in [&wrong_key, &unknown, &garbled] {
@@ -97,20 +97,22 @@ fn unknown_user_and_wrong_key_get_one_answer_and_record_nothing() {
 #[test]
 fn unsigned_old_and_stale_hellos_are_refused_before_any_key_is_used() {
     let mut seen = SeenNonces::default();
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         assert_eq!(
             judge_now(&hello("alice", 0, version), false, &mut seen),
-            Verdict::Refuse(Refusal::UnsupportedVersion { supported: 3 })
+            Verdict::Refuse(Refusal::UnsupportedVersion {
+                supported: PROTOCOL_VERSION
+            })
         );
     }
-    let h = hello("alice", 0, 3);
+    let h = hello("alice", 0, PROTOCOL_VERSION);
     let late = NOW + WINDOW + 1;
     assert!(matches!(
         judge(&h, late, late, &key_map(), false, &mut seen, &rules()),
         Verdict::Refuse(Refusal::StaleTimestamp { .. })
     ));
     assert_eq!(
-        judge_now(b"\x03garbage", false, &mut seen),
+        judge_now(b"\x04garbage", false, &mut seen),
         Verdict::Refuse(Refusal::Malformed)
     );
     assert_eq!(seen.len(), 0);

@@ -31,6 +31,10 @@ pub struct Settings {
     pub bits: usize,
     pub kdf: Kdf,
     pub kdf_iterations: u32,
+    /// Set when `init --kdf` named the algorithm: then `kdf` is kept as written, PBKDF2 at its
+    /// old default cost included (see [`Settings::policy`]). Absent before Argon2id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kdf_chosen: bool,
     /// The store's URL, without any password, when it is not `mail.db` in this directory
     /// (absent in deployments made by 0.1.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,12 +71,16 @@ impl Settings {
     /// by default, is read as "the default": Argon2id at OWASP's parameters
     /// ([`HashPolicy::DEFAULT`]). So upgrading the programs moves such a deployment's users
     /// onto Argon2id one login at a time, while a deployment made with a cheap PBKDF2 count for
-    /// tests (`--kdf-iterations 1000`) keeps it.
+    /// tests (`--kdf-iterations 1000`) keeps it. A PBKDF2 the operator chose with `init --kdf`
+    /// (`kdf_chosen`) is kept too.
     pub fn policy(&self) -> HashPolicy {
         let stated = HashPolicy {
             kdf: self.kdf,
             iterations: self.iterations(),
         };
+        if self.kdf_chosen {
+            return stated;
+        }
         let owasp = match self.kdf {
             Kdf::Pbkdf2Sha512 => DEFAULT_SHA512_ITERATIONS,
             Kdf::Pbkdf2Sha256 => DEFAULT_SHA256_ITERATIONS,
@@ -163,6 +171,9 @@ pub struct InitOptions {
     pub bits: usize,
     /// How every password is hashed (written to `deployment.toml`).
     pub hash: HashPolicy,
+    /// Whether the operator named the algorithm (`--kdf`): written as `kdf_chosen`, so that an
+    /// explicit PBKDF2 is not read as the old default ([`Settings::policy`]).
+    pub kdf_chosen: bool,
     /// A store other than `DIR/server/mail.db` (a PostgreSQL database), or `None` for SQLite.
     pub store: Option<StoreLocation>,
 }
@@ -173,6 +184,7 @@ impl Default for InitOptions {
             server_addr: DEFAULT_SERVER_ADDR.to_owned(),
             bits: DEFAULT_BITS,
             hash: HashPolicy::DEFAULT,
+            kdf_chosen: false,
             store: None,
         }
     }
@@ -275,6 +287,7 @@ fn init_inner(
         bits: opts.bits,
         kdf: opts.hash.kdf,
         kdf_iterations: opts.hash.iterations.get(),
+        kdf_chosen: opts.kdf_chosen,
         // Never a password in a file: the server gets it from PGPASSWORD or a passfile.
         store: opts
             .store
@@ -462,10 +475,22 @@ mod tests {
             bits: 2048,
             kdf,
             kdf_iterations,
+            kdf_chosen: false,
             store: None,
         };
         let old_default = settings(Kdf::Pbkdf2Sha512, DEFAULT_SHA512_ITERATIONS);
         assert_eq!(old_default.policy(), HashPolicy::DEFAULT);
+        let chosen = Settings {
+            kdf_chosen: true,
+            ..old_default.clone()
+        };
+        assert_eq!(
+            chosen.policy().kdf,
+            Kdf::Pbkdf2Sha512,
+            "init --kdf pbkdf2-sha512 is kept"
+        );
+        let text = toml::to_string(&old_default).unwrap();
+        assert!(!text.contains("kdf_chosen"), "{text}");
         let cheap = settings(Kdf::Pbkdf2Sha512, 1000);
         assert_eq!(cheap.policy().kdf, Kdf::Pbkdf2Sha512);
         assert_eq!(cheap.policy().iterations.get(), 1000);

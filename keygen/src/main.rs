@@ -162,6 +162,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             store,
         } => {
             let hash = hash_policy(kdf, kdf_iterations);
+            let kdf_chosen = kdf.is_some();
             let file = UsersFile::load(&users)?;
             let mut new_users = Vec::with_capacity(file.user.len());
             for entry in file.user {
@@ -192,6 +193,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 server_addr,
                 bits,
                 hash,
+                kdf_chosen,
                 store,
             };
             let started = Instant::now();

@@ -9,10 +9,11 @@
 //! memory or the lanes is a new name, and no schema change.
 //!
 //! The default for new passwords is Argon2id at OWASP's first recommendation (m = 19 MiB, t = 2,
-//! p = 1): on this project's machine it costs 19.9 ms against PBKDF2-HMAC-SHA512's 109.7 ms at
-//! OWASP's 210,000 iterations (`forkmail-keygen kdf-bench`, figures in docs/BENCHMARKS.md), so it
-//! is both the stronger and the cheaper. Each Argon2id hash holds 19 MiB while it runs: five
-//! concurrent logins (the default `--max-sessions`) take 95 MiB for ~20 ms.
+//! p = 1): on this project's machine (release build, two runs of `forkmail-keygen kdf-bench`) it
+//! costs 22.5 and 28.3 ms against PBKDF2-HMAC-SHA512's 83.2 and 124.3 ms at OWASP's 210,000
+//! iterations (0.27x and 0.23x; figures in docs/BENCHMARKS.md), so it is both the stronger and
+//! the cheaper. Each Argon2id hash holds 19 MiB while it runs: five concurrent logins (the
+//! default `--max-sessions`) take under 100 MiB for ~25 ms.
 
 use std::fmt;
 use std::num::NonZeroU32;

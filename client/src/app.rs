@@ -15,12 +15,16 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Cli, Command};
+use forkmail_keygen::invite::InviteToken;
+use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
+
+use crate::cli::{Cli, Command, EnrollArgs};
 use crate::config::{self, Env};
+use crate::enroll::{self, EnrollOptions};
 use crate::error::AppError;
 use crate::error::ClientError;
 use crate::escape::escape_line;
-use crate::session::{ConnectOptions, Session};
+use crate::session::{ConnectOptions, Session, DEFAULT_IO_TIMEOUT};
 use crate::ticket::TicketFile;
 use crate::{commands, repl};
 
@@ -33,6 +37,8 @@ pub fn run(cli: &Cli) -> Result<(), AppError> {
     match &cli.command {
         Some(Command::Completions { shell }) => return print_bytes(&Cli::completions(*shell)),
         Some(Command::Man) => return print_bytes(&Cli::man_page()),
+        // Makes the profile, so it needs none.
+        Some(Command::Enroll(args)) => return enroll(cli, args),
         _ => {}
     }
     let profile_dir = config::find_profile(cli.profile.as_deref(), &Env::from_process())?;
@@ -47,6 +53,82 @@ pub fn run(cli: &Cli) -> Result<(), AppError> {
         Some(command) => commands::run(command, &login),
         None => repl::run(&login),
     }
+}
+
+/// `forkmail enroll`: every argument checked before the keys are made, the password before
+/// connecting.
+fn enroll(cli: &Cli, args: &EnrollArgs) -> Result<(), AppError> {
+    let Some(server_addr) = cli.server.clone() else {
+        return Err(AppError::Usage(
+            "enroll needs --server HOST:PORT, the server the invitation is for".into(),
+        ));
+    };
+    let Some(profile_dir) = cli.profile.clone() else {
+        return Err(AppError::Usage(
+            "enroll needs --profile DIR, a new directory for your profile".into(),
+        ));
+    };
+    validate_user_name(&args.user).map_err(|e| AppError::Usage(format!("--user: {e}")))?;
+    let token =
+        InviteToken::parse(&args.invite).map_err(|e| AppError::Usage(format!("--invite: {e}")))?;
+    if !args.server_fingerprint.starts_with("SHA256:") {
+        return Err(AppError::Usage(
+            "--server-fingerprint: a fingerprint starts with SHA256: (forkmail-keygen fingerprint DIR/server/server.pub prints it)".into(),
+        ));
+    }
+    enroll::check_profile_dir(&profile_dir)?;
+    let password = new_password(&args.user)?;
+    let options = EnrollOptions {
+        server_addr,
+        server_fingerprint: args.server_fingerprint.clone(),
+        user: args.user.clone(),
+        token,
+        profile_dir,
+        password,
+        connect_timeout: Duration::from_secs(cli.connect_timeout),
+        io_timeout: DEFAULT_IO_TIMEOUT,
+    };
+    let note = |message: &str| {
+        if cli.verbose {
+            tell(message);
+        }
+    };
+    enroll::enroll(&options, &note)?;
+    print(&format!(
+        "enrolled {} on {}: profile {}\n",
+        options.user,
+        options.server_addr,
+        options.profile_dir.display()
+    ))
+}
+
+/// A new password from `FORKMAIL_PASSWORD`, else asked for twice on the terminal; it must keep
+/// the rules `forkmail-keygen add-user` keeps (not empty, at most 1024 bytes).
+fn new_password(user: &str) -> Result<String, AppError> {
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(password) => password,
+        Err(_) => {
+            let first = rpassword::prompt_password(format!("New password for {user}: "))
+                .map_err(AppError::Password)?;
+            let second = rpassword::prompt_password(format!("Repeat the password for {user}: "))
+                .map_err(AppError::Password)?;
+            if first != second {
+                return Err(AppError::Usage(
+                    "the two passwords differ; nothing was sent".into(),
+                ));
+            }
+            first
+        }
+    };
+    if password.is_empty() {
+        return Err(AppError::Usage("the password must not be empty".into()));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(AppError::Usage(format!(
+            "the password is longer than {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    Ok(password)
 }
 
 /// How to log in, from the command line.

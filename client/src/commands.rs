@@ -1,4 +1,4 @@
-//! The verbs: `send`, `inbox`, `sent`, `read`, `delete`, `reply`, `forward`, `unread`, as
+//! The verbs: `send`, `inbox`, `sent`, `read`, `delete`, `reply`, `forward`, `unread`, `keys` as
 //! one-shot commands (`forkmail --profile P VERB ...`, [`run`]) and as functions the REPL calls.
 //!
 //! Each verb function takes the session, its arguments as [`crate::cli`] defines them (the one
@@ -138,11 +138,16 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             logout(session, login);
         }
         Command::Logout => return revoke_tickets(login),
+        Command::Keys(args) => {
+            let mut session = login.connect(login.options()?)?;
+            crate::keys::run(&mut session, args, &mut out)?;
+            logout(session, login);
+        }
         // `app::run` prints these before any login; said plainly rather than panicking if a
         // caller ever routes them here.
-        Command::Completions { .. } | Command::Man => {
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => {
             return Err(AppError::Usage(
-                "completions and man print what the shell needs; run them as forkmail completions SHELL or forkmail man".into(),
+                "completions, man and enroll need no login; run them as forkmail completions SHELL, forkmail man or forkmail enroll".into(),
             ))
         }
     }
@@ -159,6 +164,13 @@ pub fn send(
     note: &dyn Fn(&str),
     out: &mut dyn Write,
 ) -> Result<u64, AppError> {
+    if session.version() >= crate::session::E2E_VERSION {
+        // Every recipient's key checked against the pins before anything is sent: a key the
+        // server substituted stops the send here (KeyChanged), sending nothing.
+        session
+            .contacts(&draft.to)
+            .map_err(|err| not_sent_if_client(err.into()))?;
+    }
     let id = send_with_one_repeat(session, options, draft, note)?;
     if json {
         writeln!(out, "{}", sent_id_json(id))?;

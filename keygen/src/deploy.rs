@@ -4,11 +4,16 @@ use std::fs;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use forkmail_protocol::e2e::KeyOrigin;
 use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
+use ring::rand::SystemRandom;
+use ring::signature::RsaKeyPair;
 use serde::{Deserialize, Serialize};
 
 use forkmail_store::{Store, StoreError, StoreLocation, UserRecord};
 
+use crate::agekey::{self, AgeKeyError};
+use crate::invite::InviteToken;
 use crate::keyfile::{self, GeneratedKey, KeyFileError};
 use crate::layout::{self, ServerDir};
 use crate::password::{HashPolicy, Kdf, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS};
@@ -159,6 +164,8 @@ pub enum DeployError {
     KeyGen(String),
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    AgeKey(#[from] AgeKeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -336,6 +343,54 @@ pub fn add_user(root: &Path, user: &NewUser) -> Result<(), DeployError> {
     add_user_with_key(root, &mut *store, &settings, &server_public, user, &key)
 }
 
+/// An invitation just stored: what `forkmail-keygen invite` prints.
+#[derive(Debug)]
+pub struct IssuedInvite {
+    pub user: String,
+    pub token: InviteToken,
+    pub expires_ms: u64,
+    /// The fingerprint of `DIR/server/server.pub`, for `forkmail enroll --server-fingerprint`.
+    pub server_fingerprint: String,
+}
+
+/// Invites `name` to enroll with keys made on their own machine (`forkmail enroll`): stores the
+/// hash of a fresh single-use token, valid for `ttl`, in the deployment at `root`. `name` must
+/// be a valid user name that the store does not hold yet.
+pub fn invite(
+    root: &Path,
+    name: &str,
+    ttl: std::time::Duration,
+) -> Result<IssuedInvite, DeployError> {
+    validate_user_name(name).map_err(|e| DeployError::BadUser(name.to_owned(), e.to_string()))?;
+    let server = layout::server_dir(root);
+    if !server.0.is_dir() {
+        return Err(DeployError::NoDeployment(root.to_owned()));
+    }
+    let settings = Settings::load(&server)?;
+    let location = settings.store_location(&server)?;
+    forkmail_store::migrate(&location)?;
+    let mut store = forkmail_store::open(&location)?;
+    if store.find_user(name)?.is_some() {
+        return Err(DeployError::UserExists(name.to_owned()));
+    }
+    let server_fingerprint = keyfile::load_public_key(&server.public_key())?.fingerprint();
+    let token = InviteToken::generate().map_err(DeployError::KeyGen)?;
+    let now_ms = forkmail_protocol::now_millis();
+    let expires_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    store
+        .create_invite(name, &token.hash(), expires_ms, now_ms)
+        .map_err(|e| match e {
+            StoreError::UserExists(name) => DeployError::UserExists(name),
+            other => other.into(),
+        })?;
+    Ok(IssuedInvite {
+        user: name.to_owned(),
+        token,
+        expires_ms,
+        server_fingerprint,
+    })
+}
+
 fn add_user_with_key(
     root: &Path,
     store: &mut dyn Store,
@@ -354,6 +409,8 @@ fn add_user_with_key(
             server_addr: settings.server_addr.clone(),
         };
         write_new(&profile_dir.profile(), profile.to_toml().as_bytes(), 0o644)?;
+        let identity = agekey::generate();
+        agekey::write_new(&profile_dir.age_key(), std::slice::from_ref(&identity))?;
         let record = UserRecord {
             name: user.name.clone(),
             password: settings.policy().hash(&user.password).to_stored(),
@@ -364,12 +421,36 @@ fn add_user_with_key(
             .map_err(|e| match e {
                 StoreError::UserExists(name) => DeployError::UserExists(name),
                 other => other.into(),
-            })
+            })?;
+        publish_first_record(store, &user.name, &identity, key)
     })();
     if written.is_err() {
         let _ = fs::remove_dir_all(&profile_dir.0);
     }
     written
+}
+
+/// Publishes a new user's first key record in the directory: serial 1, made by the
+/// administrator, signed by the user's RSA key (PROTOCOL.md §9.1).
+fn publish_first_record(
+    store: &mut dyn Store,
+    user: &str,
+    identity: &age::x25519::Identity,
+    key: &GeneratedKey,
+) -> Result<(), DeployError> {
+    let signer = RsaKeyPair::from_pkcs8(&key.pkcs8_der)
+        .map_err(|e| DeployError::KeyGen(format!("the new key of {user}: {e}")))?;
+    let (record, signed) = agekey::signed_record(
+        user,
+        1,
+        KeyOrigin::Administrator,
+        identity,
+        &signer,
+        &SystemRandom::new(),
+    )
+    .map_err(|e| DeployError::KeyGen(format!("signing the key record of {user}: {e}")))?;
+    store.publish_key(user, &record, &signed, forkmail_protocol::now_millis())?;
+    Ok(())
 }
 
 /// Generates `count` keys on as many threads as there are cores.
@@ -455,6 +536,17 @@ mod tests {
         let profile = Profile::load(&layout::profile_dir(dir.path(), "bob").profile()).unwrap();
         assert_eq!(profile.user, "bob");
         keyfile::load_private_key(&layout::profile_dir(dir.path(), "bob").private_key()).unwrap();
+        let identities = agekey::load(&layout::profile_dir(dir.path(), "bob").age_key()).unwrap();
+        let published = store.key_records(&["bob".to_owned()]).unwrap();
+        let signed = published[0]
+            .record
+            .as_ref()
+            .expect("bob's record is published");
+        let bob = store.find_user("bob").unwrap().unwrap();
+        let record = signed.verify_with(&bob.public_key).unwrap();
+        assert_eq!(record.serial, 1);
+        assert_eq!(record.origin, KeyOrigin::Administrator);
+        assert_eq!(record.age_recipient, identities[0].to_public().to_string());
         drop(store);
         for entry in walk(dir.path()) {
             let bytes = fs::read(&entry).unwrap();

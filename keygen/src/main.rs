@@ -5,11 +5,12 @@ use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 use forkmail_keygen::deploy::{self, InitOptions, NewUser, UsersFile};
+use forkmail_keygen::invite::parse_ttl;
 use forkmail_keygen::keyfile::load_any_public_key;
 use forkmail_keygen::password::{
     HashPolicy, Kdf, PasswordHash, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS,
@@ -68,6 +69,20 @@ enum Command {
         dir: PathBuf,
         /// The new user's name: 1-32 of a-z 0-9 . _ -, starting with a letter or digit.
         name: String,
+    },
+    /// Invite NAME to enroll from their own machine with keys nobody else sees (forkmail enroll):
+    /// prints a single-use token, one line; only its hash is stored.
+    Invite {
+        /// The deployment directory given to `init`.
+        dir: PathBuf,
+        /// The user name the token may enroll: 1-32 of a-z 0-9 . _ -, not yet registered.
+        name: String,
+        /// How long the token stays valid: a number and s, m, h or d (30m, 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Print a JSON object {user, token, expires, server_fingerprint} instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the fingerprint (SHA256:...) of a key file, e.g. DIR/server/server.pub on the server
     /// host, to compare with the pinned key the client names.
@@ -216,6 +231,30 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .display()
             );
             Ok(())
+        }
+        Command::Invite {
+            dir,
+            name,
+            ttl,
+            json,
+        } => {
+            let issued = deploy::invite(&dir, &name, ttl)?;
+            let token = issued.token.to_text();
+            let line = if json {
+                let expires = chrono::DateTime::from_timestamp_millis(issued.expires_ms as i64)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "user": issued.user,
+                    "token": token,
+                    "expires": expires,
+                    "server_fingerprint": issued.server_fingerprint,
+                })
+                .to_string()
+            } else {
+                token
+            };
+            print_bytes(format!("{line}\n").as_bytes())
         }
         Command::Fingerprint { file } => {
             println!("{}", load_any_public_key(&file)?.fingerprint());

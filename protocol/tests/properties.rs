@@ -459,6 +459,46 @@ fn version_3_refusals_are_appended_and_the_signed_hello_extends_the_unsigned_one
     assert_eq!(signed, [encode(&hello), vec![0x02, 0x33, 0x44]].concat());
 }
 
+/// Version 4's hello tail and refusals (PROTOCOL.md §5.1, §10): `HelloAuth` variant 0 is version
+/// 3's signature behind one byte, variant 1 the 32-byte invitation proof; the enrollment
+/// refusals are appended after `TooManySessions`.
+#[test]
+fn version_4_hello_auth_and_refusals_have_fixed_wire_forms() {
+    let hello = ClientHello {
+        version: 4,
+        user: "alice".into(),
+        nonce: [0x11; 32],
+        timestamp_ms: 1,
+        x25519_public: [0x22; 32],
+    };
+    let signed = encode(&AuthedClientHello {
+        hello: hello.clone(),
+        auth: HelloAuth::Signed(vec![0x33, 0x44]),
+    });
+    assert_eq!(
+        signed,
+        [encode(&hello), vec![0x00, 0x02, 0x33, 0x44]].concat()
+    );
+    let invited = encode(&AuthedClientHello {
+        hello: hello.clone(),
+        auth: HelloAuth::Invited { proof: [0x55; 32] },
+    });
+    assert_eq!(
+        invited,
+        [encode(&hello), vec![0x01], vec![0x55; 32]].concat()
+    );
+    for (refusal, index) in [
+        (Refusal::InviteUnknown, 0x08),
+        (Refusal::InviteExpired, 0x09),
+        (Refusal::InviteUsed, 0x0a),
+        (Refusal::InviteForAnotherUser, 0x0b),
+    ] {
+        assert_eq!(encode(&ServerReply::Refused(refusal)), [0x02, index]);
+    }
+    assert_eq!(encode(&EnrollResult::Enrolled), [0x00]);
+    assert_eq!(encode(&EnrollResult::Unavailable), [0x07]);
+}
+
 /// `Users` is appended after every earlier request and response, so their indexes keep their
 /// meaning (PROTOCOL.md §4, §11).
 #[test]

@@ -300,7 +300,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let user_keys = keys::load_blocking(&config.store).map_err(|why| {
         anyhow::anyhow!("cannot load the users' keys from {}: {why}", config.store)
     })?;
-    tracing::info!("loaded the public keys of {} users", user_keys.len());
+    tracing::info!(
+        "loaded the public keys of {} users and {} enrollment invitations",
+        user_keys.keys.len(),
+        user_keys.invites.len()
+    );
     let listener = forkmail_server::listener::bind_listener(&config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;

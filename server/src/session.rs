@@ -2,7 +2,9 @@
 //!
 //! The session is a chain of states, each consuming the previous one, so that "a request before
 //! authentication" cannot be written: [`run`] checks the hello the parent already read, answers it
-//! ([`ExpectAuth`]), checks both factors ([`Authenticated`]) and only then serves requests.
+//! ([`ExpectAuth`]), checks both factors ([`Authenticated`]) and only then serves requests. An
+//! enrollment hello (PROTOCOL.md §10) is answered alike and then leads to [`enroll`] instead:
+//! one `Enrollment` frame, one answer, and the session ends.
 //!
 //! Deadlines: the child gets the slot with a complete hello in hand; the client then has the
 //! rest of the handshake deadline to authenticate. An authenticated session idle for
@@ -21,12 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN};
-use forkmail_protocol::handshake::{CheckedHello, Established};
+use forkmail_protocol::handshake::{CheckedHello, Established, HelloKind};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
-    AuthRequest, AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response,
-    ServerReply, INBOX_PAGE_LEN, MAX_BATCH_IDS, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
-    TICKET_LEN,
+    AuthRequest, AuthResult, ClientAuth, CloseReason, Draft, EnrollResult, ErrorCode, Refusal,
+    Request, Response, ServerReply, INBOX_PAGE_LEN, MAX_BATCH_IDS, SEND_ID_LEN,
+    SEND_ID_RETENTION_MS, SENT_PAGE_LEN, TICKET_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{SendLimits, Store, StoreError};
@@ -36,7 +38,10 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{self, Decoy, Verdict};
 use crate::config::ServerConfig;
+use crate::directory;
 use crate::heartbeat::{Beating, Heartbeat};
+
+mod enroll;
 
 /// What the parent hands a child: a connection whose hello has fully arrived.
 pub struct Handoff {
@@ -70,6 +75,8 @@ pub enum SessionError {
     Handshake(#[from] HandshakeError),
     #[error("login refused for user {user}: {verdict}")]
     Denied { user: String, verdict: Verdict },
+    #[error("enrollment of {user} refused: {result}")]
+    EnrollRefused { user: String, result: EnrollResult },
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("{0}")]
@@ -110,8 +117,23 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     };
     let store = &mut Beating::new(&mut *store, ctx.heart);
 
-    let expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
+    let mut expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
     let user = expect_auth.user.clone();
+    if let Some(invited) = expect_auth.invited.take() {
+        debug!(%peer, user = %printable(&user), "enrollment hello answered");
+        let result = enroll::serve(
+            ctx,
+            store,
+            &stream,
+            handshake_deadline,
+            invited,
+            expect_auth,
+        );
+        if let Err(err) = &result {
+            warn!(%peer, "enrollment failed: {err}");
+        }
+        return result;
+    }
     let session = match expect_auth.authenticate(ctx, store, &stream, handshake_deadline) {
         Ok(session) => session,
         Err(err) => {
@@ -125,12 +147,14 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     result
 }
 
-/// The server has answered the hello; the client must authenticate next.
+/// The server has answered the hello; the client must authenticate (or enroll) next.
 struct ExpectAuth {
     user: String,
     /// The hello's version: from 4 on, the client's first sealed frame is an [`AuthRequest`].
     version: u16,
     established: Established,
+    /// An enrollment hello, kept to check its proof against the token the client then sends.
+    invited: Option<CheckedHello>,
 }
 
 impl ExpectAuth {
@@ -174,6 +198,7 @@ impl ExpectAuth {
         }
         let user = checked.hello.user.clone();
         let version = checked.hello.version;
+        let invited = (checked.kind() == HelloKind::Enroll).then(|| checked.clone());
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
         write_frame(&mut stream, &reply)?;
         ctx.heart.beat();
@@ -181,6 +206,7 @@ impl ExpectAuth {
             user,
             version,
             established,
+            invited,
         })
     }
 
@@ -199,6 +225,7 @@ impl ExpectAuth {
                     mut channel,
                     transcript_hash,
                 },
+            invited: _,
         } = self;
         let frame = read_frame(
             &mut DeadlineReader::new(stream, deadline, ctx.heart),
@@ -397,13 +424,17 @@ impl Authenticated {
                 }
                 Err(err) => error_response(err),
             },
+            Request::KeyRecords { names } => {
+                directory::key_records(store, &names).unwrap_or_else(error_response)
+            }
+            Request::PublishKey { record } => {
+                directory::publish_key(store, &self.user, &record).unwrap_or_else(error_response)
+            }
             // Protocol version 4's requests, answered as "not supported" until they are built.
             Request::SendSealed { .. }
             | Request::List { .. }
             | Request::Headers { .. }
-            | Request::ReadLetter { .. }
-            | Request::KeyRecords { .. }
-            | Request::PublishKey { .. } => Response::Error {
+            | Request::ReadLetter { .. } => Response::Error {
                 code: ErrorCode::InvalidRequest,
                 message: "this server does not support this request yet".to_owned(),
             },

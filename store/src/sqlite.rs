@@ -31,7 +31,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::disk::{self, Disk};
@@ -40,9 +41,12 @@ use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, PasswordUpdate, SendLimits,
-    Store, StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, PasswordUpdate,
+    SendLimits, Store, StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
+
+mod invites;
+pub(crate) mod keys;
 
 /// How long a connection waits for another process's write lock before the store is reported
 /// unavailable. Writes are short transactions, so five writers never come near this.
@@ -1163,6 +1167,45 @@ impl Store for SqliteStore {
             tx.commit().sql()?;
             Ok(revoked as u64)
         })
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.publish_key_once(user, record, signed, now_ms))
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.create_invite_once(user, token_hash, expires_ms, now_ms))
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.enroll_once(user, token_hash, record, signed, now_ms))
     }
 }
 

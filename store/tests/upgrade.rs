@@ -250,6 +250,80 @@ fn upgrading_a_version_4_store_counts_every_mailbox() {
 }
 
 #[test]
+fn an_upgraded_010_store_has_an_empty_key_directory_that_takes_records() {
+    use forkmail_protocol::e2e::{KeyOrigin, KeyRecord, SignedKeyRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let names: Vec<String> = ["alice", "bob", "carol"].map(String::from).to_vec();
+    let entries = store.key_records(&names).unwrap();
+    assert!(
+        entries.iter().all(|e| e.record.is_none()),
+        "0.1.0 had no key records: {entries:?}"
+    );
+    let bob = store.find_user("bob").unwrap().unwrap();
+    let record = KeyRecord {
+        user: "bob".into(),
+        serial: 1,
+        created_ms: 1,
+        origin: KeyOrigin::Administrator,
+        signing_key: bob.public_key,
+        age_recipient: "age1bob".into(),
+    };
+    let signed = SignedKeyRecord {
+        record: forkmail_protocol::encode(&record),
+        signature: vec![1; 256],
+    };
+    store.publish_key("bob", &record, &signed, 2).unwrap();
+    let entries = store.key_records(&names).unwrap();
+    assert_eq!(entries[1].record.as_ref(), Some(&signed));
+    assert!(entries[0].record.is_none() && entries[2].record.is_none());
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn a_010_store_takes_invitations_and_enrollments_once_upgraded() {
+    use forkmail_protocol::e2e::{KeyOrigin, KeyRecord, SignedKeyRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let now = 1_800_000_000_000;
+    assert!(store.invites(now).unwrap().is_empty(), "no invitations yet");
+    // Its users cannot be invited again; a new name can, and enrolls.
+    assert!(matches!(
+        store.create_invite("alice", &[1; 32], now + 1000, now),
+        Err(StoreError::UserExists(_))
+    ));
+    store
+        .create_invite("dave", &[2; 32], now + 1000, now)
+        .unwrap();
+    let mut dave = store.find_user("alice").unwrap().unwrap();
+    dave.name = "dave".into();
+    let record = KeyRecord {
+        user: "dave".into(),
+        serial: 1,
+        created_ms: now,
+        origin: KeyOrigin::User,
+        signing_key: dave.public_key.clone(),
+        age_recipient: "age1example".into(),
+    };
+    let signed = SignedKeyRecord {
+        record: forkmail_protocol::encode(&record),
+        signature: vec![1; 256],
+    };
+    store
+        .enroll(&dave, &[2; 32], &record, &signed, now + 1)
+        .unwrap();
+    assert_eq!(store.find_user("dave").unwrap(), Some(dave));
+    assert_eq!(store.invites(now + 2).unwrap()[0].used_ms, Some(now + 1));
+    store.check_integrity().unwrap();
+}
+
+#[test]
 fn an_upgraded_010_store_takes_tickets_and_a_rehashed_password() {
     let dir = tempfile::tempdir().unwrap();
     let location = fixture_copy(dir.path());

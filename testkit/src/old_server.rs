@@ -1,14 +1,14 @@
 //! A stand-in for a server of an older protocol version, in front of the real one: what a
 //! client of this build meets when the server was not upgraded. This build's server speaks
-//! only version 3, so the stand-in speaks the old version itself: it answers the hello as a
-//! version 1 (0.1.0) or version 2 server did ([`CheckedHello::check_as_older_server`]: a
-//! version 3 hello is malformed to it, a newer one unsupported), signs with the deployment's
-//! server key, takes the client's login, logs in to the real server as that user (version 3,
-//! the user's key from the deployment, the password the client sent), and then re-seals every
-//! frame from one channel into the other. With `newest` 3 it plays a man in the middle
-//! instead: it answers any version 3 hello without checking its signature (it cannot), with
-//! the deployment's server key, which is not the one the client pins. Test code: it panics on
-//! anything unexpected.
+//! only version 4, so the stand-in speaks the old version itself: it answers the hello as a
+//! version 1 (0.1.0), 2 or 3 server did ([`CheckedHello::check_as_older_server`]: to versions
+//! 1 and 2 a signed hello is malformed, a newer one unsupported; version 3 reads the version
+//! first), signs with the deployment's server key, takes the client's login, logs in to the
+//! real server as that user (this build's version, the user's key from the deployment, the
+//! password the client sent), and then re-seals every frame from one channel into the other.
+//! With `newest` 4 it plays a man in the middle instead: it answers any version 4 hello without
+//! checking its signature (it cannot), with the deployment's server key, which is not the one
+//! the client pins. Test code: it panics on anything unexpected.
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver};
@@ -39,8 +39,8 @@ pub struct OldServer {
 }
 
 impl OldServer {
-    /// Serves `connections` connections as a server whose newest version is `newest` (1 or
-    /// 2; 3 for a man in the middle), relaying logged-in sessions to `real` as `user`.
+    /// Serves `connections` connections as a server whose newest version is `newest` (1, 2 or
+    /// 3; 4 for a man in the middle), relaying logged-in sessions to `real` as `user`.
     pub fn start(
         dep: &Deployment,
         real: SocketAddr,
@@ -171,7 +171,7 @@ fn relay(
     let _ = responses.join();
 }
 
-/// A version 3 login to the real server as `user`, checked against the key the stand-in
+/// A login to the real server as `user` in this build's version, checked against the key the stand-in
 /// signs with (the deployment's own).
 fn login_upstream(
     real: SocketAddr,

@@ -26,7 +26,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
@@ -34,11 +35,13 @@ use crate::limits::mail_size;
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, PasswordUpdate, SendLimits,
-    Store, StoreError, StoredPassword, UserKey, UserRecord,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, PasswordUpdate,
+    SendLimits, Store, StoreError, StoredPassword, UserKey, UserRecord,
 };
 
 mod connection;
+mod invites;
+mod keys;
 mod passfile;
 mod queries;
 mod schema;
@@ -797,12 +800,51 @@ impl Store for PgStore {
         })
     }
 
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.create_invite_once(user, token_hash, expires_ms, now_ms)
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.enroll_once(user, token_hash, record, signed, now_ms)
+    }
+
     fn schema_version(&mut self) -> Result<u32, StoreError> {
         let location = describe(&self.url);
         match self.run(|conn| Ok(schema::probe(&mut conn.client)?))? {
             Probe::Version(v) => Ok(v),
             other => Err(schema::refusal(location, other)),
         }
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.publish(user, record, signed, now_ms)
     }
 }
 

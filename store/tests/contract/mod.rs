@@ -63,9 +63,23 @@ macro_rules! for_each_behaviour {
             revoking_tickets_ends_every_ticket_of_that_user_only,
             a_password_change_revokes_tickets_and_a_rehash_keeps_them,
             issuing_a_ticket_purges_expired_ones,
+            key_records_answer_in_order_with_none_for_unknown_and_unpublished,
+            a_key_record_is_replaced_only_by_a_higher_serial,
+            a_key_record_of_an_unknown_user_is_refused,
+            racing_publishers_with_one_serial_store_one_record,
+            invites_are_listed_until_a_while_after_use_or_expiry,
+            an_invite_for_an_existing_user_is_refused,
+            enroll_stores_the_user_and_record_and_burns_the_invite,
+            every_failed_enrollment_stores_nothing_and_says_why,
+            racing_enrollments_with_one_token_enroll_once,
         }
     };
 }
+
+mod keys;
+pub use keys::*;
+mod invites;
+pub use invites::*;
 
 /// What the suite needs of a backend besides the store itself.
 pub trait Backend: Sync {

@@ -3,9 +3,9 @@
 //!
 //! The signature over the transcript is checked first and is cheap. The password is only
 //! *considered* when the signature is valid, so a password guesser without the user's key learns
-//! nothing about the password. PBKDF2 runs exactly once on every attempt whatever failed — against
-//! the user's stored hash, or against a decoy of the same cost — so unknown user, wrong key and
-//! wrong password give the same answer after the same work. A locked account does the same work
+//! nothing about the password. The password hash runs exactly once on every attempt whatever
+//! failed — against the user's stored hash, or against a decoy under the deployment's policy — so
+//! unknown user, wrong key and wrong password give the same answer after the same work. A locked account does the same work
 //! too, but is answered as locked (PROTOCOL.md §5.4): only the holder of the user's key can get
 //! that far, and telling them how long to wait is what the lock-out is for.
 //!

@@ -4,7 +4,8 @@
 //! `BEGIN IMMEDIATE` serialising every writer:
 //! - every write is one transaction at the default isolation (read committed), or one statement
 //!   where that suffices, committed with the default `synchronous_commit = on`, except
-//!   handshake nonces ([`PgStore::record_nonce`]);
+//!   handshake nonces ([`PgStore::record_nonce`]) and issued login tickets
+//!   ([`Store::issue_ticket`]), whose loss in a power cut costs nothing but a password prompt;
 //! - races are settled by the database: `ON CONFLICT DO NOTHING` records a nonce once,
 //!   `ON CONFLICT ... DO UPDATE ... RETURNING` counts login failures, a row lock on the message
 //!   decides which of two recipients deleting at once is the last, identity columns hand out
@@ -763,6 +764,9 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
+            // Not waited for, as nonces (see `record_nonce`): a ticket lost in a power cut only
+            // makes the next command ask for the password; revocations commit synchronously.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             let purge = conn.statements.get(&mut tx, queries::PURGE_TICKETS)?;
             tx.execute(&purge, &[&(now_ms as i64)])?;
             let issue = conn.statements.get(&mut tx, queries::ISSUE_TICKET)?;
@@ -864,7 +868,7 @@ mod tests {
     use crate::StoreLocation;
 
     #[test]
-    fn only_nonces_skip_the_synchronous_commit() {
+    fn only_nonces_and_issued_tickets_skip_the_synchronous_commit() {
         let cluster = match Cluster::start() {
             Ok(cluster) => cluster,
             Err(skip) => return eprintln!("skipped: {skip}"),
@@ -874,6 +878,22 @@ mod tests {
         };
         let mut store = PgStore::create(&url).unwrap();
         assert!(store.record_nonce(b"n", 0, 10).unwrap());
+        store
+            .add_user(
+                &crate::UserRecord {
+                    name: "alice".into(),
+                    password: StoredPassword {
+                        kdf: "pbkdf2-sha512".into(),
+                        iterations: 1,
+                        salt: vec![0; 16],
+                        hash: vec![0; 64],
+                    },
+                    public_key: vec![1],
+                },
+                0,
+            )
+            .unwrap();
+        store.issue_ticket("alice", &[1; 32], 0, 10).unwrap();
         let client = &mut store.conn.as_mut().unwrap().client;
         let setting: String = client
             .query_one("SHOW synchronous_commit", &[])
@@ -881,7 +901,7 @@ mod tests {
             .get(0);
         assert_eq!(
             setting, "on",
-            "SET LOCAL must end with the nonce's transaction"
+            "SET LOCAL must end with the nonce's and the ticket's transactions"
         );
         let logged: String = client
             .query_one(

@@ -372,6 +372,7 @@ fn client_signature_from_another_session_is_denied() {
         forkmail_protocol::handshake::client_auth(&a.established, &key, "alice-pw", &rng).unwrap();
     // Session B: the attacker, who knows the password but not the key, presents it.
     let mut b = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
+    let stolen = forkmail_protocol::AuthRequest::Password(stolen);
     let frame = b.established.channel.seal(&stolen, now_millis()).unwrap();
     b.wire.send_frame(&frame).unwrap();
     let reply = b.wire.recv_frame().unwrap();

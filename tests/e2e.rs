@@ -813,7 +813,9 @@ fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
         serde_json::from_str(&client("bob").args(["read", "2", "--json"]).ok(b"")).unwrap();
     assert_eq!(mail["body"], "Line one\nLine two with ünïcödé ✉\n");
     assert_eq!(mail["to"], serde_json::json!(["bob", "carol"]));
-    // A wrong password is still wrong, and the old id 4 (deleted) is never handed out again.
+    // A wrong password is still wrong (once alice's login ticket from above is revoked: with it
+    // no password is asked), and the old id 4 (deleted) is never handed out again.
+    client("alice").args(["logout"]).ok(b"");
     let wrong = client("alice")
         .password("alice-pw")
         .args(["inbox"])

@@ -4,6 +4,12 @@
 //! The order matters for the user: everything that can be checked locally (arguments, limits,
 //! the profile and its keys) is checked before the password is asked for, and the password is
 //! asked for before connecting, so a server slot is never held while someone types.
+//!
+//! Login tickets (PROTOCOL.md §11): with a ticket file for this user and server
+//! ([`TicketFile`]), the password is not asked for; the login presents the ticket with the user
+//! key. A refused ticket (expired, revoked) is deleted and the login starts over with the
+//! password, asked for only then (the refused connection is closed first). A password login's
+//! new ticket is saved for the next command.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -16,8 +22,10 @@ use crate::cli::{Cli, Command, EnrollArgs};
 use crate::config::{self, Env};
 use crate::enroll::{self, EnrollOptions};
 use crate::error::AppError;
+use crate::error::ClientError;
 use crate::escape::escape_line;
 use crate::session::{ConnectOptions, Session, DEFAULT_IO_TIMEOUT};
+use crate::ticket::TicketFile;
 use crate::{commands, repl};
 
 /// Environment variable that supplies the password without a prompt (for scripts and tests).
@@ -153,16 +161,33 @@ impl Login<'_> {
     }
 
     /// The options with the password set (from the environment or the terminal); it is wiped
-    /// when they are dropped.
-    pub fn with_password(&self, options: ConnectOptions) -> Result<ConnectOptions, AppError> {
-        let password = match self.password {
-            Some(known) => known.to_owned(),
+    /// when they are dropped. With a usable ticket file, the ticket is set instead, and the
+    /// password only if known without asking (`FORKMAIL_PASSWORD`, the REPL's): [`Self::open`]
+    /// asks for it if the ticket is refused.
+    pub fn with_password(&self, mut options: ConnectOptions) -> Result<ConnectOptions, AppError> {
+        options.ticket = self
+            .ticket_file(&options)
+            .load(forkmail_protocol::now_millis());
+        let known = match self.password {
+            Some(known) => Some(known.to_owned()),
+            None => std::env::var(PASSWORD_ENV).ok(),
+        };
+        let password = match known {
+            Some(password) => password,
+            None if options.ticket.is_some() => String::new(),
             None => password(&options.user)?,
         };
         Ok(options.with_password(password))
     }
 
-    /// Connects and logs in with options that hold the password.
+    /// This user's ticket file for the server `options` pins.
+    pub fn ticket_file(&self, options: &ConnectOptions) -> TicketFile {
+        TicketFile::from_env(self.profile_dir, &options.pinned_server_key, &options.user)
+    }
+
+    /// Connects and logs in with options from [`Self::with_password`]: with the ticket if they
+    /// hold one, else (or once it is refused) with the password, saving the ticket the server
+    /// then gives.
     pub fn open(&self, options: &ConnectOptions) -> Result<Session, AppError> {
         self.note(&format!(
             "connecting to {} as {}; pinned server key {}",
@@ -170,8 +195,43 @@ impl Login<'_> {
             options.user,
             options.pinned_server_key.fingerprint()
         ));
-        let session = Session::connect(options)?;
+        let tickets = self.ticket_file(options);
+        if options.ticket.is_some() {
+            match Session::connect(options) {
+                Ok(session) => {
+                    self.note(&format!(
+                        "logged in as {} with the login ticket {}",
+                        options.user,
+                        tickets.path().display()
+                    ));
+                    return Ok(session);
+                }
+                Err(ClientError::TicketRefused) => {
+                    tickets.delete();
+                    self.note("the login ticket was refused (expired or revoked); deleted it, logging in with the password");
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let mut by_password = options.clone();
+        by_password.ticket = None;
+        if by_password.password.is_empty() {
+            by_password.password = password(&options.user)?;
+        }
+        let mut session = Session::connect(&by_password)?;
         self.note(&format!("logged in as {}", options.user));
+        if let Some(issued) = session.take_ticket() {
+            match tickets.save(&issued) {
+                Ok(()) => self.note(&format!(
+                    "saved a login ticket in {}",
+                    tickets.path().display()
+                )),
+                Err(err) => self.note(&format!(
+                    "could not save the login ticket in {} ({err}); the next command asks for the password again",
+                    tickets.path().display()
+                )),
+            }
+        }
         Ok(session)
     }
 

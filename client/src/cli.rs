@@ -123,6 +123,9 @@ pub enum Command {
     ///
     /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Unread(UnreadArgs),
+    /// Revoke every login ticket of this user on the server and delete this profile's ticket
+    /// file: the next command asks for the password again.
+    Logout,
     /// List your contacts' keys as pinned at first use, with fingerprints and whether the
     /// server's directory still serves them; or accept a changed key, or rotate your own.
     ///

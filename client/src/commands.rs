@@ -137,6 +137,7 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             send(&mut session, &options, &draft, args.json, &note, &mut out)?;
             logout(session, login);
         }
+        Command::Logout => return revoke_tickets(login),
         Command::Keys(args) => {
             let mut session = login.connect(login.options()?)?;
             crate::keys::run(&mut session, args, &mut out)?;
@@ -538,6 +539,28 @@ fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, AppError> {
 }
 
 /// Logs out, best effort: the operation already succeeded.
+/// `logout`: revokes every login ticket of this user on the server (logging in with this
+/// profile's ticket, or the password), then deletes the ticket file, even when the server could
+/// not be reached: a ticket the server still holds then runs out at its expiry.
+fn revoke_tickets(login: &Login<'_>) -> Result<(), AppError> {
+    let options = login.with_password(login.options()?)?;
+    let tickets = login.ticket_file(&options);
+    let revoked = login.open(&options).and_then(|mut session| {
+        session.logout()?;
+        logout(session, login);
+        Ok(())
+    });
+    let deleted = tickets.delete();
+    if deleted {
+        login.note(&format!("deleted {}", tickets.path().display()));
+    }
+    revoked?;
+    print(&format!(
+        "logged out: every login ticket of {} is revoked; the next command asks for the password\n",
+        options.user
+    ))
+}
+
 fn logout(session: Session, login: &Login<'_>) {
     if let Err(err) = session.quit() {
         login.note(&format!("logging out failed: {err}"));

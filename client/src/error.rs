@@ -77,6 +77,13 @@ pub enum ClientError {
     #[error("login failed: unknown user, wrong key or wrong password; check the password (user and key come from the profile), or ask the server's operator whether your account exists")]
     LoginFailed,
 
+    /// The server did not accept the login ticket presented instead of the password (expired,
+    /// revoked by a logout, a lock-out or a password change, or a server without tickets). The
+    /// program deletes the ticket and logs in with the password instead; a library caller
+    /// should do the same.
+    #[error("the login ticket was not accepted (expired or revoked); log in with the password")]
+    TicketRefused,
+
     /// The server verified the user's key, but too many wrong passwords have locked the
     /// account; the password was not tested.
     #[error("account locked for {} after too many wrong passwords; try again then", more_minutes(*remaining_secs))]

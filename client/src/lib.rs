@@ -8,8 +8,8 @@
 //! `--server` means), [`app`] (password and login), [`commands`] (one-shot commands),
 //! [`repl`] (interactive use), [`e2e`] (identities, the contacts' keys, sealed mail), [`display`] (rendering mail for people and for `--json`) and
 //! [`escape`] (the one rule for which characters may reach a terminal), [`pager`] and [`editor`]
-//! (the user's own programs for reading and writing), and [`enroll`] (a new user's own profile,
-//! with keys made on their machine).
+//! (the user's own programs for reading and writing), [`enroll`] (a new user's own profile, with
+//! keys made on their machine) and [`ticket`] (the login ticket file).
 
 pub mod app;
 pub mod cli;
@@ -26,6 +26,7 @@ pub mod keys;
 pub mod pager;
 pub mod repl;
 pub mod session;
+pub mod ticket;
 
 pub use error::{AppError, ClientError};
 pub use session::{ConnectOptions, Session, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT};

@@ -24,12 +24,15 @@ use forkmail_keygen::keyfile::{load_private_key, load_public_key};
 use forkmail_keygen::layout::ProfileDir;
 use forkmail_keygen::{Profile, PublicKey};
 use forkmail_protocol::e2e::{KeyOrigin, SignedKeyRecord};
-use forkmail_protocol::handshake::{client_auth, fallback_version, ClientHandshake, Established};
+use forkmail_protocol::handshake::{
+    client_auth, fallback_version, ticket_auth, ClientHandshake, Established,
+};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
-    now_millis, read_frame, write_frame, AuthResult, DirectoryEntry, Draft, ErrorCode, Folder,
-    FrameError, HandshakeError, Mail, MailSummary, Refusal, Request, Response, SecureChannel,
-    SentSummary, MAX_FRAME_LEN, MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
+    now_millis, read_frame, write_frame, AuthRequest, AuthResult, DirectoryEntry, Draft, ErrorCode,
+    Folder, FrameError, HandshakeError, Mail, MailSummary, Refusal, Request, Response,
+    SecureChannel, SentSummary, MAX_FRAME_LEN, MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
+    TICKET_LEN,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::RsaKeyPair;
@@ -67,6 +70,9 @@ pub struct ConnectOptions {
     pub user_key: Arc<RsaKeyPair>,
     /// The pinned server public key; a server that cannot sign with it is refused.
     pub pinned_server_key: PublicKey,
+    /// A login ticket to present instead of the password (PROTOCOL.md §11), if the caller has
+    /// one for this user and server; wiped with the options.
+    pub ticket: Option<[u8; TICKET_LEN]>,
     /// Limit for the TCP connect and for the server's hello (which may wait in the server queue).
     pub connect_timeout: Duration,
     /// Limit for every later read and write.
@@ -79,6 +85,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("server_addr", &self.server_addr)
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("ticket", &self.ticket.map(|_| "<redacted>"))
             .field("profile_dir", &self.profile_dir)
             .field("pinned_server_key", &self.pinned_server_key.fingerprint())
             .field("connect_timeout", &self.connect_timeout)
@@ -92,6 +99,9 @@ impl std::fmt::Debug for ConnectOptions {
 impl Drop for ConnectOptions {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.password);
+        if let Some(ticket) = self.ticket.as_mut() {
+            zeroize::Zeroize::zeroize(ticket);
+        }
     }
 }
 
@@ -110,6 +120,7 @@ impl ConnectOptions {
             profile_dir,
             user_key,
             pinned_server_key,
+            ticket: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
         })
@@ -160,6 +171,25 @@ pub struct Session {
     header_cache: Option<HeaderCache>,
     /// Headers fetched by this session's listings ([`Session::headers_fetched`]).
     headers_fetched: u64,
+    /// The login ticket the server gave this password login, until taken.
+    issued_ticket: Option<IssuedTicket>,
+}
+
+/// A login ticket the server issued ([`AuthResult::AcceptedWithTicket`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedTicket {
+    pub ticket: [u8; TICKET_LEN],
+    /// When it runs out, ms since the epoch by this client's clock.
+    pub expires_ms: u64,
+}
+
+impl std::fmt::Debug for IssuedTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTicket")
+            .field("ticket", &"<redacted>")
+            .field("expires_ms", &self.expires_ms)
+            .finish()
+    }
 }
 
 /// Protocol version 4 brought the key directory (and sealed mail).
@@ -195,52 +225,104 @@ impl Session {
         stream
             .set_read_timeout(Some(options.io_timeout))
             .map_err(|e| io_error(e, SETUP))?;
-        let auth = client_auth(&established, &options.user_key, &options.password, &rng)
-            .map_err(ClientError::Handshake)?;
+        let by_ticket = options.ticket.filter(|_| version >= 4);
+        if options.ticket.is_some() && by_ticket.is_none() {
+            // A server before version 4 knows no tickets: the caller logs in with the password.
+            return Err(ClientError::TicketRefused);
+        }
+        let mut established = established;
+        let sealed = match &by_ticket {
+            Some(ticket) => {
+                let auth = ticket_auth(&established, &options.user_key, ticket, &rng)
+                    .map_err(ClientError::Handshake)?;
+                established.channel.seal(&auth, now_millis())?
+            }
+            None => {
+                let auth = client_auth(&established, &options.user_key, &options.password, &rng)
+                    .map_err(ClientError::Handshake)?;
+                if version >= 4 {
+                    established
+                        .channel
+                        .seal(&AuthRequest::Password(auth), now_millis())?
+                } else {
+                    established.channel.seal(&auth, now_millis())?
+                }
+            }
+        };
         let mut channel = established.channel;
-        let sealed = channel.seal(&auth, now_millis())?;
         write_frame(&mut stream, &sealed).map_err(|e| frame_error(e, LOGIN, io_secs))?;
         let frame =
             read_frame(&mut stream, MAX_FRAME_LEN).map_err(|e| frame_error(e, LOGIN, io_secs))?;
-        match channel.open_fresh::<AuthResult>(frame, now_millis(), DEFAULT_WINDOW_MS)? {
-            AuthResult::Accepted => {
-                let own = Contact {
-                    user: options.user.clone(),
-                    signing_key: options.user_key.public().as_ref().to_vec(),
-                    age_recipient: identities.current().to_public(),
-                    serial: 0,
-                    origin: KeyOrigin::Administrator,
-                };
-                let mut session = Session {
-                    stream,
-                    channel,
-                    io_timeout: options.io_timeout,
-                    version,
-                    ended: false,
-                    user: options.user.clone(),
-                    user_key: Arc::clone(&options.user_key),
-                    profile_dir: options.profile_dir.clone(),
-                    identities,
-                    own,
-                    fetched: Fetched::default(),
-                    server_fingerprint: options.pinned_server_key.fingerprint(),
-                    header_cache: None,
-                    headers_fetched: 0,
-                };
-                if version >= E2E_VERSION {
-                    match session.sync_own_record() {
-                        // A refused publish must not lock the user out of their mail: the
-                        // next login tries again.
-                        Err(err) if !err.ends_session() => {}
-                        other => other?,
-                    }
+        let issued_ticket =
+            match channel.open_fresh::<AuthResult>(frame, now_millis(), DEFAULT_WINDOW_MS)? {
+                AuthResult::Accepted => None,
+                AuthResult::AcceptedWithTicket {
+                    ticket,
+                    lifetime_secs,
+                } => Some(IssuedTicket {
+                    ticket,
+                    expires_ms: now_millis().saturating_add(u64::from(lifetime_secs) * 1000),
+                }),
+                AuthResult::Denied if by_ticket.is_some() => {
+                    return Err(ClientError::TicketRefused)
                 }
-                Ok(session)
+                AuthResult::Denied => return Err(ClientError::LoginFailed),
+                AuthResult::Unavailable => return Err(ClientError::StoreUnavailable),
+                AuthResult::Locked { remaining_secs } => {
+                    return Err(ClientError::Locked { remaining_secs })
+                }
+            };
+        let own = Contact {
+            user: options.user.clone(),
+            signing_key: options.user_key.public().as_ref().to_vec(),
+            age_recipient: identities.current().to_public(),
+            serial: 0,
+            origin: KeyOrigin::Administrator,
+        };
+        let mut session = Session {
+            stream,
+            channel,
+            io_timeout: options.io_timeout,
+            version,
+            ended: false,
+            user: options.user.clone(),
+            user_key: Arc::clone(&options.user_key),
+            profile_dir: options.profile_dir.clone(),
+            identities,
+            own,
+            fetched: Fetched::default(),
+            issued_ticket,
+            server_fingerprint: options.pinned_server_key.fingerprint(),
+            header_cache: None,
+            headers_fetched: 0,
+        };
+        if version >= E2E_VERSION {
+            match session.sync_own_record() {
+                // A refused publish must not lock the user out of their mail: the
+                // next login tries again.
+                Err(err) if !err.ends_session() => {}
+                other => other?,
             }
-            AuthResult::Denied => Err(ClientError::LoginFailed),
-            AuthResult::Unavailable => Err(ClientError::StoreUnavailable),
-            AuthResult::Locked { remaining_secs } => Err(ClientError::Locked { remaining_secs }),
         }
+        Ok(session)
+    }
+
+    /// The login ticket the server gave this password login, if any (once).
+    pub fn take_ticket(&mut self) -> Option<IssuedTicket> {
+        self.issued_ticket.take()
+    }
+
+    /// Revokes every login ticket of this user on the server (`forkmail logout`).
+    pub fn logout(&mut self) -> Result<(), ClientError> {
+        if self.version < 4 {
+            return Err(ClientError::ServerTooOld {
+                what: "logging out (revoking login tickets)",
+            });
+        }
+        self.guard(|s| match s.request(Request::Logout, "while logging out")? {
+            Response::LoggedOut => Ok(()),
+            other => Err(unexpected("LoggedOut", &other)),
+        })
     }
 
     /// Sends a mail sealed end to end with a fresh send id; returns its id. The draft is

@@ -49,9 +49,9 @@ use crate::channel::{Direction, SecureChannel};
 use crate::codec::{decode, encode, DecodeError};
 use crate::error::HandshakeError;
 use crate::messages::{
-    ClientAuth, ClientHello, HelloAuth, Refusal, ServerHello, ServerHelloCore, ServerHelloWithKey,
-    ServerReply, INVITE_PROOF_LEN, MAX_HELLO_SIGNATURE_LEN, MAX_PRESENTED_KEY_LEN, NONCE_LEN,
-    X25519_PUBLIC_LEN,
+    AuthRequest, ClientAuth, ClientHello, HelloAuth, Refusal, ServerHello, ServerHelloCore,
+    ServerHelloWithKey, ServerReply, TicketAuth, INVITE_PROOF_LEN, MAX_HELLO_SIGNATURE_LEN,
+    MAX_PRESENTED_KEY_LEN, NONCE_LEN, TICKET_LEN, X25519_PUBLIC_LEN,
 };
 use crate::replay::check_fresh;
 use crate::{PROTOCOL_VERSION, SERVER_VERSIONS, SUPPORTED_VERSIONS};
@@ -350,6 +350,23 @@ pub fn client_auth(
         signature: sig,
         password: password.to_owned(),
     })
+}
+
+/// The first sealed frame of a version 4 session that logs in with a ticket (PROTOCOL.md §11):
+/// the user's signature over the transcript, exactly as [`client_auth`] makes it, and the ticket
+/// in place of the password. The signature is what makes a stolen ticket useless: it needs the
+/// user's private key, and it covers this session's transcript only.
+pub fn ticket_auth(
+    established: &Established,
+    user_key: &RsaKeyPair,
+    ticket: &[u8; TICKET_LEN],
+    rng: &dyn SecureRandom,
+) -> Result<AuthRequest, HandshakeError> {
+    let signed = client_auth(established, user_key, "", rng)?;
+    Ok(AuthRequest::Ticket(TicketAuth {
+        signature: signed.signature,
+        ticket: *ticket,
+    }))
 }
 
 /// A client hello that passed the version and freshness checks. The server's parent checks its

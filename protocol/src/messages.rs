@@ -186,6 +186,39 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
+/// First sealed frame, client to server, in protocol version 4 (PROTOCOL.md §11): a password
+/// login as before, or a login ticket in place of the password. Both carry the user's key
+/// signature over the transcript. Versions 1-3 send a bare [`ClientAuth`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthRequest {
+    /// The signature and the password ([`ClientAuth`], unchanged).
+    Password(ClientAuth),
+    /// The signature and a ticket an earlier password login of this user was given
+    /// ([`AuthResult::AcceptedWithTicket`]); the password hash is not run.
+    Ticket(TicketAuth),
+}
+
+/// Length of a login ticket: 32 bytes from the server's CSPRNG.
+pub const TICKET_LEN: usize = 32;
+
+/// A login with a ticket ([`AuthRequest::Ticket`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketAuth {
+    /// RSA-PSS-SHA256 by the user's key over the client context and transcript hash, exactly as
+    /// in [`ClientAuth`].
+    pub signature: Vec<u8>,
+    pub ticket: [u8; TICKET_LEN],
+}
+
+impl std::fmt::Debug for TicketAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketAuth")
+            .field("signature", &format_args!("{} bytes", self.signature.len()))
+            .field("ticket", &"<redacted>")
+            .finish()
+    }
+}
+
 /// First sealed frame of an enrollment session (PROTOCOL.md §10), client to server, in place of
 /// [`ClientAuth`]: everything the server stores for the new user. The private keys never leave
 /// the user's machine.
@@ -255,7 +288,7 @@ pub enum EnrollResult {
 }
 
 /// First sealed frame, server to client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthResult {
     Accepted,
     /// Unknown user, wrong key or wrong password: one answer for all three.
@@ -270,6 +303,33 @@ pub enum AuthResult {
     Locked {
         remaining_secs: u32,
     },
+    /// [`AuthResult::Accepted`] after a password login, with a login ticket the client may
+    /// present instead of the password ([`AuthRequest::Ticket`]) for `lifetime_secs` seconds
+    /// (PROTOCOL.md §11). The server keeps only its SHA-256 (version 4).
+    AcceptedWithTicket {
+        ticket: [u8; TICKET_LEN],
+        lifetime_secs: u32,
+    },
+}
+
+/// The ticket is a credential: it never reaches a log through `{:?}`.
+impl std::fmt::Debug for AuthResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthResult::Accepted => f.write_str("Accepted"),
+            AuthResult::Denied => f.write_str("Denied"),
+            AuthResult::Unavailable => f.write_str("Unavailable"),
+            AuthResult::Locked { remaining_secs } => f
+                .debug_struct("Locked")
+                .field("remaining_secs", remaining_secs)
+                .finish(),
+            AuthResult::AcceptedWithTicket { lifetime_secs, .. } => f
+                .debug_struct("AcceptedWithTicket")
+                .field("ticket", &"<redacted>")
+                .field("lifetime_secs", lifetime_secs)
+                .finish(),
+        }
+    }
 }
 
 /// What an authenticated client may ask.

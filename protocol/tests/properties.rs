@@ -297,6 +297,7 @@ proptest! {
             let _ = decode::<ClientHello>(&bytes);
             let _ = decode::<ServerReply>(&bytes);
             let _ = decode::<ClientAuth>(&bytes);
+            let _ = decode::<AuthRequest>(&bytes);
             let _ = decode::<AuthResult>(&bytes);
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Response>(&bytes);
@@ -357,6 +358,45 @@ fn auth_result_locked_is_appended_with_its_seconds_as_a_varint() {
             remaining_secs: 900
         }),
         [0x03, 0x84, 0x07]
+    );
+}
+
+/// Login tickets (PROTOCOL.md §11): `AcceptedWithTicket` is appended after `Locked`, the ticket
+/// 32 raw bytes (an array: no length prefix); a version 4 login is an `AuthRequest` whose
+/// `Password` variant (0) is version 3's `ClientAuth` bytes behind one byte, and `Ticket` is 1.
+#[test]
+fn login_tickets_are_appended_and_a_password_login_is_version_3s_behind_one_byte() {
+    let with_ticket = encode(&AuthResult::AcceptedWithTicket {
+        ticket: [0xAB; TICKET_LEN],
+        lifetime_secs: 900,
+    });
+    let mut expected = vec![0x04];
+    expected.extend([0xAB; TICKET_LEN]);
+    expected.extend([0x84, 0x07]);
+    assert_eq!(with_ticket, expected);
+    let auth = ClientAuth {
+        signature: vec![1, 2, 3],
+        password: "pw".into(),
+    };
+    let password = encode(&AuthRequest::Password(auth.clone()));
+    assert_eq!(password[0], 0x00);
+    assert_eq!(password[1..], encode(&auth)[..]);
+    let ticket = encode(&AuthRequest::Ticket(TicketAuth {
+        signature: vec![1, 2, 3],
+        ticket: [7; TICKET_LEN],
+    }));
+    let mut expected = vec![0x01, 0x03, 1, 2, 3];
+    expected.extend([7; TICKET_LEN]);
+    assert_eq!(ticket, expected);
+    // A ticket never reaches a log through Debug.
+    let shown = format!(
+        "{:?} {:?}",
+        decode::<AuthResult>(&with_ticket).unwrap(),
+        decode::<AuthRequest>(&ticket).unwrap()
+    );
+    assert!(
+        shown.contains("<redacted>") && !shown.contains("171"),
+        "{shown}"
     );
 }
 

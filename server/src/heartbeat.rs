@@ -26,8 +26,8 @@ use forkmail_protocol::messages::{
     SentSummary,
 };
 use forkmail_store::{
-    Attempt, Counts, ImportedMail, Invite, LoginFailures, SendLimits, Store, StoreError, UserKey,
-    UserRecord, WriteLock,
+    Attempt, Counts, ImportedMail, Invite, LoginFailures, PasswordUpdate, SendLimits, Store,
+    StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
@@ -306,6 +306,43 @@ impl Store for Beating<'_> {
 
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         self.heart.around(|| self.store.mailbox_bytes(user))
+    }
+
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.update_password(user, password, update))
+    }
+
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart.around(|| {
+            self.store
+                .issue_ticket(user, ticket_hash, now_ms, expires_ms)
+        })
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.heart
+            .around(|| self.store.ticket_valid(user, ticket_hash, now_ms))
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.heart.around(|| self.store.revoke_tickets(user))
     }
 
     fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {

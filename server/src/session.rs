@@ -26,9 +26,10 @@ use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN
 use forkmail_protocol::handshake::{CheckedHello, Established, HelloKind};
 use forkmail_protocol::limits::validate_recipients;
 use forkmail_protocol::messages::{
-    AuthResult, ClientAuth, CloseReason, EnrollResult, ErrorCode, Folder, Refusal, Request,
-    Response, SealedDraft, ServerReply, INBOX_PAGE_LEN, MAX_BATCH_IDS, MAX_HEADER_IDS,
+    AuthRequest, AuthResult, ClientAuth, CloseReason, EnrollResult, ErrorCode, Folder, Refusal,
+    Request, Response, SealedDraft, ServerReply, INBOX_PAGE_LEN, MAX_BATCH_IDS, MAX_HEADER_IDS,
     MAX_SEALED_BODY_LEN, MAX_SEALED_HEADER_LEN, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
+    TICKET_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{SendLimits, Store, StoreError};
@@ -150,6 +151,8 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
 /// The server has answered the hello; the client must authenticate (or enroll) next.
 struct ExpectAuth {
     user: String,
+    /// The hello's version: from 4 on, the client's first sealed frame is an [`AuthRequest`].
+    version: u16,
     established: Established,
     /// An enrollment hello, kept to check its proof against the token the client then sends.
     invited: Option<CheckedHello>,
@@ -195,12 +198,14 @@ impl ExpectAuth {
             }
         }
         let user = checked.hello.user.clone();
+        let version = checked.hello.version;
         let invited = (checked.kind() == HelloKind::Enroll).then(|| checked.clone());
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
         write_frame(&mut stream, &reply)?;
         ctx.heart.beat();
         Ok(Self {
             user,
+            version,
             established,
             invited,
         })
@@ -215,6 +220,7 @@ impl ExpectAuth {
     ) -> Result<Authenticated, SessionError> {
         let Self {
             user,
+            version,
             established:
                 Established {
                     mut channel,
@@ -226,17 +232,29 @@ impl ExpectAuth {
             &mut DeadlineReader::new(stream, deadline, ctx.heart),
             MAX_AUTH_LEN,
         )?;
-        let auth: ClientAuth =
-            channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
-        let verdict = match auth::authenticate(
-            store,
-            ctx.decoy,
-            &ctx.config.throttle,
-            &user,
-            &transcript_hash,
-            &auth,
-            now_millis(),
-        ) {
+        let window = ctx.config.freshness_window_ms;
+        let request = if version >= 4 {
+            channel.open_fresh::<AuthRequest>(frame, now_millis(), window)?
+        } else {
+            AuthRequest::Password(channel.open_fresh::<ClientAuth>(frame, now_millis(), window)?)
+        };
+        let now = now_millis();
+        let checked = match &request {
+            AuthRequest::Password(auth) => auth::authenticate(
+                store,
+                ctx.decoy,
+                &ctx.config.throttle,
+                &ctx.config.password_policy,
+                &user,
+                &transcript_hash,
+                auth,
+                now,
+            ),
+            AuthRequest::Ticket(auth) => {
+                auth::authenticate_ticket(store, ctx.decoy, &user, &transcript_hash, auth, now)
+            }
+        };
+        let verdict = match checked {
             Ok(verdict) => verdict,
             Err(err) => {
                 // Sealed, so the client can trust it: the login did not happen, and nothing was
@@ -249,9 +267,16 @@ impl ExpectAuth {
                 return Err(err.into());
             }
         };
-        let accepted = verdict == Verdict::Accepted;
+        let accepted = matches!(verdict, Verdict::Accepted | Verdict::TicketAccepted);
         let result = match verdict {
-            Verdict::Accepted => AuthResult::Accepted,
+            Verdict::Accepted => match ticket_for(ctx, store, version, &user, now) {
+                Some((ticket, lifetime_secs)) => AuthResult::AcceptedWithTicket {
+                    ticket,
+                    lifetime_secs,
+                },
+                None => AuthResult::Accepted,
+            },
+            Verdict::TicketAccepted => AuthResult::Accepted,
             // Reached only once the user's key signature verified.
             Verdict::Locked { remaining } => AuthResult::Locked {
                 remaining_secs: u32::try_from(remaining.as_millis().div_ceil(1000))
@@ -267,11 +292,40 @@ impl ExpectAuth {
                 verdict,
             });
         }
+        if verdict == Verdict::TicketAccepted {
+            info!(user = %printable(&user), "{verdict}");
+        }
         Ok(Authenticated {
             user,
             channel,
             heart: ctx.heart.clone(),
         })
+    }
+}
+
+/// A login ticket for a password login of `user` in a version 4 session, with its lifetime in
+/// seconds, unless `--ticket-lifetime 0` turned tickets off. A ticket that cannot be recorded is
+/// logged and left out: the login itself succeeded.
+fn ticket_for(
+    ctx: &ChildContext,
+    store: &mut dyn Store,
+    version: u16,
+    user: &str,
+    now_ms: u64,
+) -> Option<([u8; TICKET_LEN], u32)> {
+    let lifetime = ctx.config.ticket_lifetime;
+    if version < 4 || lifetime.is_zero() {
+        return None;
+    }
+    match auth::issue_ticket(store, user, lifetime, now_ms) {
+        Ok(ticket) => Some((
+            ticket,
+            u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
+        )),
+        Err(err) => {
+            warn!(user = %printable(user), "no login ticket issued: {err}");
+            None
+        }
     }
 }
 
@@ -393,17 +447,19 @@ impl Authenticated {
                 self.respond(stream, &Response::Goodbye)?;
                 return Ok(Flow::End);
             }
+            Request::Logout => match store.revoke_tickets(&self.user) {
+                Ok(revoked) => {
+                    info!(user = %self.user, "logout: {revoked} login tickets revoked");
+                    Response::LoggedOut
+                }
+                Err(err) => error_response(err),
+            },
             Request::KeyRecords { names } => {
                 directory::key_records(store, &names).unwrap_or_else(error_response)
             }
             Request::PublishKey { record } => {
                 directory::publish_key(store, &self.user, &record).unwrap_or_else(error_response)
             }
-            // Protocol version 4's requests, answered as "not supported" until they are built.
-            Request::Logout => Response::Error {
-                code: ErrorCode::InvalidRequest,
-                message: "this server does not support this request yet".to_owned(),
-            },
         };
         self.respond(stream, &response)?;
         Ok(Flow::Continue)

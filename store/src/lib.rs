@@ -33,6 +33,9 @@
 //!   the maximum in the last minute, or (SQLite) when the database's filesystem is below the
 //!   free-space floor; the quota and rate are checked in the send's own transaction, so
 //!   racing sends cannot exceed them, and a delete gives the space back ([`SendLimits`]);
+//! - a login ticket is only ever stored as its SHA-256; it is valid for its user until it
+//!   expires, the user's tickets are revoked ([`Store::revoke_tickets`]) or the password is
+//!   changed ([`PasswordUpdate::Change`]); re-hashing the same password keeps it;
 //! - a user's key record is replaced only by one with a higher serial, atomically across
 //!   processes and hosts: of two racing publishers with one serial, one wins;
 //! - an enrollment stores the user, the first key record and burns the invitation in one
@@ -73,6 +76,16 @@ pub struct StoredPassword {
     pub iterations: u32,
     pub salt: Vec<u8>,
     pub hash: Vec<u8>,
+}
+
+/// What a [`Store::update_password`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordUpdate {
+    /// The same password hashed under another policy (the server's re-hash after a login):
+    /// the user's login tickets stay valid.
+    Rehash,
+    /// A new password: every login ticket of the user is revoked in the same transaction.
+    Change,
 }
 
 /// A user's stored credentials.
@@ -357,6 +370,39 @@ pub trait Store {
     /// the user's inbox, as the quota counts them; 0 for an unknown user.
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError>;
 
+    /// Replaces `user`'s password hash ([`StoreError::UnknownRecipient`] for no such user). A
+    /// [`PasswordUpdate::Change`] also revokes every login ticket of the user, in the same
+    /// transaction; a [`PasswordUpdate::Rehash`] keeps them.
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError>;
+
+    /// Records a login ticket for `user` by its SHA-256 (`ticket_hash`; the ticket itself is
+    /// never stored), valid until `expires_ms`. Purges every ticket expired at `now_ms` in the
+    /// same transaction, so no janitor is needed.
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a ticket with this SHA-256 is recorded for `user` and unexpired at `now_ms`.
+    /// Reads only: a ticket may be used as often as its lifetime allows.
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes every login ticket of `user` (`forkmail logout`, a lock-out); returns how many
+    /// were recorded, expired ones included.
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError>;
     /// The key directory's current record of each of `names`, in the order given (a repeated
     /// name is answered each time); `record: None` for a name that is no user or has published
     /// none. The store keeps the signed bytes as published and checks no signature: the

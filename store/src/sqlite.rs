@@ -4,7 +4,8 @@
 //! WAL so readers never block the writer, `synchronous=FULL` so an acknowledged send survives a
 //! power cut, short `BEGIN IMMEDIATE` write transactions so concurrent children queue on the
 //! write lock under the busy timeout instead of failing with "database is locked", and foreign
-//! keys enforced. The only writes not fsynced are handshake nonces ([`SqliteStore::record_nonce`]).
+//! keys enforced. The only writes not fsynced are handshake nonces ([`SqliteStore::record_nonce`])
+//! and issued login tickets ([`Store::issue_ticket`]): losing either in a power cut costs nothing.
 //!
 //! A store is recognised by its `application_id` (from version 2) or, for a file made by
 //! release 0.1.0, by `user_version = 1` and its six tables; anything else is "not a forkmail
@@ -44,8 +45,8 @@ use crate::migrations::{
 };
 use crate::row::MailRow;
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, SendLimits, Store,
-    StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, PasswordUpdate,
+    SendLimits, Store, StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 
 mod invites;
@@ -1281,6 +1282,58 @@ impl Store for SqliteStore {
         Ok(mailbox_bytes(&self.conn, user)?.unwrap_or(0))
     }
 
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.update_password_once(user, password, update))
+    }
+
+    /// Without an fsync, as [`SqliteStore::record_nonce`]: a ticket lost in a power cut only
+    /// means that the next command asks for the password again, and a password login should
+    /// not pay for a sync it does not need. Revocations are committed with `FULL`.
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.issue_ticket_once(user, ticket_hash, now_ms, expires_ms))
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT 1 FROM tickets WHERE token_hash = ?1 AND user_name = ?2 AND expires_ms > ?3",
+            )
+            .sql()?
+            .query_row(params![ticket_hash, user, now_ms as i64], |_| Ok(()))
+            .optional()
+            .sql()
+            .map(|found| found.is_some())
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.with_reserve(|store| {
+            let tx = store.write_transaction()?;
+            let revoked = tx
+                .prepare_cached("DELETE FROM tickets WHERE user_name = ?1")
+                .sql()?
+                .execute([user])
+                .sql()?;
+            tx.commit().sql()?;
+            Ok(revoked as u64)
+        })
+    }
+
     fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
         self.key_records_of(names)
     }
@@ -1396,6 +1449,68 @@ impl SqliteStore {
         Ok(Attempt::Counted { failures })
     }
 
+    fn issue_ticket_once(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .sql()?;
+        let result = (|| {
+            let tx = self.write_transaction()?;
+            tx.prepare_cached("DELETE FROM tickets WHERE expires_ms <= ?1")
+                .sql()?
+                .execute([now_ms as i64])
+                .sql()?;
+            tx.prepare_cached(
+                "INSERT INTO tickets (token_hash, user_name, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .sql()?
+            .execute(params![ticket_hash, user, now_ms as i64, expires_ms as i64])
+            .sql()?;
+            tx.commit().sql()
+        })();
+        // Mail, and every revocation, is always committed with FULL, whatever happened above.
+        self.conn.pragma_update(None, "synchronous", "FULL").sql()?;
+        result
+    }
+
+    fn update_password_once(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE users SET kdf = ?2, iterations = ?3, salt = ?4, hash = ?5 WHERE name = ?1",
+            )
+            .sql()?
+            .execute(params![
+                user,
+                password.kdf,
+                password.iterations,
+                password.salt,
+                password.hash
+            ])
+            .sql()?;
+        if updated == 0 {
+            return Err(StoreError::UnknownRecipient(user.to_owned()));
+        }
+        if update == PasswordUpdate::Change {
+            tx.prepare_cached("DELETE FROM tickets WHERE user_name = ?1")
+                .sql()?
+                .execute([user])
+                .sql()?;
+        }
+        tx.commit().sql()
+    }
+
     /// A transaction of its own (not an autocommit statement) so that the lock watcher hears of
     /// the write lock only once it is held.
     fn clear_login_failures_once(&mut self, user: &str) -> Result<(), StoreError> {
@@ -1486,5 +1601,18 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "FULL");
+    }
+
+    #[test]
+    fn mail_and_revocations_are_still_committed_with_full_sync_after_issuing_a_ticket() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::create(&dir.path().join("mail.db")).unwrap();
+        store.issue_ticket("alice", &[1; 32], 0, 10).unwrap();
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+        assert!(store.ticket_valid("alice", &[1; 32], 5).unwrap());
     }
 }

@@ -324,6 +324,36 @@ fn a_010_store_takes_invitations_and_enrollments_once_upgraded() {
 }
 
 #[test]
+fn an_upgraded_010_store_takes_tickets_and_a_rehashed_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let alice = store.find_user("alice").unwrap().unwrap();
+    assert_eq!(
+        (alice.password.kdf.as_str(), alice.password.iterations),
+        ("pbkdf2-sha512", 1000),
+        "0.1.0 stored PBKDF2"
+    );
+    store.issue_ticket("alice", &[9; 32], 1_000, 2_000).unwrap();
+    assert!(store.ticket_valid("alice", &[9; 32], 1_500).unwrap());
+    let rehashed = forkmail_store::StoredPassword {
+        kdf: "argon2id-m19456-p1".into(),
+        iterations: 2,
+        salt: vec![1; 16],
+        hash: vec![2; 32],
+    };
+    store
+        .update_password("alice", &rehashed, forkmail_store::PasswordUpdate::Rehash)
+        .unwrap();
+    let alice_now = store.find_user("alice").unwrap().unwrap();
+    assert_eq!(alice_now.password, rehashed);
+    assert_eq!(alice_now.public_key, alice.public_key);
+    assert!(store.ticket_valid("alice", &[9; 32], 1_500).unwrap());
+    store.check_integrity().unwrap();
+}
+
+#[test]
 fn mail_from_010_reads_as_plaintext_beside_sealed_mail_after_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let location = fixture_copy(dir.path());

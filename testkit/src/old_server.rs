@@ -17,7 +17,9 @@ use std::thread;
 
 use forkmail_keygen::keyfile;
 use forkmail_protocol::handshake::{client_auth, CheckedHello, ClientHandshake};
-use forkmail_protocol::messages::{AuthResult, ClientAuth, Request, Response, ServerReply};
+use forkmail_protocol::messages::{
+    AuthRequest, AuthResult, ClientAuth, Request, Response, ServerReply,
+};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
     decode, encode, now_millis, read_frame, write_frame, SecureChannel, MAX_FRAME_LEN,
@@ -80,7 +82,15 @@ impl OldServer {
                         .unwrap();
                     write_frame(&mut conn, &reply).unwrap();
                     let pinned = server_key.public_key().as_ref().to_vec();
-                    relay(conn, established.channel, real, &user, &user_key, &pinned);
+                    relay(
+                        conn,
+                        established.channel,
+                        real,
+                        &user,
+                        &user_key,
+                        &pinned,
+                        newest,
+                    );
                 });
             }
         });
@@ -97,15 +107,28 @@ fn relay(
     user: &str,
     user_key: &RsaKeyPair,
     pinned: &[u8],
+    newest: u16,
 ) {
     // A client that did not trust our hello has gone.
     let Ok(frame) = read_frame(&mut conn, MAX_FRAME_LEN) else {
         return;
     };
-    let auth: ClientAuth = down
-        .open_fresh(frame, now_millis(), DEFAULT_WINDOW_MS)
-        .unwrap();
+    // Only the man in the middle (`newest` 4) is sent a version 4 login.
+    let auth = if newest >= 4 {
+        match down.open_fresh::<AuthRequest>(frame, now_millis(), DEFAULT_WINDOW_MS) {
+            Ok(AuthRequest::Password(auth)) => auth,
+            _ => return,
+        }
+    } else {
+        down.open_fresh::<ClientAuth>(frame, now_millis(), DEFAULT_WINDOW_MS)
+            .unwrap()
+    };
     let (mut upstream, up, result) = login_upstream(real, user, user_key, &auth.password, pinned);
+    // An older version has no tickets: the one upstream gave stays here.
+    let result = match result {
+        AuthResult::AcceptedWithTicket { .. } => AuthResult::Accepted,
+        other => other,
+    };
     write_frame(&mut conn, &down.seal(&result, now_millis()).unwrap()).unwrap();
     if result != AuthResult::Accepted {
         return;
@@ -167,6 +190,7 @@ fn login_upstream(
         .unwrap();
     let auth = client_auth(&established, user_key, password, &rng).unwrap();
     let mut channel = established.channel;
+    let auth = AuthRequest::Password(auth);
     write_frame(&mut stream, &channel.seal(&auth, now_millis()).unwrap()).unwrap();
     let frame = read_frame(&mut stream, MAX_FRAME_LEN).unwrap();
     let result = channel

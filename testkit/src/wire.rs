@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use forkmail_keygen::keyfile;
 use forkmail_protocol::frame::{encode_frame, read_frame, FrameError, MAX_FRAME_LEN};
-use forkmail_protocol::handshake::{client_auth, ClientHandshake, Established};
+use forkmail_protocol::handshake::{client_auth, ticket_auth, ClientHandshake, Established};
 use forkmail_protocol::messages::{
-    AuthResult, AuthedClientHello, ClientHello, HelloAuth, Request, Response, ServerReply,
-    INVITE_PROOF_LEN, NONCE_LEN, X25519_PUBLIC_LEN,
+    AuthRequest, AuthResult, AuthedClientHello, ClientHello, HelloAuth, Request, Response,
+    ServerReply, INVITE_PROOF_LEN, NONCE_LEN, TICKET_LEN, X25519_PUBLIC_LEN,
 };
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{decode, encode, now_millis, SecureChannel, PROTOCOL_VERSION};
@@ -204,17 +204,49 @@ impl Hello {
 }
 
 impl Keyed {
-    /// Authenticates with `user`'s key (from the deployment) and `password`.
+    /// Authenticates with `user`'s key (from the deployment) and `password`. A ticket the server
+    /// issues is dropped and reported as `Accepted`; [`Keyed::password_login`] keeps it.
     pub fn login_as(
-        mut self,
+        self,
         dep: &Deployment,
         key_user: &str,
         password: &str,
     ) -> (Session, AuthResult) {
-        let key = keyfile::load_private_key(&dep.profile(key_user).join("user.key")).unwrap();
+        let (session, result) = self.password_login(dep, key_user, password);
+        match result {
+            AuthResult::AcceptedWithTicket { .. } => (session, AuthResult::Accepted),
+            other => (session, other),
+        }
+    }
+
+    /// A password login with `key_user`'s key; the server's answer as it came (with the login
+    /// ticket of a version 4 session, unless the server issues none).
+    pub fn password_login(
+        self,
+        dep: &Deployment,
+        key_user: &str,
+        password: &str,
+    ) -> (Session, AuthResult) {
+        let key = user_key(dep, key_user);
         let auth = client_auth(&self.established, &key, password, &SystemRandom::new()).unwrap();
+        self.authenticate(&AuthRequest::Password(auth))
+    }
+
+    /// A ticket login (PROTOCOL.md §11): `ticket` with a signature by `key` over this session's
+    /// transcript, as a client holding that key makes it.
+    pub fn ticket_login(
+        self,
+        key: &RsaKeyPair,
+        ticket: &[u8; TICKET_LEN],
+    ) -> (Session, AuthResult) {
+        let auth = ticket_auth(&self.established, key, ticket, &SystemRandom::new()).unwrap();
+        self.authenticate(&auth)
+    }
+
+    /// Sends `request` as the first sealed frame and reads the server's answer.
+    pub fn authenticate(mut self, request: &AuthRequest) -> (Session, AuthResult) {
         let mut channel = self.established.channel;
-        let frame = channel.seal(&auth, now_millis()).unwrap();
+        let frame = channel.seal(request, now_millis()).unwrap();
         self.wire.send_frame(&frame).unwrap();
         let reply = self.wire.recv_frame().expect("auth result");
         let result: AuthResult = channel

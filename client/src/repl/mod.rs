@@ -71,6 +71,7 @@ commands (Tab completes them, and user names at the To prompt):
   delete ID...  delete mails (all or none)
   keys        your contacts' keys as pinned, with fingerprints; --accept NAME
               pins a changed key after you compared it; --rotate renews yours
+  logout      revoke your login tickets on the server, delete the ticket file
   help        show this help
   quit        log out (so does end of input, Ctrl-D)
 Every command takes the flags of its one-shot form (forkmail --help), e.g.
@@ -657,6 +658,8 @@ fn runs_on_the_session(command: &Command) -> bool {
         | Command::Unread(_)
         | Command::Keys(_) => true,
         Command::Send(_) | Command::Reply(_) | Command::Forward(_) => false,
+        // Its own short login, then the ticket file goes; the REPL's session goes on.
+        Command::Logout => false,
         // Refused by `parse_command`; as one-shot commands they need no session either.
         Command::Completions { .. } | Command::Man | Command::Enroll(_) => false,
     }
@@ -688,7 +691,7 @@ fn execute(command: &Command, session: &mut Session) -> Result<(), AppError> {
         Command::Delete(args) => commands::delete(session, args, &mut out)?,
         Command::Unread(args) => commands::unread(session, args, &mut out)?,
         Command::Keys(args) => crate::keys::run(session, args, &mut out)?,
-        Command::Send(_) | Command::Reply(_) | Command::Forward(_) => {}
+        Command::Send(_) | Command::Reply(_) | Command::Forward(_) | Command::Logout => {}
         Command::Completions { .. } | Command::Man | Command::Enroll(_) => {}
     }
     print(&String::from_utf8_lossy(&out))

@@ -4,7 +4,8 @@
 //! `BEGIN IMMEDIATE` serialising every writer:
 //! - every write is one transaction at the default isolation (read committed), or one statement
 //!   where that suffices, committed with the default `synchronous_commit = on`, except
-//!   handshake nonces ([`PgStore::record_nonce`]);
+//!   handshake nonces ([`PgStore::record_nonce`]) and issued login tickets
+//!   ([`Store::issue_ticket`]), whose loss in a power cut costs nothing but a password prompt;
 //! - races are settled by the database: `ON CONFLICT DO NOTHING` records a nonce once,
 //!   `ON CONFLICT ... DO UPDATE ... RETURNING` counts login failures, a row lock on the message
 //!   decides which of two recipients deleting at once is the last, identity columns hand out
@@ -38,8 +39,8 @@ use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::row::MailRow;
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, SendLimits, Store,
-    StoreError, StoredPassword, UserKey, UserRecord,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, PasswordUpdate,
+    SendLimits, Store, StoreError, StoredPassword, UserKey, UserRecord,
 };
 
 mod connection;
@@ -872,6 +873,85 @@ impl Store for PgStore {
         })
     }
 
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let statement = conn.statements.get(&mut tx, queries::UPDATE_PASSWORD)?;
+            let updated = tx.execute(
+                &statement,
+                &[
+                    &user,
+                    &password.kdf,
+                    &i64::from(password.iterations),
+                    &password.salt,
+                    &password.hash,
+                ],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::UnknownRecipient(user.to_owned()).into());
+            }
+            if update == PasswordUpdate::Change {
+                let revoke = conn.statements.get(&mut tx, queries::REVOKE_TICKETS)?;
+                tx.execute(&revoke, &[&user])?;
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            // Not waited for, as nonces (see `record_nonce`): a ticket lost in a power cut only
+            // makes the next command ask for the password; revocations commit synchronously.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_TICKETS)?;
+            tx.execute(&purge, &[&(now_ms as i64)])?;
+            let issue = conn.statements.get(&mut tx, queries::ISSUE_TICKET)?;
+            tx.execute(
+                &issue,
+                &[&ticket_hash, &user, &(now_ms as i64), &(expires_ms as i64)],
+            )?;
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::TICKET_VALID)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&ticket_hash, &user, &(now_ms as i64)])?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::REVOKE_TICKETS)?;
+            Ok(conn.client.execute(&statement, &[&user])?)
+        })
+    }
+
     fn create_invite(
         &mut self,
         user: &str,
@@ -936,7 +1016,7 @@ mod tests {
     use crate::StoreLocation;
 
     #[test]
-    fn only_nonces_skip_the_synchronous_commit() {
+    fn only_nonces_and_issued_tickets_skip_the_synchronous_commit() {
         let cluster = match Cluster::start() {
             Ok(cluster) => cluster,
             Err(skip) => return eprintln!("skipped: {skip}"),
@@ -946,6 +1026,22 @@ mod tests {
         };
         let mut store = PgStore::create(&url).unwrap();
         assert!(store.record_nonce(b"n", 0, 10).unwrap());
+        store
+            .add_user(
+                &crate::UserRecord {
+                    name: "alice".into(),
+                    password: StoredPassword {
+                        kdf: "pbkdf2-sha512".into(),
+                        iterations: 1,
+                        salt: vec![0; 16],
+                        hash: vec![0; 64],
+                    },
+                    public_key: vec![1],
+                },
+                0,
+            )
+            .unwrap();
+        store.issue_ticket("alice", &[1; 32], 0, 10).unwrap();
         let client = &mut store.conn.as_mut().unwrap().client;
         let setting: String = client
             .query_one("SHOW synchronous_commit", &[])
@@ -953,7 +1049,7 @@ mod tests {
             .get(0);
         assert_eq!(
             setting, "on",
-            "SET LOCAL must end with the nonce's transaction"
+            "SET LOCAL must end with the nonce's and the ticket's transactions"
         );
         let logged: String = client
             .query_one(

@@ -14,24 +14,26 @@
 
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use forkmail_protocol::limits::{
     split_recipients, validate_body, validate_recipients, validate_title, MAX_TITLE_CHARS,
 };
-use forkmail_protocol::{Draft, Mail, MailSummary};
+use forkmail_protocol::{Draft, Folder, Mail, MailSummary};
 
 use crate::app::{print, tell, Login};
 use crate::cli::{
     BodyArgs, Command, DeleteArgs, ForwardArgs, InboxArgs, ReadArgs, ReplyArgs, UnreadArgs,
 };
 use crate::display::{
-    count_line, ids_json, inbox_json, inbox_line, opened_json, render_opened, rfc3339,
-    sent_id_json, sent_json, sent_line,
+    count_line, count_line_of, ids_json, inbox_json, inbox_line, opened_json, render_opened,
+    rfc3339, sent_id_json, sent_json, sent_line, SummaryJson,
 };
 use crate::draft;
 use crate::editor::{self, Edited};
 use crate::error::{AppError, ClientError};
+use crate::escape::to_json;
 use crate::pager;
 use crate::session::{send_with_one_repeat, ConnectOptions, Session};
 
@@ -183,16 +185,75 @@ pub fn send(
 /// `inbox`: the listing filtered by `args`, one line a mail and then the count line, or the
 /// JSON array of today's fields.
 pub fn inbox(session: &mut Session, args: &InboxArgs, out: &mut dyn Write) -> Result<(), AppError> {
-    let mails = filter_inbox(session.inbox()?, args);
-    if args.json {
-        writeln!(out, "{}", inbox_json(&mails))?;
-    } else {
-        for mail in &mails {
-            writeln!(out, "{}", inbox_line(mail))?;
+    let search = args.search.as_deref().map(str::to_lowercase);
+    // Without `--limit`, each line is written as the listing produces it: a listing of 100,000
+    // is never held whole. With it, only the last N kept are.
+    let limit = args
+        .limit
+        .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut last = std::collections::VecDeque::new();
+    let (mut total, mut unread) = (0usize, 0usize);
+    let mut written: Result<(), std::io::Error> = Ok(());
+    if args.json && limit.is_none() {
+        written = out.write_all(b"[");
+    }
+    session.list_each(Folder::Inbox, &mut |listed| {
+        let mail = listed.into_summary();
+        if !keeps(args, search.as_deref(), &mail) {
+            return ControlFlow::Continue(());
         }
-        writeln!(out, "{}", count_line(&mails))?;
+        if let Some(limit) = limit {
+            if last.len() == limit {
+                last.pop_front();
+            }
+            if limit > 0 {
+                last.push_back(mail);
+            }
+            return ControlFlow::Continue(());
+        }
+        written = write_entry(out, args.json, total == 0, &mail);
+        total += 1;
+        unread += usize::from(!mail.read);
+        if written.is_ok() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    })?;
+    written?;
+    if limit.is_some() {
+        let mails: Vec<MailSummary> = last.into();
+        if args.json {
+            writeln!(out, "{}", inbox_json(&mails))?;
+        } else {
+            for mail in &mails {
+                writeln!(out, "{}", inbox_line(mail))?;
+            }
+            writeln!(out, "{}", count_line(&mails))?;
+        }
+    } else if args.json {
+        out.write_all(b"]\n")?;
+    } else {
+        writeln!(out, "{}", count_line_of(total, unread))?;
     }
     Ok(())
+}
+
+/// One entry of a streamed `inbox`: a line for people, or an element of the JSON array.
+fn write_entry(
+    out: &mut dyn Write,
+    json: bool,
+    first: bool,
+    mail: &MailSummary,
+) -> Result<(), std::io::Error> {
+    if json {
+        if !first {
+            out.write_all(b",")?;
+        }
+        out.write_all(to_json(&SummaryJson::from(mail)).as_bytes())
+    } else {
+        writeln!(out, "{}", inbox_line(mail))
+    }
 }
 
 /// `read`: the whole mail for people, or its JSON object. Paging is the caller's
@@ -292,20 +353,24 @@ pub fn filter_inbox(mails: Vec<MailSummary>, args: &InboxArgs) -> Vec<MailSummar
     let search = args.search.as_deref().map(str::to_lowercase);
     let mut kept: Vec<MailSummary> = mails
         .into_iter()
-        .filter(|m| args.before.is_none_or(|before| m.id < before))
-        .filter(|m| !args.unread || !m.read)
-        .filter(|m| args.from.as_deref().is_none_or(|from| m.from == from))
-        .filter(|m| {
-            search.as_deref().is_none_or(|text| {
-                m.title.to_lowercase().contains(text) || m.from.to_lowercase().contains(text)
-            })
-        })
+        .filter(|m| keeps(args, search.as_deref(), m))
         .collect();
     if let Some(limit) = args.limit {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         kept.drain(..kept.len().saturating_sub(limit));
     }
     kept
+}
+
+/// Whether `inbox`'s filters keep `m` (`search` already lower-cased); the titles of sealed mail
+/// are the decrypted ones.
+fn keeps(args: &InboxArgs, search: Option<&str>, m: &MailSummary) -> bool {
+    args.before.is_none_or(|before| m.id < before)
+        && (!args.unread || !m.read)
+        && args.from.as_deref().is_none_or(|from| m.from == from)
+        && search.is_none_or(|text| {
+            m.title.to_lowercase().contains(text) || m.from.to_lowercase().contains(text)
+        })
 }
 
 /// `Re: TITLE`, or the title itself when it already starts with `Re:` (any case), cut to the

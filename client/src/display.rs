@@ -55,8 +55,11 @@ fn utc(date_ms: u64) -> Option<DateTime<Utc>> {
 
 /// The last line of a human inbox listing: `12 messages, 3 unread`, `1 message`, `0 messages`.
 pub fn count_line(mails: &[MailSummary]) -> String {
-    let total = mails.len();
-    let unread = mails.iter().filter(|m| !m.read).count();
+    count_line_of(mails.len(), mails.iter().filter(|m| !m.read).count())
+}
+
+/// [`count_line`] from the counts of a listing that was not kept.
+pub fn count_line_of(total: usize, unread: usize) -> String {
     let noun = if total == 1 { "message" } else { "messages" };
     if unread == 0 {
         format!("{total} {noun}")

@@ -340,6 +340,19 @@ fn a_forged_sender_is_flagged_whether_injected_or_sent() {
             .starts_with("[signature does NOT verify"),
         "{listed:?}"
     );
+    // Nor is it quoted in a reply.
+    let out = dep
+        .client(&server, "carol")
+        .args(["reply", &id.to_string()])
+        .run(b"ok");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signature does NOT verify"), "{stderr}");
+    assert_eq!(
+        inbox_json(&dep, &server, "alice").len(),
+        0,
+        "nothing was sent"
+    );
     // The same forgery through bob's own session: the server says it is bob's, the header
     // says alice's.
     let mut session = forkmail_testkit::wire::login(&dep, server.addr, "bob");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use forkmail_protocol::messages::{Draft, ErrorCode, Refusal, ServerReply};
 use forkmail_store::pgtest::Cluster;
 use forkmail_testkit::haproxy::{Haproxy, PROXY_SOURCE};
-use forkmail_testkit::{db, procfs, wire, ClientCmd, Deployment, Server};
+use forkmail_testkit::{db, procfs, sealing, wire, ClientCmd, Deployment, Server};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -47,15 +47,13 @@ fn client(dep: &Deployment, addr: &str, user: &str) -> ClientCmd {
     ClientCmd::new(&dep.profile(user), addr).password(&dep.password(user))
 }
 
+/// The titles in `user`'s inbox as the store holds them, the sealed headers decrypted with
+/// `user`'s identity.
 fn titles_in_inbox(dep: &Deployment, user: &str) -> Vec<String> {
-    let mut titles = Vec::new();
-    db::open(&dep.store())
-        .inbox(user, 1000, &mut |page, _| {
-            titles.extend(page.into_iter().map(|m| m.title));
-            std::ops::ControlFlow::Continue(())
-        })
-        .unwrap();
-    titles
+    sealing::stored_inbox_titles(dep, user)
+        .into_iter()
+        .map(|(_, title)| title)
+        .collect()
 }
 
 #[test]

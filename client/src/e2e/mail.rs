@@ -241,14 +241,18 @@ pub fn open_headers<'k>(
     std::thread::scope(|scope| {
         let workers: Vec<_> = headers
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(open).collect::<Vec<_>>()))
+            .map(|part| {
+                let worker = scope.spawn(move || part.iter().map(open).collect::<Vec<_>>());
+                (part.len(), worker)
+            })
             .collect();
         workers
             .into_iter()
-            .flat_map(|worker| match worker.join() {
+            .flat_map(|(len, worker)| match worker.join() {
                 Ok(opened) => opened,
-                // A worker only panics on a bug; say so per header rather than abort.
-                Err(_) => vec![Err(OpenError::Malformed); chunk],
+                // A worker only panics on a bug: its headers are shown as not opened (one
+                // result per header still, so the results stay in order).
+                Err(_) => vec![Err(OpenError::Malformed); len],
             })
             .collect()
     })

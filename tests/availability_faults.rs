@@ -340,6 +340,15 @@ fn a_second_server_on_one_deployment_is_refused_and_a_restart_is_never_blocked()
         "the second server said it listens"
     );
     let session = logs_in_and_lists(&dep, &first, "alice");
+    // Still refused once a session (and the WAL keeper) has been forked: a child closing its
+    // copy of the lock file must not unlock the parent's.
+    let refused = second_server(&dep);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // The first server dies with a session still open: its child does not keep the lock, so
     // a new server starts at once, while that session is still being served.

@@ -4,7 +4,7 @@
 //! child runs, beating its [`heartbeat`] to the parent; [`instance`] keeps a second server off
 //! the same deployment; [`proxy`] decides on the PROXY protocol header a load balancer may send first;
 //! [`auth`] checks credentials; [`preflight`] checks and migrates the store before the daemon
-//! starts; [`keys`] loads the users' public keys for the parent's check of signed hellos;
+//! starts; [`keeper`] holds the SQLite WAL open and checkpoints it off the request path; [`keys`] loads the users' public keys for the parent's check of signed hellos;
 //! [`demo`] makes the quick-start deployment; [`logging`] hands every log line to a logger
 //! process without ever waiting on it. The database itself is `forkmail-store`'s.
 
@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod demo;
 pub mod heartbeat;
 pub mod instance;
+pub mod keeper;
 pub mod keys;
 pub mod listener;
 pub mod logging;

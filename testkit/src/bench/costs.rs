@@ -120,7 +120,7 @@ fn aes_gcm_1mb(count: usize) -> Result<Samples, BenchError> {
 }
 
 /// Appends `len` bytes to a scratch file and `fdatasync`s it, as a WAL commit does.
-pub(super) fn write_and_sync(dir: &Path, len: usize, count: usize) -> Result<Samples, BenchError> {
+fn write_and_sync(dir: &Path, len: usize, count: usize) -> Result<Samples, BenchError> {
     let path = dir.join(format!("fsync-probe-{len}"));
     let mut file = OpenOptions::new()
         .create(true)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use forkmail_protocol::frame::encode_frame;
 use forkmail_protocol::messages::{
-    AuthResult, ClientHello, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    SignedClientHello,
+    AuthResult, AuthedClientHello, ClientHello, Draft, ErrorCode, Refusal, Request, Response,
+    ServerReply,
 };
 use forkmail_protocol::{decode, now_millis, PROTOCOL_VERSION};
 use forkmail_testkit::wire::{self, Wire};
@@ -244,9 +244,9 @@ fn hello_with(dep: &Deployment, user: &str, edit: impl FnOnce(&mut ClientHello))
     let (_, bytes) =
         forkmail_protocol::handshake::ClientHandshake::start(user, &key, now_millis(), &rng)
             .unwrap();
-    let mut hello: SignedClientHello = decode(&bytes).unwrap();
+    let mut hello: AuthedClientHello = decode(&bytes).unwrap();
     edit(&mut hello.hello);
-    forkmail_protocol::handshake::encode_signed_hello(&hello.hello, &key, &rng).unwrap()
+    forkmail_protocol::handshake::encode_authed_hello(&hello.hello, &key, &rng).unwrap()
 }
 
 #[test]
@@ -297,14 +297,14 @@ fn stale_and_future_frames_end_the_session() {
 #[test]
 fn protocol_version_downgrade_is_refused() {
     let (dep, server) = setup();
-    // Only version 3 is spoken: a signed hello claiming any other version, and the unsigned
-    // hellos of versions 1 and 2, are refused naming it.
+    // Only version 4 is spoken: a signed hello claiming any other version, the unsigned
+    // hellos of versions 1 and 2 and version 3's signed one are refused naming it.
     let key = wire::user_key(&dep, "alice");
-    let mut hellos: Vec<Vec<u8>> = [0u16, 1, 2, 4, u16::MAX]
+    let mut hellos: Vec<Vec<u8>> = [0u16, 1, 2, 3, 5, u16::MAX]
         .into_iter()
         .map(|version| hello_with(&dep, "alice", |h| h.version = version))
         .collect();
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         hellos.push(wire::hello_signed(server.addr, "alice", &key, version).hello);
     }
     for hello in hellos {
@@ -344,6 +344,7 @@ fn client_signature_from_another_session_is_denied() {
         forkmail_protocol::handshake::client_auth(&a.established, &key, "alice-pw", &rng).unwrap();
     // Session B: the attacker, who knows the password but not the key, presents it.
     let mut b = wire::hello(&dep, server.addr, "alice").finish(&dep, "alice");
+    let stolen = forkmail_protocol::AuthRequest::Password(stolen);
     let frame = b.established.channel.seal(&stolen, now_millis()).unwrap();
     b.wire.send_frame(&frame).unwrap();
     let reply = b.wire.recv_frame().unwrap();

@@ -175,7 +175,7 @@ fn a_0_1_0_client_is_refused_before_it_could_meet_a_limit() {
     let reply = wire::server_reply(&hello.wire.recv_frame().expect("a refusal"));
     assert_eq!(
         reply,
-        ServerReply::Refused(Refusal::UnsupportedVersion { supported: 3 })
+        ServerReply::Refused(Refusal::UnsupportedVersion { supported: 4 })
     );
     assert_eq!(server.sessions_forked(), 0);
 }

@@ -279,7 +279,7 @@ fn server_of_another_deployment_is_reported_as_a_possible_interception() {
     let dep = Deployment::new(&["alice"]);
     let other = Deployment::new(&["alice"]);
     let other_server = other.start_server(&[]);
-    let impostor = OldServer::start(&other, other_server.addr, 3, "alice", 1);
+    let impostor = OldServer::start(&other, other_server.addr, 4, "alice", 1);
     let out = ClientCmd::new(&dep.profile("alice"), &impostor.addr.to_string())
         .password(&dep.password("alice"))
         .args(["inbox"])
@@ -320,7 +320,7 @@ fn server_of_another_deployment_is_reported_as_a_possible_interception() {
         "{}",
         other_server.log()
     );
-    assert_eq!(impostor.versions.recv().unwrap(), 3);
+    assert_eq!(impostor.versions.recv().unwrap(), 4);
     // The other deployment's own server refuses alice's hello: her key is not its alice's.
     let out = dep.client(&other_server, "alice").args(["inbox"]).run(b"");
     assert_eq!(out.status.code(), Some(1));
@@ -786,7 +786,9 @@ fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
         serde_json::from_str(&client("bob").args(["read", "2", "--json"]).ok(b"")).unwrap();
     assert_eq!(mail["body"], "Line one\nLine two with ünïcödé ✉\n");
     assert_eq!(mail["to"], serde_json::json!(["bob", "carol"]));
-    // A wrong password is still wrong, and the old id 4 (deleted) is never handed out again.
+    // A wrong password is still wrong (once alice's login ticket from above is revoked: with it
+    // no password is asked), and the old id 4 (deleted) is never handed out again.
+    client("alice").args(["logout"]).ok(b"");
     let wrong = client("alice")
         .password("alice-pw")
         .args(["inbox"])
@@ -799,18 +801,19 @@ fn a_deployment_made_by_010_is_upgraded_at_start_with_everything_intact() {
 }
 
 #[test]
-fn version_1_and_2_hellos_are_refused_by_the_parent_without_a_fork() {
-    // Unsigned hellos: a 0.1.0 client's (version 1) and the previous release's (version 2).
-    // Either would let an outsider hold a slot, so the parent answers them itself.
+fn version_1_to_3_hellos_are_refused_by_the_parent_without_a_fork() {
+    // Unsigned hellos: a 0.1.0 client's (version 1) and a later release's (version 2) would
+    // let an outsider hold a slot; a version 3 client could only send plaintext mail. The
+    // parent answers them all itself.
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
     let key = wire::user_key(&dep, "alice");
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         let mut hello = wire::hello_signed(server.addr, "alice", &key, version);
         let reply = hello.wire.recv_frame().expect("refusal");
         assert_eq!(
             wire::server_reply(&reply),
-            ServerReply::Refused(Refusal::UnsupportedVersion { supported: 3 }),
+            ServerReply::Refused(Refusal::UnsupportedVersion { supported: 4 }),
             "version {version}"
         );
     }
@@ -819,11 +822,44 @@ fn version_1_and_2_hellos_are_refused_by_the_parent_without_a_fork() {
 }
 
 #[test]
+fn client_falls_back_to_version_3_and_lists_but_never_sends_through_it() {
+    // A version 3 server reads the version first and says it speaks 3; the client starts over
+    // in 3 and may list and read, but a send is refused before anything is sent: that server
+    // could only store the mail in plaintext.
+    let dep = Deployment::new(&["alice"]);
+    let server = dep.start_server(&[]);
+    let front = OldServer::start(&dep, server.addr, 3, "alice", 4);
+    let client = || {
+        ClientCmd::new(&dep.profile("alice"), &front.addr.to_string())
+            .password(&dep.password("alice"))
+    };
+    let out = client().args(["inbox"]).run(b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(front.versions.recv().unwrap(), 4);
+    assert_eq!(front.versions.recv().unwrap(), 3);
+    let out = client()
+        .args(["send", "--to", "alice", "--title", "in the clear"])
+        .run(b"must not travel\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("this server speaks protocol 3 and cannot store end-to-end encrypted mail; upgrade it; nothing was sent"),
+        "{stderr}"
+    );
+    let mut store = forkmail_store::open(&dep.store()).unwrap();
+    assert_eq!(store.counts().unwrap().messages, 0, "nothing stored");
+}
+
+#[test]
 fn client_falls_back_to_version_2_against_a_server_that_speaks_only_version_2() {
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    // Version 3 refused as malformed (the signature is a tail it does not know), then 2.
-    let front = OldServer::start(&dep, server.addr, 2, "alice", 2);
+    // Versions 4 and 3 refused as malformed (the signature is a tail it does not know), then 2.
+    let front = OldServer::start(&dep, server.addr, 2, "alice", 3);
     let out = ClientCmd::new(&dep.profile("alice"), &front.addr.to_string())
         .password(&dep.password("alice"))
         .args(["sent"])
@@ -833,6 +869,7 @@ fn client_falls_back_to_version_2_against_a_server_that_speaks_only_version_2() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(front.versions.recv().unwrap(), 4);
     assert_eq!(front.versions.recv().unwrap(), 3);
     assert_eq!(front.versions.recv().unwrap(), 2);
 }
@@ -840,12 +877,12 @@ fn client_falls_back_to_version_2_against_a_server_that_speaks_only_version_2() 
 #[test]
 fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() {
     // A stand-in for a 0.1.0 server in front of the real one: it refuses any hello but version
-    // 1 as 0.1.0 does (a version 3 hello is malformed to it, a version 2 one unsupported), and
+    // 1 as 0.1.0 does (a signed hello is malformed to it, a version 2 one unsupported), and
     // relays a version 1 session to the real server.
     let dep = Deployment::new(&["alice"]);
     let server = dep.start_server(&[]);
-    // Every command logs in three times through it (3 and 2 refused; then 1, relayed).
-    let front = OldServer::start(&dep, server.addr, 1, "alice", 9);
+    // Every command logs in four times through it (4, 3 and 2 refused; then 1, relayed).
+    let front = OldServer::start(&dep, server.addr, 1, "alice", 12);
     let front_addr = front.addr;
     let versions = front.versions;
     let client = || {
@@ -858,14 +895,21 @@ fn client_falls_back_to_version_1_against_a_server_that_speaks_only_version_1() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(versions.recv().unwrap(), 4);
     assert_eq!(versions.recv().unwrap(), 3);
     assert_eq!(versions.recv().unwrap(), 2);
     assert_eq!(versions.recv().unwrap(), 1);
-    // A send goes as version 1's plain send, which that server knows.
-    let sent = client()
+    // A send is refused: that server could only store it in plaintext.
+    let out = client()
         .args(["send", "--to", "alice", "--title", "through an old server"])
-        .ok(b"hi\n");
-    assert!(sent.starts_with("sent message "), "{sent}");
+        .run(b"hi\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("speaks protocol 1 and cannot store end-to-end encrypted mail"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The sent list does not exist in version 1: said plainly, not a broken connection.
     let out = client().args(["sent"]).run(b"");
     assert_eq!(out.status.code(), Some(1));

@@ -327,3 +327,69 @@ fn fingerprint_prints_the_pinned_keys_fingerprint_and_refuses_a_bad_file() {
         assert!(out.stdout.is_empty(), "{bad}");
     }
 }
+
+#[test]
+fn init_hashes_with_argon2id_by_default_and_kdf_iterations_alone_still_means_pbkdf2() {
+    let tmp = tempfile::tempdir().unwrap();
+    users_file(
+        tmp.path(),
+        "[[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+    );
+    let settings = |dir: &str| {
+        std::fs::read_to_string(tmp.path().join(dir).join("server/deployment.toml")).unwrap()
+    };
+    let made = |args: &[&str]| {
+        let out = keygen(args, tmp.path(), None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    made(&["init", "a", "--users", "users.toml", "--bits", "2048"]);
+    let a = settings("a");
+    assert!(
+        a.contains("kdf = \"argon2id-m19456-p1\"") && a.contains("kdf_iterations = 2"),
+        "{a}"
+    );
+    made(&[
+        "init",
+        "p",
+        "--users",
+        "users.toml",
+        "--bits",
+        "2048",
+        "--kdf-iterations",
+        "1000",
+    ]);
+    let p = settings("p");
+    assert!(
+        p.contains("kdf = \"pbkdf2-sha512\"") && p.contains("kdf_iterations = 1000"),
+        "{p}"
+    );
+    let out = made(&[
+        "init",
+        "c",
+        "--users",
+        "users.toml",
+        "--bits",
+        "2048",
+        "--kdf",
+        "argon2id-m64-p1",
+        "--kdf-iterations",
+        "1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use this for tests only"),
+        "a time cost below the recommended one is warned about"
+    );
+    assert!(settings("c").contains("kdf = \"argon2id-m64-p1\""));
+    let bad = keygen(
+        &["init", "x", "--users", "users.toml", "--kdf", "md5"],
+        tmp.path(),
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown password hash algorithm"));
+}

@@ -206,9 +206,10 @@ fn log_lines_are_words_not_rust_debug_output() {
     let dep = Deployment::new(&["alice", "bob"]);
     let server = dep.start_server(&[]);
     send_within_bound(&dep, &server, "words");
+    // Bob: alice's send left her a login ticket, with which no password would be tested.
     let wrong = dep
-        .client(&server, "alice")
-        .password("not alice's password")
+        .client(&server, "bob")
+        .password("not bob's password")
         .args(["inbox"])
         .run(b"");
     assert!(!wrong.status.success());

@@ -36,7 +36,8 @@ fn repl(dep: &Deployment, server: &Server, user: &str, env: &[(&str, &str)]) -> 
 fn spawn(dep: &Deployment, server: &Server, user: &str, env: &[(&str, &str)]) -> Terminal {
     let profile = dep.profile(user);
     let addr = server.addr.to_string();
-    let unset: Vec<&str> = ["VISUAL", "EDITOR", "FORKMAIL_PASSWORD"]
+    // Without XDG_RUNTIME_DIR the login ticket stays in the (temporary) profile.
+    let unset: Vec<&str> = ["VISUAL", "EDITOR", "FORKMAIL_PASSWORD", "XDG_RUNTIME_DIR"]
         .into_iter()
         .filter(|unset| !env.iter().any(|(name, _)| name == unset))
         .collect();
@@ -366,6 +367,9 @@ fn three_password_tries_at_the_terminal() {
     );
     term.type_keys(&format!("{}\r", dep.password("alice")));
     assert!(term.wait_for(PROMPT, SHOWN), "{}", term.screen());
+    // The login left a ticket, with which the next REPL would not ask: `logout` revokes it.
+    term.type_keys("logout\r");
+    assert!(term.wait_for("logged out", SHOWN), "{}", term.screen());
     quit(term);
 
     // Three wrong ones end the client with 1, the message saying what to do.

@@ -123,6 +123,24 @@ pub enum Command {
     ///
     /// All of them, or none if an id is not in the inbox (the missing ids are named).
     Unread(UnreadArgs),
+    /// Revoke every login ticket of this user on the server and delete this profile's ticket
+    /// file: the next command asks for the password again.
+    Logout,
+    /// List your contacts' keys as pinned at first use, with fingerprints and whether the
+    /// server's directory still serves them; or accept a changed key, or rotate your own.
+    ///
+    /// A contact whose key changed without being signed by the pinned key is shown as
+    /// "CHANGED" and gets no mail until you compare fingerprints with them and run
+    /// `keys --accept NAME`.
+    Keys(KeysArgs),
+    /// Make your own profile with an invitation (forkmail-keygen invite): your keys are made
+    /// here and never leave this machine.
+    ///
+    /// Needs --server HOST:PORT and --profile DIR (a new or empty directory); the password is
+    /// FORKMAIL_PASSWORD, or asked for twice.
+    #[command(override_usage = "forkmail enroll --server HOST:PORT --profile DIR \\
+       --server-fingerprint SHA256:... --user NAME --invite TOKEN")]
+    Enroll(EnrollArgs),
     /// Print a shell completion script (bash, zsh, fish); see the README for where to put it.
     Completions {
         /// The shell: bash, zsh, fish (or elvish, powershell).
@@ -131,6 +149,36 @@ pub enum Command {
     },
     /// Print the manual page as roff (forkmail man > ~/.local/share/man/man1/forkmail.1).
     Man,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct KeysArgs {
+    /// Print JSON: an array of {user, fingerprint, age_recipient, serial, origin, pinned,
+    /// state}, yours first (state "you"); with --accept or --rotate, one object.
+    #[arg(long)]
+    pub json: bool,
+    /// Pin NAME's current key from the server's directory in place of the pinned one, after
+    /// comparing its fingerprint with NAME by a means you trust (prints both).
+    #[arg(long, value_name = "NAME", conflicts_with = "rotate")]
+    pub accept: Option<String>,
+    /// Make a new age identity and publish it, signed by your key; older identities are kept
+    /// in the profile's age.key so that old mail stays readable.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct EnrollArgs {
+    /// The server key's fingerprint, SHA256:..., from the administrator (the "server_fingerprint"
+    /// of forkmail-keygen invite --json); checked before anything is sent.
+    #[arg(long, value_name = "SHA256:...")]
+    pub server_fingerprint: String,
+    /// The user name the invitation was made for.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The invitation token, fmi-..., that forkmail-keygen invite printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub invite: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
@@ -390,6 +438,31 @@ mod tests {
         assert_eq!(err(&["unread"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(err(&["forward", "4"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(err(&["inbox", "--limit", "0"]), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn keys_takes_accept_or_rotate_never_both() {
+        let keys = |args: &[&str]| parse(args).unwrap().command;
+        assert_eq!(
+            keys(&["keys", "--json"]),
+            Some(Command::Keys(KeysArgs {
+                json: true,
+                ..KeysArgs::default()
+            }))
+        );
+        assert_eq!(
+            keys(&["keys", "--accept", "bob"]),
+            Some(Command::Keys(KeysArgs {
+                accept: Some("bob".into()),
+                ..KeysArgs::default()
+            }))
+        );
+        assert_eq!(
+            parse(&["keys", "--accept", "bob", "--rotate"])
+                .unwrap_err()
+                .kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

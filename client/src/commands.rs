@@ -1,4 +1,4 @@
-//! The verbs: `send`, `inbox`, `sent`, `read`, `delete`, `reply`, `forward`, `unread`, as
+//! The verbs: `send`, `inbox`, `sent`, `read`, `delete`, `reply`, `forward`, `unread`, `keys` as
 //! one-shot commands (`forkmail --profile P VERB ...`, [`run`]) and as functions the REPL calls.
 //!
 //! Each verb function takes the session, its arguments as [`crate::cli`] defines them (the one
@@ -137,11 +137,17 @@ pub fn run(command: &Command, login: &Login<'_>) -> Result<(), AppError> {
             send(&mut session, &options, &draft, args.json, &note, &mut out)?;
             logout(session, login);
         }
+        Command::Logout => return revoke_tickets(login),
+        Command::Keys(args) => {
+            let mut session = login.connect(login.options()?)?;
+            crate::keys::run(&mut session, args, &mut out)?;
+            logout(session, login);
+        }
         // `app::run` prints these before any login; said plainly rather than panicking if a
         // caller ever routes them here.
-        Command::Completions { .. } | Command::Man => {
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => {
             return Err(AppError::Usage(
-                "completions and man print what the shell needs; run them as forkmail completions SHELL or forkmail man".into(),
+                "completions, man and enroll need no login; run them as forkmail completions SHELL, forkmail man or forkmail enroll".into(),
             ))
         }
     }
@@ -158,6 +164,13 @@ pub fn send(
     note: &dyn Fn(&str),
     out: &mut dyn Write,
 ) -> Result<u64, AppError> {
+    if session.version() >= crate::session::E2E_VERSION {
+        // Every recipient's key checked against the pins before anything is sent: a key the
+        // server substituted stops the send here (KeyChanged), sending nothing.
+        session
+            .contacts(&draft.to)
+            .map_err(|err| not_sent_if_client(err.into()))?;
+    }
     let id = send_with_one_repeat(session, options, draft, note)?;
     if json {
         writeln!(out, "{}", sent_id_json(id))?;
@@ -526,6 +539,28 @@ fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, AppError> {
 }
 
 /// Logs out, best effort: the operation already succeeded.
+/// `logout`: revokes every login ticket of this user on the server (logging in with this
+/// profile's ticket, or the password), then deletes the ticket file, even when the server could
+/// not be reached: a ticket the server still holds then runs out at its expiry.
+fn revoke_tickets(login: &Login<'_>) -> Result<(), AppError> {
+    let options = login.with_password(login.options()?)?;
+    let tickets = login.ticket_file(&options);
+    let revoked = login.open(&options).and_then(|mut session| {
+        session.logout()?;
+        logout(session, login);
+        Ok(())
+    });
+    let deleted = tickets.delete();
+    if deleted {
+        login.note(&format!("deleted {}", tickets.path().display()));
+    }
+    revoked?;
+    print(&format!(
+        "logged out: every login ticket of {} is revoked; the next command asks for the password\n",
+        options.user
+    ))
+}
+
 fn logout(session: Session, login: &Login<'_>) {
     if let Err(err) = session.quit() {
         login.note(&format!("logging out failed: {err}"));

@@ -9,10 +9,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use forkmail_keygen::agekey::AgeKeyError;
 use forkmail_keygen::KeyFileError;
 use forkmail_protocol::limits::LimitError;
 use forkmail_protocol::{
-    CloseReason, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
+    CloseReason, EnrollResult, ErrorCode, FrameError, HandshakeError, ProtocolError, Refusal,
 };
 
 use crate::escape::escape_line;
@@ -75,6 +76,13 @@ pub enum ClientError {
     /// One answer for unknown user, wrong key and wrong password, as the server gives.
     #[error("login failed: unknown user, wrong key or wrong password; check the password (user and key come from the profile), or ask the server's operator whether your account exists")]
     LoginFailed,
+
+    /// The server did not accept the login ticket presented instead of the password (expired,
+    /// revoked by a logout, a lock-out or a password change, or a server without tickets). The
+    /// program deletes the ticket and logs in with the password instead; a library caller
+    /// should do the same.
+    #[error("the login ticket was not accepted (expired or revoked); log in with the password")]
+    TicketRefused,
 
     /// The server verified the user's key, but too many wrong passwords have locked the
     /// account; the password was not tested.
@@ -150,6 +158,83 @@ pub enum ClientError {
     /// A request after the session already ended (closed, broken or quit).
     #[error("the session has already ended; run forkmail again to log in")]
     SessionEnded,
+
+    /// The profile's `age.key` could not be read or written; the message names the file.
+    #[error("{0}")]
+    AgeKey(#[from] AgeKeyError),
+
+    /// `contacts.toml` could not be read or written; the message names the file and the fix.
+    #[error("{0}")]
+    Contacts(String),
+
+    /// The directory has no key record of `user` (no such user, or one who has never logged
+    /// in since the server gained a directory).
+    #[error("{} has no key in the server's directory, so nothing can be encrypted to them: nothing was sent; check the name, or ask them to log in once (which publishes their key)", escape_line(.user))]
+    NoKeyRecord { user: String },
+
+    /// `user`'s record in the directory is not the pinned one nor a rotation signed by the
+    /// pinned key: the server (or whoever runs it) may be substituting a key.
+    #[error("the key of {} in the server's directory changed and is not signed by the key you pinned: pinned {pinned}, now {presented}; nothing was encrypted to them. Compare {presented} with the fingerprint {} sees in `forkmail keys` on their machine, by a means you trust; only if it matches run `forkmail keys --accept {}`; if it does not, someone (perhaps the server) is substituting their key", escape_line(.user), escape_line(.user), escape_line(.user))]
+    KeyChanged {
+        user: String,
+        /// Fingerprint of the pinned signing key.
+        pinned: String,
+        /// Fingerprint of the signing key in the directory's record (unverified).
+        presented: String,
+    },
+
+    /// A record the directory served for `user` is malformed, badly signed or names someone
+    /// else: never used.
+    #[error("the server's directory served an invalid key record for {} ({why}); nothing was encrypted to them; tell the server's operator", escape_line(.user))]
+    BadKeyRecord { user: String, why: String },
+
+    /// The key directory needs a server of protocol version 4.
+    #[error("this server speaks protocol version {version} and has no key directory; upgrade it")]
+    NoDirectory { version: u16 },
+    /// The server speaks a protocol older than end-to-end encryption: it could only store
+    /// plaintext, so nothing is sent to it (old mail may still be listed, read and deleted).
+    #[error("this server speaks protocol {version} and cannot store end-to-end encrypted mail; upgrade it; nothing was sent")]
+    ServerCannotSeal { version: u16 },
+
+    /// `forkmail enroll`: the key the server presented is not the one `--server-fingerprint`
+    /// names, so nothing was sent and the invitation is unused.
+    #[error("{}", fingerprint_mismatch(addr, expected, presented.as_deref()))]
+    ServerFingerprintMismatch {
+        addr: String,
+        /// `--server-fingerprint`.
+        expected: String,
+        /// The fingerprint of the key the server presented; `None` from a version 1 server.
+        presented: Option<String>,
+    },
+
+    /// `forkmail enroll`: the server refused the enrollment; nothing was stored.
+    #[error("enrollment refused: {0}; nothing was stored")]
+    EnrollRefused(EnrollResult),
+
+    /// `forkmail enroll` against a server older than protocol version 4.
+    #[error("this server speaks protocol {version} and cannot enroll users; ask its administrator to upgrade it, or to make your profile with forkmail-keygen add-user")]
+    EnrollServerTooOld { version: u16 },
+
+    /// The new user's keys could not be generated: nothing was sent.
+    #[error("cannot generate the new keys: {0}; nothing was sent")]
+    KeyGeneration(String),
+
+    /// `forkmail enroll --profile DIR` names a directory that exists and holds files.
+    #[error("{}: the profile directory exists and is not empty; enroll never overwrites a profile: choose a new --profile DIR", .0.display())]
+    ProfileExists(PathBuf),
+
+    /// The new profile could not be written before enrolling: nothing was sent.
+    #[error("{}: cannot write the new profile: {source}; nothing was sent", .path.display())]
+    ProfileWrite { path: PathBuf, source: io::Error },
+
+    /// Enrolled, but the new profile could not be moved into place: the keys are where they
+    /// were written, and nowhere else.
+    #[error("enrolled, but cannot move the new profile from {} to {}: {source}; move it there yourself, it holds the only copy of your keys", .from.display(), .to.display())]
+    ProfileMove {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl ClientError {
@@ -159,7 +244,14 @@ impl ClientError {
         match self {
             ClientError::Server { .. }
             | ClientError::Limit(_)
-            | ClientError::ServerTooOld { .. } => false,
+            | ClientError::ServerTooOld { .. }
+            | ClientError::AgeKey(_)
+            | ClientError::Contacts(_)
+            | ClientError::NoKeyRecord { .. }
+            | ClientError::KeyChanged { .. }
+            | ClientError::BadKeyRecord { .. }
+            | ClientError::NoDirectory { .. }
+            | ClientError::ServerCannotSeal { .. } => false,
             ClientError::NotSent(cause) | ClientError::MaybeSentOldServer(cause) => {
                 cause.ends_session()
             }
@@ -275,6 +367,17 @@ pub enum AppError {
     /// Writing results failed. A closed pipe (`| head`) is not reported at all.
     #[error("cannot write to standard output: {0}")]
     Output(#[from] io::Error),
+}
+
+/// The one-line message of [`ClientError::ServerFingerprintMismatch`].
+fn fingerprint_mismatch(addr: &str, expected: &str, presented: Option<&str>) -> String {
+    let shown = presented.map_or_else(
+        || "no key (a protocol version 1 server)".to_owned(),
+        |p| format!("the key {p}"),
+    );
+    format!(
+        "the server at {addr} presented {shown}, not {expected} given with --server-fingerprint, so nothing was sent and the invitation is still unused: someone may be intercepting the connection, or --server points at another server; compare with the administrator's `forkmail-keygen fingerprint DIR/server/server.pub` by a means you trust"
+    )
 }
 
 /// The one-line message of [`ClientError::ServerKeyMismatch`].

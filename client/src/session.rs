@@ -22,18 +22,27 @@ use std::time::Duration;
 use forkmail_keygen::keyfile::{load_private_key, load_public_key};
 use forkmail_keygen::layout::ProfileDir;
 use forkmail_keygen::{Profile, PublicKey};
-use forkmail_protocol::handshake::{client_auth, fallback_version, ClientHandshake, Established};
+use forkmail_protocol::e2e::{KeyOrigin, SignedKeyRecord};
+use forkmail_protocol::handshake::{
+    client_auth, fallback_version, ticket_auth, ClientHandshake, Established,
+};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
-    now_millis, read_frame, write_frame, AuthResult, Draft, ErrorCode, FrameError, HandshakeError,
-    Mail, MailSummary, Refusal, Request, Response, SecureChannel, SentSummary, MAX_FRAME_LEN,
-    MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN,
+    now_millis, read_frame, write_frame, AuthRequest, AuthResult, DirectoryEntry, Draft, ErrorCode,
+    FrameError, HandshakeError, Mail, MailSummary, Refusal, Request, Response, SecureChannel,
+    SentSummary, MAX_FRAME_LEN, MAX_SERVER_HELLO_LEN, PROTOCOL_VERSION, SEND_ID_LEN, TICKET_LEN,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::RsaKeyPair;
 
+use crate::e2e::identity::Identities;
+use crate::e2e::keyring::{Contact, Fetched};
 use crate::error::ClientError;
+
+/// The first protocol version whose server stores end-to-end encrypted mail; the client sends
+/// to no older one.
+pub const SEALING_VERSION: u16 = 4;
 
 /// How long to wait for the server's hello by default. The server may hold a new connection in
 /// its queue for up to its queue timeout (30 s by default) while all session slots are busy, so
@@ -59,6 +68,9 @@ pub struct ConnectOptions {
     pub user_key: Arc<RsaKeyPair>,
     /// The pinned server public key; a server that cannot sign with it is refused.
     pub pinned_server_key: PublicKey,
+    /// A login ticket to present instead of the password (PROTOCOL.md §11), if the caller has
+    /// one for this user and server; wiped with the options.
+    pub ticket: Option<[u8; TICKET_LEN]>,
     /// Limit for the TCP connect and for the server's hello (which may wait in the server queue).
     pub connect_timeout: Duration,
     /// Limit for every later read and write.
@@ -71,6 +83,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("server_addr", &self.server_addr)
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("ticket", &self.ticket.map(|_| "<redacted>"))
             .field("profile_dir", &self.profile_dir)
             .field("pinned_server_key", &self.pinned_server_key.fingerprint())
             .field("connect_timeout", &self.connect_timeout)
@@ -84,6 +97,9 @@ impl std::fmt::Debug for ConnectOptions {
 impl Drop for ConnectOptions {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.password);
+        if let Some(ticket) = self.ticket.as_mut() {
+            zeroize::Zeroize::zeroize(ticket);
+        }
     }
 }
 
@@ -102,6 +118,7 @@ impl ConnectOptions {
             profile_dir,
             user_key,
             pinned_server_key,
+            ticket: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
         })
@@ -136,14 +153,52 @@ pub struct Session {
     version: u16,
     /// Set once the session can no longer be used (closed by the server, broken, quit).
     ended: bool,
+    /// Who is logged in, with which signing key, from which profile.
+    pub(crate) user: String,
+    user_key: Arc<RsaKeyPair>,
+    pub(crate) profile_dir: ProfileDir,
+    /// This user's `age` identities, as `age.key` held them at login (or after a rotation).
+    pub(crate) identities: Identities,
+    /// This user's keys as the directory publishes them (built from the local keys).
+    pub(crate) own: Contact,
+    /// Contacts fetched and checked in this session.
+    pub(crate) fetched: Fetched,
+    /// The login ticket the server gave this password login, until taken.
+    issued_ticket: Option<IssuedTicket>,
 }
+
+/// A login ticket the server issued ([`AuthResult::AcceptedWithTicket`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedTicket {
+    pub ticket: [u8; TICKET_LEN],
+    /// When it runs out, ms since the epoch by this client's clock.
+    pub expires_ms: u64,
+}
+
+impl std::fmt::Debug for IssuedTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTicket")
+            .field("ticket", &"<redacted>")
+            .field("expires_ms", &self.expires_ms)
+            .finish()
+    }
+}
+
+/// Protocol version 4 brought the key directory (and sealed mail).
+pub const E2E_VERSION: u16 = 4;
 
 impl Session {
     /// Connects, checks the server against the pinned key and logs in. Offers protocol version
-    /// 3 (a hello signed with the user's key) first; a server that speaks only an older version
+    /// 4 (a hello signed with the user's key) first; a server that speaks only an older version
     /// refuses that, and the login starts over on a new connection with a fresh hello in the
-    /// version it speaks: 3, then 2, then 1 at most, never up again (PROTOCOL.md §5.5).
+    /// version it speaks: 4, then 3, 2, 1 at most, never up again (PROTOCOL.md §5.5). Below
+    /// version 4 the session may list, read and delete old mail but never sends.
+    ///
+    /// A profile without `age.key` (made before the key directory) gets one first; once logged
+    /// in to a version 4 server, the directory is checked for this user's record, and one is
+    /// published if it is missing or names another identity (PROTOCOL.md §9.1).
     pub fn connect(options: &ConnectOptions) -> Result<Session, ClientError> {
+        let (identities, _) = Identities::load_or_generate(&options.profile_dir.age_key())?;
         let rng = SystemRandom::new();
         let mut version = PROTOCOL_VERSION;
         let (mut stream, established) = loop {
@@ -159,30 +214,107 @@ impl Session {
         stream
             .set_read_timeout(Some(options.io_timeout))
             .map_err(|e| io_error(e, SETUP))?;
-        let auth = client_auth(&established, &options.user_key, &options.password, &rng)
-            .map_err(ClientError::Handshake)?;
+        let by_ticket = options.ticket.filter(|_| version >= 4);
+        if options.ticket.is_some() && by_ticket.is_none() {
+            // A server before version 4 knows no tickets: the caller logs in with the password.
+            return Err(ClientError::TicketRefused);
+        }
+        let mut established = established;
+        let sealed = match &by_ticket {
+            Some(ticket) => {
+                let auth = ticket_auth(&established, &options.user_key, ticket, &rng)
+                    .map_err(ClientError::Handshake)?;
+                established.channel.seal(&auth, now_millis())?
+            }
+            None => {
+                let auth = client_auth(&established, &options.user_key, &options.password, &rng)
+                    .map_err(ClientError::Handshake)?;
+                if version >= 4 {
+                    established
+                        .channel
+                        .seal(&AuthRequest::Password(auth), now_millis())?
+                } else {
+                    established.channel.seal(&auth, now_millis())?
+                }
+            }
+        };
         let mut channel = established.channel;
-        let sealed = channel.seal(&auth, now_millis())?;
         write_frame(&mut stream, &sealed).map_err(|e| frame_error(e, LOGIN, io_secs))?;
         let frame =
             read_frame(&mut stream, MAX_FRAME_LEN).map_err(|e| frame_error(e, LOGIN, io_secs))?;
-        match channel.open_fresh::<AuthResult>(frame, now_millis(), DEFAULT_WINDOW_MS)? {
-            AuthResult::Accepted => Ok(Session {
-                stream,
-                channel,
-                io_timeout: options.io_timeout,
-                version,
-                ended: false,
-            }),
-            AuthResult::Denied => Err(ClientError::LoginFailed),
-            AuthResult::Unavailable => Err(ClientError::StoreUnavailable),
-            AuthResult::Locked { remaining_secs } => Err(ClientError::Locked { remaining_secs }),
+        let issued_ticket =
+            match channel.open_fresh::<AuthResult>(frame, now_millis(), DEFAULT_WINDOW_MS)? {
+                AuthResult::Accepted => None,
+                AuthResult::AcceptedWithTicket {
+                    ticket,
+                    lifetime_secs,
+                } => Some(IssuedTicket {
+                    ticket,
+                    expires_ms: now_millis().saturating_add(u64::from(lifetime_secs) * 1000),
+                }),
+                AuthResult::Denied if by_ticket.is_some() => {
+                    return Err(ClientError::TicketRefused)
+                }
+                AuthResult::Denied => return Err(ClientError::LoginFailed),
+                AuthResult::Unavailable => return Err(ClientError::StoreUnavailable),
+                AuthResult::Locked { remaining_secs } => {
+                    return Err(ClientError::Locked { remaining_secs })
+                }
+            };
+        let own = Contact {
+            user: options.user.clone(),
+            signing_key: options.user_key.public().as_ref().to_vec(),
+            age_recipient: identities.current().to_public(),
+            serial: 0,
+            origin: KeyOrigin::Administrator,
+        };
+        let mut session = Session {
+            stream,
+            channel,
+            io_timeout: options.io_timeout,
+            version,
+            ended: false,
+            user: options.user.clone(),
+            user_key: Arc::clone(&options.user_key),
+            profile_dir: options.profile_dir.clone(),
+            identities,
+            own,
+            fetched: Fetched::default(),
+            issued_ticket,
+        };
+        if version >= E2E_VERSION {
+            match session.sync_own_record() {
+                // A refused publish must not lock the user out of their mail: the
+                // next login tries again.
+                Err(err) if !err.ends_session() => {}
+                other => other?,
+            }
         }
+        Ok(session)
+    }
+
+    /// The login ticket the server gave this password login, if any (once).
+    pub fn take_ticket(&mut self) -> Option<IssuedTicket> {
+        self.issued_ticket.take()
+    }
+
+    /// Revokes every login ticket of this user on the server (`forkmail logout`).
+    pub fn logout(&mut self) -> Result<(), ClientError> {
+        if self.version < 4 {
+            return Err(ClientError::ServerTooOld {
+                what: "logging out (revoking login tickets)",
+            });
+        }
+        self.guard(|s| match s.request(Request::Logout, "while logging out")? {
+            Response::LoggedOut => Ok(()),
+            other => Err(unexpected("LoggedOut", &other)),
+        })
     }
 
     /// Sends a mail; returns its id. The draft is checked against the limits first, and nothing
     /// is sent if it breaks one.
     pub fn send(&mut self, draft: &Draft) -> Result<u64, ClientError> {
+        self.require_sealing()?;
         validate_recipients(&draft.to)?;
         validate_title(&draft.title)?;
         validate_body(&draft.body)?;
@@ -201,6 +333,7 @@ impl Session {
         send_id: &[u8; SEND_ID_LEN],
         draft: &Draft,
     ) -> Result<u64, ClientError> {
+        self.require_sealing()?;
         validate_recipients(&draft.to)?;
         validate_title(&draft.title)?;
         validate_body(&draft.body)?;
@@ -212,6 +345,22 @@ impl Session {
             Response::Sent { id } => Ok(id),
             other => Err(unexpected("Sent", &other)),
         })
+    }
+
+    /// The protocol version of this session's handshake.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Refuses to send on a session below protocol version 4: such a server could only store
+    /// the mail in plaintext (design: the client never sends mail unencrypted).
+    fn require_sealing(&self) -> Result<(), ClientError> {
+        if self.version < SEALING_VERSION {
+            return Err(ClientError::ServerCannotSeal {
+                version: self.version,
+            });
+        }
+        Ok(())
     }
 
     /// Lists the inbox, newest page last as the server sends them, reading every page.
@@ -315,6 +464,58 @@ impl Session {
                 other => Err(unexpected("Users", &other)),
             },
         )
+    }
+
+    /// This user's `age` identities, current first.
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// This user's own keys, as published in the directory.
+    pub fn own_contact(&self) -> &Contact {
+        &self.own
+    }
+
+    /// This user's RSA key, which signs hellos, key records and mail headers.
+    pub fn user_key(&self) -> &RsaKeyPair {
+        &self.user_key
+    }
+
+    /// The directory's current record of each of `names` (at most
+    /// [`forkmail_protocol::MAX_KEY_RECORD_NAMES`]), unverified: [`Session::contacts`] checks them.
+    pub(crate) fn key_records(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<DirectoryEntry>, ClientError> {
+        if self.version < E2E_VERSION {
+            return Err(ClientError::NoDirectory {
+                version: self.version,
+            });
+        }
+        let request = Request::KeyRecords {
+            names: names.to_vec(),
+        };
+        self.guard(
+            |s| match s.request(request, "while fetching key records")? {
+                Response::KeyRecords { entries } => Ok(entries),
+                other => Err(unexpected("KeyRecords", &other)),
+            },
+        )
+    }
+
+    /// Publishes this user's new key record.
+    pub(crate) fn publish_key(&mut self, record: SignedKeyRecord) -> Result<(), ClientError> {
+        if self.version < E2E_VERSION {
+            return Err(ClientError::NoDirectory {
+                version: self.version,
+            });
+        }
+        self.guard(|s| {
+            match s.request(Request::PublishKey { record }, "while publishing your key")? {
+                Response::Published => Ok(()),
+                other => Err(unexpected("Published", &other)),
+            }
+        })
     }
 
     /// Ends the session politely: `Quit`, then waits for `Goodbye`.
@@ -472,6 +673,9 @@ pub fn send_with_one_repeat(
     draft: &Draft,
     note: &dyn Fn(&str),
 ) -> Result<u64, ClientError> {
+    session
+        .require_sealing()
+        .map_err(|e| ClientError::NotSent(Box::new(e)))?;
     if session.version < 2 {
         // A 0.1.0 server knows no send ids: a plain send, which cannot be repeated safely.
         return session.send(draft).map_err(|err| match judge(&err) {
@@ -556,7 +760,7 @@ fn handshake(
 }
 
 /// Resolves `addr` and connects to the first address that answers.
-fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
     let resolved: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|source| ClientError::Resolve {
@@ -578,7 +782,7 @@ fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> 
 }
 
 /// Turns a frame error into what the user should hear; `secs` is the timeout that applied.
-fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
+pub(crate) fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError {
     match err {
         FrameError::Closed => ClientError::Disconnected { during },
         FrameError::TimedOut => ClientError::Timeout {
@@ -594,7 +798,7 @@ fn frame_error(err: FrameError, during: &'static str, secs: u64) -> ClientError 
     }
 }
 
-fn io_error(err: io::Error, during: &'static str) -> ClientError {
+pub(crate) fn io_error(err: io::Error, during: &'static str) -> ClientError {
     ClientError::Connection {
         during,
         source: FrameError::Io(err),

@@ -4,14 +4,19 @@ use std::fs;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use forkmail_protocol::e2e::KeyOrigin;
 use forkmail_protocol::limits::{validate_user_name, MAX_PASSWORD_LEN};
+use ring::rand::SystemRandom;
+use ring::signature::RsaKeyPair;
 use serde::{Deserialize, Serialize};
 
 use forkmail_store::{Store, StoreError, StoreLocation, UserRecord};
 
+use crate::agekey::{self, AgeKeyError};
+use crate::invite::InviteToken;
 use crate::keyfile::{self, GeneratedKey, KeyFileError};
 use crate::layout::{self, ServerDir};
-use crate::password::{Kdf, PasswordHash, DEFAULT_SHA512_ITERATIONS};
+use crate::password::{HashPolicy, Kdf, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS};
 use crate::profile::Profile;
 use crate::safety::{self, UnsafeFile};
 
@@ -20,7 +25,10 @@ pub const DEFAULT_BITS: usize = 3072;
 pub const ALLOWED_BITS: [usize; 3] = [2048, 3072, 4096];
 
 /// `deployment.toml`: what `add-user` must repeat and what the server needs to know of the
-/// password hashing (to make a decoy hash of equal cost for unknown users).
+/// password hashing (to make a decoy hash of equal cost for unknown users, and to re-hash a
+/// password stored under another policy at its next login). `kdf` is a [`Kdf`] name
+/// (`argon2id-m19456-p1`, `pbkdf2-sha512`, ...) and `kdf_iterations` its time cost; see
+/// [`Settings::policy`] for how a deployment made before Argon2id is read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -28,6 +36,10 @@ pub struct Settings {
     pub bits: usize,
     pub kdf: Kdf,
     pub kdf_iterations: u32,
+    /// Set when `init --kdf` named the algorithm: then `kdf` is kept as written, PBKDF2 at its
+    /// old default cost included (see [`Settings::policy`]). Absent before Argon2id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kdf_chosen: bool,
     /// The store's URL, without any password, when it is not `mail.db` in this directory
     /// (absent in deployments made by 0.1.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +68,34 @@ impl Settings {
 
     pub fn iterations(&self) -> NonZeroU32 {
         NonZeroU32::new(self.kdf_iterations).unwrap_or(NonZeroU32::MIN)
+    }
+
+    /// What new passwords are hashed with, and what the server re-hashes other hashes to at
+    /// their next successful login: the `kdf` and `kdf_iterations` written here, except that
+    /// PBKDF2 at or above OWASP's count for it, what every deployment made before Argon2id got
+    /// by default, is read as "the default": Argon2id at OWASP's parameters
+    /// ([`HashPolicy::DEFAULT`]). So upgrading the programs moves such a deployment's users
+    /// onto Argon2id one login at a time, while a deployment made with a cheap PBKDF2 count for
+    /// tests (`--kdf-iterations 1000`) keeps it. A PBKDF2 the operator chose with `init --kdf`
+    /// (`kdf_chosen`) is kept too.
+    pub fn policy(&self) -> HashPolicy {
+        let stated = HashPolicy {
+            kdf: self.kdf,
+            iterations: self.iterations(),
+        };
+        if self.kdf_chosen {
+            return stated;
+        }
+        let owasp = match self.kdf {
+            Kdf::Pbkdf2Sha512 => DEFAULT_SHA512_ITERATIONS,
+            Kdf::Pbkdf2Sha256 => DEFAULT_SHA256_ITERATIONS,
+            Kdf::Argon2id { .. } => return stated,
+        };
+        if self.kdf_iterations >= owasp {
+            HashPolicy::DEFAULT
+        } else {
+            stated
+        }
     }
 }
 
@@ -125,6 +165,8 @@ pub enum DeployError {
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
     #[error(transparent)]
+    AgeKey(#[from] AgeKeyError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Unsafe(#[from] UnsafeFile),
@@ -134,7 +176,11 @@ pub enum DeployError {
 pub struct InitOptions {
     pub server_addr: String,
     pub bits: usize,
-    pub kdf_iterations: u32,
+    /// How every password is hashed (written to `deployment.toml`).
+    pub hash: HashPolicy,
+    /// Whether the operator named the algorithm (`--kdf`): written as `kdf_chosen`, so that an
+    /// explicit PBKDF2 is not read as the old default ([`Settings::policy`]).
+    pub kdf_chosen: bool,
     /// A store other than `DIR/server/mail.db` (a PostgreSQL database), or `None` for SQLite.
     pub store: Option<StoreLocation>,
 }
@@ -144,7 +190,8 @@ impl Default for InitOptions {
         Self {
             server_addr: DEFAULT_SERVER_ADDR.to_owned(),
             bits: DEFAULT_BITS,
-            kdf_iterations: DEFAULT_SHA512_ITERATIONS,
+            hash: HashPolicy::DEFAULT,
+            kdf_chosen: false,
             store: None,
         }
     }
@@ -180,12 +227,6 @@ pub fn validate_password(name: &str, password: &str) -> Result<(), DeployError> 
 pub fn init(root: &Path, users: &[NewUser], opts: &InitOptions) -> Result<(), DeployError> {
     if !ALLOWED_BITS.contains(&opts.bits) {
         return Err(DeployError::BadBits(opts.bits));
-    }
-    if opts.kdf_iterations == 0 {
-        return Err(DeployError::BadSettings(
-            root.to_owned(),
-            "--kdf-iterations must be at least 1".into(),
-        ));
     }
     for u in users {
         validate_user_name(&u.name)
@@ -251,8 +292,9 @@ fn init_inner(
     let settings = Settings {
         server_addr: opts.server_addr.clone(),
         bits: opts.bits,
-        kdf: Kdf::Pbkdf2Sha512,
-        kdf_iterations: opts.kdf_iterations,
+        kdf: opts.hash.kdf,
+        kdf_iterations: opts.hash.iterations.get(),
+        kdf_chosen: opts.kdf_chosen,
         // Never a password in a file: the server gets it from PGPASSWORD or a passfile.
         store: opts
             .store
@@ -301,6 +343,54 @@ pub fn add_user(root: &Path, user: &NewUser) -> Result<(), DeployError> {
     add_user_with_key(root, &mut *store, &settings, &server_public, user, &key)
 }
 
+/// An invitation just stored: what `forkmail-keygen invite` prints.
+#[derive(Debug)]
+pub struct IssuedInvite {
+    pub user: String,
+    pub token: InviteToken,
+    pub expires_ms: u64,
+    /// The fingerprint of `DIR/server/server.pub`, for `forkmail enroll --server-fingerprint`.
+    pub server_fingerprint: String,
+}
+
+/// Invites `name` to enroll with keys made on their own machine (`forkmail enroll`): stores the
+/// hash of a fresh single-use token, valid for `ttl`, in the deployment at `root`. `name` must
+/// be a valid user name that the store does not hold yet.
+pub fn invite(
+    root: &Path,
+    name: &str,
+    ttl: std::time::Duration,
+) -> Result<IssuedInvite, DeployError> {
+    validate_user_name(name).map_err(|e| DeployError::BadUser(name.to_owned(), e.to_string()))?;
+    let server = layout::server_dir(root);
+    if !server.0.is_dir() {
+        return Err(DeployError::NoDeployment(root.to_owned()));
+    }
+    let settings = Settings::load(&server)?;
+    let location = settings.store_location(&server)?;
+    forkmail_store::migrate(&location)?;
+    let mut store = forkmail_store::open(&location)?;
+    if store.find_user(name)?.is_some() {
+        return Err(DeployError::UserExists(name.to_owned()));
+    }
+    let server_fingerprint = keyfile::load_public_key(&server.public_key())?.fingerprint();
+    let token = InviteToken::generate().map_err(DeployError::KeyGen)?;
+    let now_ms = forkmail_protocol::now_millis();
+    let expires_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    store
+        .create_invite(name, &token.hash(), expires_ms, now_ms)
+        .map_err(|e| match e {
+            StoreError::UserExists(name) => DeployError::UserExists(name),
+            other => other.into(),
+        })?;
+    Ok(IssuedInvite {
+        user: name.to_owned(),
+        token,
+        expires_ms,
+        server_fingerprint,
+    })
+}
+
 fn add_user_with_key(
     root: &Path,
     store: &mut dyn Store,
@@ -319,10 +409,11 @@ fn add_user_with_key(
             server_addr: settings.server_addr.clone(),
         };
         write_new(&profile_dir.profile(), profile.to_toml().as_bytes(), 0o644)?;
+        let identity = agekey::generate();
+        agekey::write_new(&profile_dir.age_key(), std::slice::from_ref(&identity))?;
         let record = UserRecord {
             name: user.name.clone(),
-            password: PasswordHash::new(&user.password, settings.kdf, settings.iterations())
-                .to_stored(),
+            password: settings.policy().hash(&user.password).to_stored(),
             public_key: key.public.der.clone(),
         };
         store
@@ -330,12 +421,36 @@ fn add_user_with_key(
             .map_err(|e| match e {
                 StoreError::UserExists(name) => DeployError::UserExists(name),
                 other => other.into(),
-            })
+            })?;
+        publish_first_record(store, &user.name, &identity, key)
     })();
     if written.is_err() {
         let _ = fs::remove_dir_all(&profile_dir.0);
     }
     written
+}
+
+/// Publishes a new user's first key record in the directory: serial 1, made by the
+/// administrator, signed by the user's RSA key (PROTOCOL.md §9.1).
+fn publish_first_record(
+    store: &mut dyn Store,
+    user: &str,
+    identity: &age::x25519::Identity,
+    key: &GeneratedKey,
+) -> Result<(), DeployError> {
+    let signer = RsaKeyPair::from_pkcs8(&key.pkcs8_der)
+        .map_err(|e| DeployError::KeyGen(format!("the new key of {user}: {e}")))?;
+    let (record, signed) = agekey::signed_record(
+        user,
+        1,
+        KeyOrigin::Administrator,
+        identity,
+        &signer,
+        &SystemRandom::new(),
+    )
+    .map_err(|e| DeployError::KeyGen(format!("signing the key record of {user}: {e}")))?;
+    store.publish_key(user, &record, &signed, forkmail_protocol::now_millis())?;
+    Ok(())
 }
 
 /// Generates `count` keys on as many threads as there are cores.
@@ -384,6 +499,7 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), DeployError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::password::PasswordHash;
 
     fn users() -> Vec<NewUser> {
         ["alice", "bob"]
@@ -398,7 +514,10 @@ mod tests {
     fn fast() -> InitOptions {
         InitOptions {
             bits: 2048,
-            kdf_iterations: 1000,
+            hash: HashPolicy {
+                kdf: Kdf::Pbkdf2Sha512,
+                iterations: NonZeroU32::new(1000).unwrap(),
+            },
             ..InitOptions::default()
         }
     }
@@ -417,6 +536,17 @@ mod tests {
         let profile = Profile::load(&layout::profile_dir(dir.path(), "bob").profile()).unwrap();
         assert_eq!(profile.user, "bob");
         keyfile::load_private_key(&layout::profile_dir(dir.path(), "bob").private_key()).unwrap();
+        let identities = agekey::load(&layout::profile_dir(dir.path(), "bob").age_key()).unwrap();
+        let published = store.key_records(&["bob".to_owned()]).unwrap();
+        let signed = published[0]
+            .record
+            .as_ref()
+            .expect("bob's record is published");
+        let bob = store.find_user("bob").unwrap().unwrap();
+        let record = signed.verify_with(&bob.public_key).unwrap();
+        assert_eq!(record.serial, 1);
+        assert_eq!(record.origin, KeyOrigin::Administrator);
+        assert_eq!(record.age_recipient, identities[0].to_public().to_string());
         drop(store);
         for entry in walk(dir.path()) {
             let bytes = fs::read(&entry).unwrap();
@@ -428,6 +558,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_deployment_at_the_old_pbkdf2_default_moves_to_argon2id_and_a_cheap_one_stays() {
+        let settings = |kdf, kdf_iterations| Settings {
+            server_addr: DEFAULT_SERVER_ADDR.into(),
+            bits: 2048,
+            kdf,
+            kdf_iterations,
+            kdf_chosen: false,
+            store: None,
+        };
+        let old_default = settings(Kdf::Pbkdf2Sha512, DEFAULT_SHA512_ITERATIONS);
+        assert_eq!(old_default.policy(), HashPolicy::DEFAULT);
+        let chosen = Settings {
+            kdf_chosen: true,
+            ..old_default.clone()
+        };
+        assert_eq!(
+            chosen.policy().kdf,
+            Kdf::Pbkdf2Sha512,
+            "init --kdf pbkdf2-sha512 is kept"
+        );
+        let text = toml::to_string(&old_default).unwrap();
+        assert!(!text.contains("kdf_chosen"), "{text}");
+        let cheap = settings(Kdf::Pbkdf2Sha512, 1000);
+        assert_eq!(cheap.policy().kdf, Kdf::Pbkdf2Sha512);
+        assert_eq!(cheap.policy().iterations.get(), 1000);
+        let argon = settings(Kdf::argon2id(64, 1).unwrap(), 1);
+        assert_eq!(argon.policy().kdf.name(), "argon2id-m64-p1");
+        // deployment.toml round-trips the parameterised name.
+        let text = toml::to_string(&argon).unwrap();
+        assert!(text.contains("kdf = \"argon2id-m64-p1\""), "{text}");
+        assert_eq!(toml::from_str::<Settings>(&text).unwrap(), argon);
+    }
+
+    #[test]
+    fn a_new_deployment_hashes_with_argon2id_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            bits: 2048,
+            ..InitOptions::default()
+        };
+        init(dir.path(), &users()[..1], &opts).unwrap();
+        let server = layout::server_dir(dir.path());
+        let mut store = forkmail_store::open(&StoreLocation::Sqlite(server.database())).unwrap();
+        let alice = store.find_user("alice").unwrap().unwrap();
+        assert_eq!(alice.password.kdf, "argon2id-m19456-p1");
+        assert_eq!(alice.password.iterations, 2);
+        let hash = PasswordHash::from_stored("alice", &alice.password).unwrap();
+        assert!(hash.verify("alice-pw"));
+        assert_eq!(
+            Settings::load(&server).unwrap().policy(),
+            HashPolicy::DEFAULT
+        );
     }
 
     #[test]

@@ -124,6 +124,34 @@ pub fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Resul
     file.sync_all()
 }
 
+/// Replaces `path` atomically with `contents` (mode `mode`): written and synced beside it as
+/// `NAME.new`, renamed over it, and the directory synced, so a reader at any moment sees the
+/// old file or the new one, never a part, and the rename survives a crash.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    let new = PathBuf::from(name);
+    // Left by a run that died between writing and renaming: it was never the file.
+    match fs::remove_file(&new) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let replaced = (|| {
+        write_new_file(&new, contents, mode)?;
+        // The umask may have taken bits off at creation.
+        fs::set_permissions(&new, fs::Permissions::from_mode(mode))?;
+        fs::rename(&new, path)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if replaced.is_err() {
+        let _ = fs::remove_file(&new);
+    }
+    replaced
+}
+
 /// Loads a private key for signing with ring, refusing a file others can read and one owned by
 /// another user.
 pub fn load_private_key(path: &Path) -> Result<RsaKeyPair, KeyFileError> {

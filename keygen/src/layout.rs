@@ -11,6 +11,8 @@ pub const DEPLOYMENT_SETTINGS: &str = "deployment.toml";
 pub const USER_PRIVATE_KEY: &str = "user.key";
 pub const PINNED_SERVER_KEY: &str = "server.pub";
 pub const PROFILE: &str = "profile.toml";
+pub const AGE_KEY: &str = "age.key";
+pub const CONTACTS: &str = "contacts.toml";
 
 /// The server half of a deployment: `DIR/server`.
 #[derive(Debug, Clone)]
@@ -44,6 +46,14 @@ impl ProfileDir {
     }
     pub fn profile(&self) -> PathBuf {
         self.0.join(PROFILE)
+    }
+    /// The user's `age` identities, current first ([`crate::agekey`]).
+    pub fn age_key(&self) -> PathBuf {
+        self.0.join(AGE_KEY)
+    }
+    /// The contacts' pinned key records (the client's `keyring`), like `known_hosts`.
+    pub fn contacts(&self) -> PathBuf {
+        self.0.join(CONTACTS)
     }
 }
 

@@ -16,13 +16,20 @@
 //! DIR/clients/NAME/user.key    the user's RSA private key, mode 0600
 //! DIR/clients/NAME/server.pub  the server's public key, pinned
 //! DIR/clients/NAME/profile.toml  user name and server address
+//! DIR/clients/NAME/age.key     the user's age identities, current first, mode 0600
+//! DIR/clients/NAME/contacts.toml  the client's pins of other users' key records, mode 0600
 //! ```
+//!
+//! `forkmail-keygen invite DIR NAME` stores only the hash of an enrollment token ([`invite`]);
+//! the user then makes their own profile with `forkmail enroll`, holding keys nobody else saw.
 //!
 //! The database itself belongs to `forkmail-store`; [`deploy`] (feature `deploy`, on by default)
 //! creates it and adds users through the store's API.
 
+pub mod agekey;
 #[cfg(feature = "deploy")]
 pub mod deploy;
+pub mod invite;
 pub mod keyfile;
 pub mod layout;
 pub mod password;

@@ -5,14 +5,15 @@ use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 use forkmail_keygen::deploy::{self, InitOptions, NewUser, UsersFile};
+use forkmail_keygen::invite::parse_ttl;
 use forkmail_keygen::keyfile::load_any_public_key;
 use forkmail_keygen::password::{
-    Kdf, PasswordHash, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS,
+    HashPolicy, Kdf, PasswordHash, DEFAULT_SHA256_ITERATIONS, DEFAULT_SHA512_ITERATIONS,
 };
 use forkmail_store::StoreLocation;
 
@@ -46,9 +47,16 @@ enum Command {
         /// RSA key size for the server and every user.
         #[arg(long, default_value_t = deploy::DEFAULT_BITS, value_parser = parse_bits)]
         bits: usize,
-        /// PBKDF2-HMAC-SHA512 iterations. Lower it for tests and benchmarks only.
-        #[arg(long, default_value_t = DEFAULT_SHA512_ITERATIONS)]
-        kdf_iterations: u32,
+        /// Password hash for every user: argon2id (m=19 MiB, t=2, p=1; or argon2id-mKIB-pLANES),
+        /// pbkdf2-sha512 or pbkdf2-sha256. [default: argon2id, or pbkdf2-sha512 when only
+        /// --kdf-iterations is given]
+        #[arg(long, value_name = "NAME", value_parser = parse_kdf)]
+        kdf: Option<Kdf>,
+        /// The hash's time cost: PBKDF2-HMAC iterations (alone: PBKDF2-HMAC-SHA512 at this
+        /// count, as before Argon2id), or Argon2id passes. Lower it for tests and benchmarks only.
+        /// [default: 2 for argon2id, 210000 for pbkdf2-sha512, 600000 for pbkdf2-sha256]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        kdf_iterations: Option<u32>,
         /// Keep mail in this PostgreSQL database instead of DIR/server/mail.db:
         /// postgresql://user@host:port/dbname (password from PGPASSWORD or a passfile; a password
         /// in the URL is used here but never written down). It must hold no forkmail store yet.
@@ -62,6 +70,20 @@ enum Command {
         /// The new user's name: 1-32 of a-z 0-9 . _ -, starting with a letter or digit.
         name: String,
     },
+    /// Invite NAME to enroll from their own machine with keys nobody else sees (forkmail enroll):
+    /// prints a single-use token, one line; only its hash is stored.
+    Invite {
+        /// The deployment directory given to `init`.
+        dir: PathBuf,
+        /// The user name the token may enroll: 1-32 of a-z 0-9 . _ -, not yet registered.
+        name: String,
+        /// How long the token stays valid: a number and s, m, h or d (30m, 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Print a JSON object {user, token, expires, server_fingerprint} instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the fingerprint (SHA256:...) of a key file, e.g. DIR/server/server.pub on the server
     /// host, to compare with the pinned key the client names.
     Fingerprint {
@@ -69,7 +91,8 @@ enum Command {
         /// (server.key, user.key), whose public half is printed.
         file: PathBuf,
     },
-    /// Time one password hash with each PBKDF2 variant at OWASP's iteration counts.
+    /// Time one password check with Argon2id (m=19 MiB, t=2, p=1) and each PBKDF2 variant at
+    /// OWASP's recommended costs.
     KdfBench,
     /// Print a shell completion script (bash, zsh, fish).
     Completions {
@@ -92,6 +115,34 @@ fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
 
 fn parse_store(s: &str) -> Result<StoreLocation, String> {
     StoreLocation::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_kdf(s: &str) -> Result<Kdf, String> {
+    Kdf::try_from(s.to_owned())
+}
+
+/// OWASP's recommended time cost for `kdf`.
+fn default_cost(kdf: Kdf) -> u32 {
+    match kdf {
+        Kdf::Pbkdf2Sha512 => DEFAULT_SHA512_ITERATIONS,
+        Kdf::Pbkdf2Sha256 => DEFAULT_SHA256_ITERATIONS,
+        Kdf::Argon2id { .. } => HashPolicy::DEFAULT.iterations.get(),
+    }
+}
+
+/// `--kdf` and `--kdf-iterations` as a policy: `--kdf-iterations` alone keeps its meaning from
+/// before Argon2id (PBKDF2-HMAC-SHA512 iterations), so existing scripts make what they made.
+fn hash_policy(kdf: Option<Kdf>, iterations: Option<u32>) -> HashPolicy {
+    let kdf = match (kdf, iterations) {
+        (Some(kdf), _) => kdf,
+        (None, Some(_)) => Kdf::Pbkdf2Sha512,
+        (None, None) => HashPolicy::DEFAULT.kdf,
+    };
+    let cost = iterations.unwrap_or_else(|| default_cost(kdf));
+    HashPolicy {
+        kdf,
+        iterations: NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN),
+    }
 }
 
 fn parse_bits(s: &str) -> Result<usize, String> {
@@ -121,9 +172,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             users,
             server_addr,
             bits,
+            kdf,
             kdf_iterations,
             store,
         } => {
+            let hash = hash_policy(kdf, kdf_iterations);
+            let kdf_chosen = kdf.is_some();
             let file = UsersFile::load(&users)?;
             let mut new_users = Vec::with_capacity(file.user.len());
             for entry in file.user {
@@ -136,10 +190,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                     password,
                 });
             }
-            if kdf_iterations < DEFAULT_SHA512_ITERATIONS {
+            let recommended = default_cost(hash.kdf);
+            if hash.iterations.get() < recommended {
                 eprintln!(
-                    "forkmail-keygen: warning: {kdf_iterations} PBKDF2 iterations is below the \
-                     recommended {DEFAULT_SHA512_ITERATIONS}; use this for tests only"
+                    "forkmail-keygen: warning: a time cost of {} for {} is below the \
+                     recommended {recommended}; use this for tests only",
+                    hash.iterations, hash.kdf
                 );
             }
             if store.as_ref().is_some_and(StoreLocation::has_password) {
@@ -151,7 +207,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             let opts = InitOptions {
                 server_addr,
                 bits,
-                kdf_iterations,
+                hash,
+                kdf_chosen,
                 store,
             };
             let started = Instant::now();
@@ -175,6 +232,30 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Invite {
+            dir,
+            name,
+            ttl,
+            json,
+        } => {
+            let issued = deploy::invite(&dir, &name, ttl)?;
+            let token = issued.token.to_text();
+            let line = if json {
+                let expires = chrono::DateTime::from_timestamp_millis(issued.expires_ms as i64)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "user": issued.user,
+                    "token": token,
+                    "expires": expires,
+                    "server_fingerprint": issued.server_fingerprint,
+                })
+                .to_string()
+            } else {
+                token
+            };
+            print_bytes(format!("{line}\n").as_bytes())
+        }
         Command::Fingerprint { file } => {
             println!("{}", load_any_public_key(&file)?.fingerprint());
             Ok(())
@@ -190,11 +271,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             print_bytes(&page)
         }
         Command::KdfBench => {
-            for (kdf, iterations) in [
-                (Kdf::Pbkdf2Sha512, DEFAULT_SHA512_ITERATIONS),
-                (Kdf::Pbkdf2Sha256, DEFAULT_SHA256_ITERATIONS),
-            ] {
-                let its = NonZeroU32::new(iterations).expect("nonzero constant");
+            let argon2id = HashPolicy::DEFAULT;
+            let rows = [
+                (Kdf::Pbkdf2Sha512, DEFAULT_SHA512_ITERATIONS, "iterations"),
+                (Kdf::Pbkdf2Sha256, DEFAULT_SHA256_ITERATIONS, "iterations"),
+                (argon2id.kdf, argon2id.iterations.get(), "passes"),
+            ];
+            let mut medians = Vec::with_capacity(rows.len());
+            for (kdf, cost, unit) in rows {
+                let its = NonZeroU32::new(cost).expect("nonzero constant");
                 let hash = PasswordHash::new("benchmark", kdf, its);
                 // The median of several rounds: a shared machine's noise moves the mean.
                 let mut samples: Vec<f64> = (0..11)
@@ -206,13 +291,25 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .collect();
                 samples.sort_by(f64::total_cmp);
                 let ms = samples[samples.len() / 2];
+                medians.push(ms);
                 println!(
-                    "{:<14} {:>7} iterations  {:>7.1} ms per verify (median of 11)",
+                    "{:<18} {:>7} {:<10}  {:>7.1} ms per verify (median of 11)",
                     kdf.name(),
-                    iterations,
+                    cost,
+                    unit,
                     ms
                 );
             }
+            let (pbkdf2, argon2) = (medians[0], medians[2]);
+            println!(
+                "argon2id (the default for new passwords) costs {:.2}x pbkdf2-sha512: {}",
+                argon2 / pbkdf2,
+                if argon2 <= pbkdf2 {
+                    "no slower, as the default requires"
+                } else {
+                    "SLOWER here: consider --kdf pbkdf2-sha512 for this machine"
+                }
+            );
             Ok(())
         }
     }

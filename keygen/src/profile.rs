@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,34 +53,10 @@ impl Profile {
             .permissions()
             .mode()
             & 0o7777;
-        let mut name = path.as_os_str().to_owned();
-        name.push(".new");
-        let new = PathBuf::from(name);
-        let written = replace_with(path, &new, profile.to_toml().as_bytes(), mode);
-        if written.is_err() {
-            let _ = fs::remove_file(&new);
-        }
-        written.map_err(|e| format!("{}: cannot rewrite: {e}", path.display()))?;
+        crate::keyfile::replace_file(path, profile.to_toml().as_bytes(), mode)
+            .map_err(|e| format!("{}: cannot rewrite: {e}", path.display()))?;
         Ok(true)
     }
-}
-
-/// Writes `contents` to `new` (mode `mode`, synced), renames it over `path` and syncs the
-/// directory, so the rename itself survives a crash.
-fn replace_with(path: &Path, new: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    // Left by a run that died between writing and renaming: it was never the profile.
-    match fs::remove_file(new) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    crate::keyfile::write_new_file(new, contents, mode)?;
-    // The umask may have taken bits off at creation; the profile keeps the mode it had.
-    fs::set_permissions(new, fs::Permissions::from_mode(mode))?;
-    fs::rename(new, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -30,13 +30,18 @@
 //! client's hello, which carries the user's signature over it
 //! ([`crate::messages::SignedClientHello`]): the server's parent checks it against the user's
 //! public key ([`CheckedHello::verify_signature`]) before the connection may wait for a session
-//! slot, so that nobody without a user's private key can hold one. The client offers version 3
-//! and, refused by an older server, starts over in the version that server speaks
-//! ([`fallback_version`]); this build's server accepts version 3 only ([`SERVER_VERSIONS`]).
+//! slot, so that nobody without a user's private key can hold one. Version 4 puts a
+//! [`HelloAuth`] after the hello's bytes: version 3's signature ([`HelloAuth::Signed`]), or the
+//! proof that the client holds an enrollment token for the user it names
+//! ([`HelloAuth::Invited`], [`ClientHandshake::start_enroll`], PROTOCOL.md §10). The client
+//! offers version 4 and, refused by an older server, starts over in the version that server
+//! speaks ([`fallback_version`]); this build's server accepts version 4 only
+//! ([`SERVER_VERSIONS`]).
 
 use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
 use ring::digest::{self, SHA256};
 use ring::hkdf::{self, HKDF_SHA256};
+use ring::hmac;
 use ring::rand::SecureRandom;
 use ring::signature::{self, RsaKeyPair};
 
@@ -44,8 +49,9 @@ use crate::channel::{Direction, SecureChannel};
 use crate::codec::{decode, encode, DecodeError};
 use crate::error::HandshakeError;
 use crate::messages::{
-    ClientAuth, ClientHello, Refusal, ServerHello, ServerHelloCore, ServerHelloWithKey,
-    ServerReply, MAX_HELLO_SIGNATURE_LEN, MAX_PRESENTED_KEY_LEN, NONCE_LEN, X25519_PUBLIC_LEN,
+    AuthRequest, ClientAuth, ClientHello, HelloAuth, Refusal, ServerHello, ServerHelloCore,
+    ServerHelloWithKey, ServerReply, TicketAuth, INVITE_PROOF_LEN, MAX_HELLO_SIGNATURE_LEN,
+    MAX_PRESENTED_KEY_LEN, NONCE_LEN, TICKET_LEN, X25519_PUBLIC_LEN,
 };
 use crate::replay::check_fresh;
 use crate::{PROTOCOL_VERSION, SERVER_VERSIONS, SUPPORTED_VERSIONS};
@@ -56,12 +62,17 @@ const V1: u16 = 1;
 const V2: u16 = 2;
 /// Protocol version 3: the client's hello is signed with the user's key.
 const V3: u16 = 3;
+/// Protocol version 4: the client's hello ends in a [`HelloAuth`] (a signature or an
+/// invitation's proof); end-to-end encrypted mail and the key directory.
+const V4: u16 = 4;
 
 const TRANSCRIPT_LABEL: &[u8] = b"forkmail/1 transcript";
 const SERVER_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 server signature\0";
 const CLIENT_SIGNATURE_CONTEXT: &[u8] = b"forkmail/1 client signature\0";
 /// Prefixed to the hello's bytes for the user's signature in a version 3 hello.
 const HELLO_SIGNATURE_CONTEXT: &[u8] = b"forkmail/3 client hello\0";
+/// Prefixed to the hello's bytes for the invitation's HMAC in a version 4 enrollment hello.
+const ENROLL_HELLO_CONTEXT: &[u8] = b"forkmail/4 enroll hello\0";
 const C2S_INFO: &[u8] = b"forkmail/1 client to server";
 const S2C_INFO: &[u8] = b"forkmail/1 server to client";
 
@@ -101,8 +112,8 @@ impl ClientHandshake {
     }
 
     /// Makes a fresh hello for `user` in `version`, one of [`SUPPORTED_VERSIONS`] (an older
-    /// one after [`fallback_version`] said so). Only a version 3 hello is signed; older ones
-    /// ignore `user_key`.
+    /// one after [`fallback_version`] said so). Hellos of version 3 and later are signed; older
+    /// ones ignore `user_key`.
     pub fn start_version(
         user: &str,
         user_key: &RsaKeyPair,
@@ -116,25 +127,40 @@ impl ClientHandshake {
                 theirs: version,
             });
         }
-        let ephemeral =
-            EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Crypto)?;
-        let hello = ClientHello {
-            version,
-            user: user.to_owned(),
-            nonce: random_nonce(rng)?,
-            timestamp_ms: now_ms,
-            x25519_public: public_key_bytes(&ephemeral)?,
-        };
-        let hello_bytes = if version >= V3 {
-            encode_signed_hello(&hello, user_key, rng)?
-        } else {
-            encode(&hello)
+        let (ephemeral, hello) = fresh_hello(user, version, now_ms, rng)?;
+        let hello_bytes = match version {
+            V4.. => encode_authed_hello(&hello, user_key, rng)?,
+            V3 => encode_signed_hello(&hello, user_key, rng)?,
+            _ => encode(&hello),
         };
         Ok((
             Self {
                 ephemeral,
                 hello_bytes: hello_bytes.clone(),
                 version,
+            },
+            hello_bytes,
+        ))
+    }
+
+    /// Makes a fresh version 4 enrollment hello for `user`: the hello's bytes followed by
+    /// [`HelloAuth::Invited`] with the proof made from `token_hash`, SHA-256 of the enrollment
+    /// token (PROTOCOL.md §10). Enrollment has no older version to fall back to.
+    pub fn start_enroll(
+        user: &str,
+        token_hash: &[u8; 32],
+        now_ms: u64,
+        rng: &dyn SecureRandom,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        let (ephemeral, hello) = fresh_hello(user, V4, now_ms, rng)?;
+        let mut hello_bytes = encode(&hello);
+        let proof = invite_proof(token_hash, &hello_bytes);
+        hello_bytes.extend_from_slice(&encode(&HelloAuth::Invited { proof }));
+        Ok((
+            Self {
+                ephemeral,
+                hello_bytes: hello_bytes.clone(),
+                version: V4,
             },
             hello_bytes,
         ))
@@ -206,12 +232,13 @@ impl ClientHandshake {
 /// The version to start over in after `err` answered a hello of version `offered`, if any:
 /// - a server that refuses with `UnsupportedVersion { supported }` for an older version this
 ///   build also speaks (a 0.1.0 server says `supported: 1` to a version 2 hello);
-/// - version 2 after a version 3 hello was refused as `Malformed`: that is what a server older
-///   than version 3 answers, since it decodes the hello strictly and the signature is a tail it
-///   does not know.
+///   (a version 3 server says `supported: 3` to a version 4 hello);
+/// - the next older version after a version 4 or 3 hello was refused as `Malformed`: that is
+///   what a server older than version 3 answers, since it decodes the hello strictly and the
+///   signature is a tail it does not know.
 ///
 /// The caller makes a fresh hello (new nonce, new ephemeral key) on a new connection, and never
-/// goes up again, so a login falls back at most twice (3, 2, 1). A man in the middle who forges
+/// goes up again, so a login falls back at most three times (4, 3, 2, 1). A man in the middle who forges
 /// the refusal gains nothing: every older handshake is verified against the same pinned key, and
 /// only the key in the error message (version 1) and the hello's signature are lost, which a
 /// version 3 server then refuses.
@@ -222,6 +249,7 @@ pub fn fallback_version(offered: u16, err: &HandshakeError) -> Option<u16> {
         {
             Some(supported)
         }
+        HandshakeError::Refused(Refusal::Malformed) if offered == V4 => Some(V3),
         HandshakeError::Refused(Refusal::Malformed) if offered == V3 => Some(V2),
         _ => None,
     }
@@ -240,7 +268,51 @@ pub fn encode_signed_hello(
     Ok(bytes)
 }
 
-/// The user's signature of a version 3 hello over the context and the hello's bytes.
+/// The frame body of a version 4 hello of a registered user: `hello`'s bytes, then
+/// [`HelloAuth::Signed`] with `user_key`'s signature as in version 3.
+pub fn encode_authed_hello(
+    hello: &ClientHello,
+    user_key: &RsaKeyPair,
+    rng: &dyn SecureRandom,
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut bytes = encode(hello);
+    let signature = sign_hello(&bytes, user_key, rng)?;
+    bytes.extend_from_slice(&encode(&HelloAuth::Signed(signature)));
+    Ok(bytes)
+}
+
+/// The proof of an enrollment hello: HMAC-SHA256 keyed with the token's hash over the enroll
+/// context and the hello's bytes.
+pub fn invite_proof(token_hash: &[u8; 32], hello_bytes: &[u8]) -> [u8; INVITE_PROOF_LEN] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token_hash);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(ENROLL_HELLO_CONTEXT);
+    ctx.update(hello_bytes);
+    let mut out = [0u8; INVITE_PROOF_LEN];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+/// A fresh ephemeral key and hello for `user` in `version`.
+fn fresh_hello(
+    user: &str,
+    version: u16,
+    now_ms: u64,
+    rng: &dyn SecureRandom,
+) -> Result<(EphemeralPrivateKey, ClientHello), HandshakeError> {
+    let ephemeral =
+        EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Crypto)?;
+    let hello = ClientHello {
+        version,
+        user: user.to_owned(),
+        nonce: random_nonce(rng)?,
+        timestamp_ms: now_ms,
+        x25519_public: public_key_bytes(&ephemeral)?,
+    };
+    Ok((ephemeral, hello))
+}
+
+/// The user's signature of a version 3 or 4 hello over the context and the hello's bytes.
 fn sign_hello(
     hello_bytes: &[u8],
     user_key: &RsaKeyPair,
@@ -280,20 +352,49 @@ pub fn client_auth(
     })
 }
 
+/// The first sealed frame of a version 4 session that logs in with a ticket (PROTOCOL.md §11):
+/// the user's signature over the transcript, exactly as [`client_auth`] makes it, and the ticket
+/// in place of the password. The signature is what makes a stolen ticket useless: it needs the
+/// user's private key, and it covers this session's transcript only.
+pub fn ticket_auth(
+    established: &Established,
+    user_key: &RsaKeyPair,
+    ticket: &[u8; TICKET_LEN],
+    rng: &dyn SecureRandom,
+) -> Result<AuthRequest, HandshakeError> {
+    let signed = client_auth(established, user_key, "", rng)?;
+    Ok(AuthRequest::Ticket(TicketAuth {
+        signature: signed.signature,
+        ticket: *ticket,
+    }))
+}
+
 /// A client hello that passed the version and freshness checks. The server's parent checks its
-/// signature ([`CheckedHello::verify_signature`]) before it may wait for a slot; the child
-/// records its nonce before calling [`CheckedHello::respond`].
-#[derive(Debug)]
+/// signature ([`CheckedHello::verify_signature`]) or its invitation's proof
+/// ([`CheckedHello::verify_invite`]) before it may wait for a slot; the child records its nonce
+/// before calling [`CheckedHello::respond`].
+#[derive(Debug, Clone)]
 pub struct CheckedHello {
     pub hello: ClientHello,
     bytes: Vec<u8>,
-    /// Version 3: how many leading bytes the signature covers, and the signature.
-    signed: Option<(usize, Vec<u8>)>,
+    /// How many leading bytes (the [`ClientHello`]'s) the signature or proof covers.
+    covered_len: usize,
+    auth: Option<HelloAuth>,
+}
+
+/// What kind of hello a [`CheckedHello`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloKind {
+    /// A registered user's login: [`HelloAuth::Signed`] (or an unsigned hello an older server
+    /// accepted).
+    Login,
+    /// An enrollment: [`HelloAuth::Invited`].
+    Enroll,
 }
 
 impl CheckedHello {
     /// Decodes a client hello as this build's server does and checks its version (one of
-    /// [`SERVER_VERSIONS`]: version 3 only) and timestamp. The version is read first, so a
+    /// [`SERVER_VERSIONS`]: version 4 only) and timestamp. The version is read first, so a
     /// hello of any other version, signed or not, is answered with the one we speak.
     /// `received_at_ms` is when the hello arrived, which may be earlier than now if it waited in
     /// the server's queue. The signature is only decoded here; see [`Self::verify_signature`].
@@ -307,48 +408,86 @@ impl CheckedHello {
         }
         let (hello, rest) =
             postcard::take_from_bytes::<ClientHello>(&bytes).map_err(|_| Refusal::Malformed)?;
-        let signature: Vec<u8> = decode(rest).map_err(|_| Refusal::Malformed)?;
-        if signature.len() > MAX_HELLO_SIGNATURE_LEN {
+        let auth: HelloAuth = decode(rest).map_err(|_| Refusal::Malformed)?;
+        if matches!(&auth, HelloAuth::Signed(sig) if sig.len() > MAX_HELLO_SIGNATURE_LEN) {
             return Err(Refusal::Malformed);
         }
-        let signed_len = bytes.len() - rest.len();
+        let covered_len = bytes.len() - rest.len();
         check_hello_fresh(&hello, received_at_ms, window_ms)?;
         Ok(Self {
             hello,
             bytes,
-            signed: Some((signed_len, signature)),
+            covered_len,
+            auth: Some(auth),
         })
     }
 
-    /// Checks a hello as a server of an older version, `newest` (1 or 2), did: decoded strictly
-    /// as an unsigned hello (so a version 3 hello is `Malformed`), then its version (1 to
-    /// `newest`) and timestamp. For stand-ins of older servers in tests; this build's server
-    /// uses [`Self::check`].
+    /// Checks a hello as a server of an older version, `newest` (1 to 3), did. Version 3: the
+    /// version first (any other is unsupported), then the hello and its signature (as a
+    /// [`HelloAuth::Signed`]; the signature is not checked here). Versions 1 and 2: decoded
+    /// strictly as an unsigned hello (so a version 3 or 4 hello is `Malformed`), then its
+    /// version (1 to `newest`). Then the timestamp. For stand-ins of older servers in tests;
+    /// this build's server uses [`Self::check`].
     pub fn check_as_older_server(
         bytes: Vec<u8>,
         newest: u16,
         received_at_ms: u64,
         window_ms: u64,
     ) -> Result<Self, Refusal> {
-        let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
-        if !(V1..=newest.min(V2)).contains(&hello.version) {
-            return Err(Refusal::UnsupportedVersion { supported: newest });
-        }
+        let (hello, covered_len, auth) = if newest >= V3 {
+            let (version, _) =
+                postcard::take_from_bytes::<u16>(&bytes).map_err(|_| Refusal::Malformed)?;
+            if version != V3 {
+                return Err(Refusal::UnsupportedVersion { supported: V3 });
+            }
+            let (hello, rest) =
+                postcard::take_from_bytes::<ClientHello>(&bytes).map_err(|_| Refusal::Malformed)?;
+            let signature: Vec<u8> = decode(rest).map_err(|_| Refusal::Malformed)?;
+            let covered_len = bytes.len() - rest.len();
+            (hello, covered_len, Some(HelloAuth::Signed(signature)))
+        } else {
+            let hello: ClientHello = decode(&bytes).map_err(|_| Refusal::Malformed)?;
+            if !(V1..=newest).contains(&hello.version) {
+                return Err(Refusal::UnsupportedVersion { supported: newest });
+            }
+            (hello, bytes.len(), None)
+        };
         check_hello_fresh(&hello, received_at_ms, window_ms)?;
         Ok(Self {
             hello,
             bytes,
-            signed: None,
+            covered_len,
+            auth,
         })
     }
 
-    /// Whether the hello's signature verifies with `user_public_key` (DER `RSAPublicKey`), the
-    /// key of the user it names. An unsigned hello (versions 1 and 2) never does.
-    pub fn verify_signature(&self, user_public_key: &[u8]) -> bool {
-        let Some((signed_len, signature)) = &self.signed else {
+    /// Whether this hello logs a registered user in or enrolls a new one.
+    pub fn kind(&self) -> HelloKind {
+        match self.auth {
+            Some(HelloAuth::Invited { .. }) => HelloKind::Enroll,
+            _ => HelloKind::Login,
+        }
+    }
+
+    /// Whether this is an enrollment hello whose proof was made with `token_hash` (SHA-256 of
+    /// an enrollment token). Compared in constant time.
+    pub fn verify_invite(&self, token_hash: &[u8; 32]) -> bool {
+        let Some(HelloAuth::Invited { proof }) = &self.auth else {
             return false;
         };
-        let signed = [HELLO_SIGNATURE_CONTEXT, &self.bytes[..*signed_len]].concat();
+        let key = hmac::Key::new(hmac::HMAC_SHA256, token_hash);
+        let covered = [ENROLL_HELLO_CONTEXT, &self.bytes[..self.covered_len]].concat();
+        hmac::verify(&key, &covered, proof).is_ok()
+    }
+
+    /// Whether the hello's signature verifies with `user_public_key` (DER `RSAPublicKey`), the
+    /// key of the user it names. An unsigned hello (versions 1 and 2) and an enrollment hello
+    /// never do.
+    pub fn verify_signature(&self, user_public_key: &[u8]) -> bool {
+        let Some(HelloAuth::Signed(signature)) = &self.auth else {
+            return false;
+        };
+        let signed = [HELLO_SIGNATURE_CONTEXT, &self.bytes[..self.covered_len]].concat();
         signature::UnparsedPublicKey::new(PSS_VERIFY, user_public_key)
             .verify(&signed, signature)
             .is_ok()
@@ -356,7 +495,7 @@ impl CheckedHello {
 
     /// Makes the server's signed hello, in the version the client's hello named, and derives
     /// the session keys. Returns the reply frame body and the established session. A version 1
-    /// reply is exactly what 0.1.0 sends; a version 2 or 3 reply adds `server_key`'s public
+    /// reply is exactly what 0.1.0 sends; a reply of version 2 or later adds `server_key`'s public
     /// key. The transcript covers the client's hello as sent, its signature included.
     pub fn respond(
         self,

@@ -28,19 +28,22 @@ pub use messages::*;
 
 /// The newest protocol version this build speaks, and the one its client offers first
 /// (PROTOCOL.md §1). Version 2 is version 1 plus the server's public key in its hello; version 3
-/// is version 2 with the client's hello signed by the user's key.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// is version 2 with the client's hello signed by the user's key; version 4 ends the hello with
+/// a `HelloAuth` (the signature, or an enrollment invitation's proof) and brings end-to-end
+/// encrypted mail, the key directory and enrollment.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Every version this build's client speaks. A client that is refused with an older
 /// `supported` version starts over with a fresh hello in that version
 /// ([`handshake::fallback_version`]). Nothing is gained by forcing that fallback: the pinned key
 /// verifies the server's signature in every version.
-pub const SUPPORTED_VERSIONS: [u16; 3] = [1, 2, 3];
+pub const SUPPORTED_VERSIONS: [u16; 4] = [1, 2, 3, 4];
 
-/// The versions this build's server accepts: only version 3, whose hello is signed. An
-/// unsigned hello (versions 1 and 2) would let anyone without a key hold a session slot, so the
-/// server refuses it with `UnsupportedVersion { supported: 3 }` before forking.
-pub const SERVER_VERSIONS: [u16; 1] = [3];
+/// The versions this build's server accepts: only version 4. An unsigned hello (versions 1 and
+/// 2) would let anyone without a key hold a session slot, and a version 3 client could only
+/// send plaintext mail, so the server refuses them with `UnsupportedVersion { supported: 4 }`
+/// before forking.
+pub const SERVER_VERSIONS: [u16; 1] = [4];
 
 /// Milliseconds since the Unix epoch: the unit of every timestamp on the wire.
 pub fn now_millis() -> u64 {

@@ -43,6 +43,35 @@ pub struct SignedClientHello {
     pub signature: Vec<u8>,
 }
 
+/// What follows the [`ClientHello`]'s bytes in a protocol version 4 hello (PROTOCOL.md §5.1):
+/// the proof that lets the server's parent admit it to a session slot. Either a registered
+/// user's signature, exactly as in version 3, or the proof that the client holds an enrollment
+/// token issued for the user the hello names (PROTOCOL.md §10). A hello carrying neither is not
+/// a version 4 hello at all, so nobody without a key or an invitation can hold a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloAuth {
+    /// RSA-PSS-SHA256 by the user's key over `"forkmail/3 client hello\0"` followed by the
+    /// hello's bytes, at most [`MAX_HELLO_SIGNATURE_LEN`] bytes (version 3's signature).
+    Signed(Vec<u8>),
+    /// HMAC-SHA256 keyed with SHA-256 of the enrollment token (what the store keeps) over
+    /// `"forkmail/4 enroll hello\0"` followed by the hello's bytes: proves the token without
+    /// showing it, bound to this hello's user, nonce and time.
+    Invited { proof: [u8; INVITE_PROOF_LEN] },
+}
+
+/// The client's hello in protocol version 4: on the wire exactly the [`ClientHello`]'s bytes
+/// followed by the [`HelloAuth`]'s (its variant index, then its fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthedClientHello {
+    pub hello: ClientHello,
+    pub auth: HelloAuth,
+}
+
+/// Length of an enrollment token (`forkmail-keygen invite`): 32 bytes from a CSPRNG.
+pub const INVITE_TOKEN_LEN: usize = 32;
+/// Length of the HMAC-SHA256 proof in [`HelloAuth::Invited`].
+pub const INVITE_PROOF_LEN: usize = 32;
+
 /// The largest hello signature a server accepts: an RSA-8192 signature, the largest that
 /// verification accepts, is 1,024 bytes.
 pub const MAX_HELLO_SIGNATURE_LEN: usize = 1024;
@@ -120,6 +149,24 @@ pub enum Refusal {
     /// (added in version 3).
     #[error("this user already has {limit} sessions open; quit one and try again")]
     TooManySessions { limit: u32 },
+    /// An enrollment hello whose proof matches no invitation this server issued: a wrong or
+    /// mistyped token, or one from another server (added in version 4).
+    #[error("the server knows no such invitation; check the token (copy it whole) and that it was made for this server with forkmail-keygen invite")]
+    InviteUnknown,
+    /// The invitation's lifetime is over (added in version 4).
+    #[error(
+        "the invitation has expired; ask the administrator for a new one (forkmail-keygen invite)"
+    )]
+    InviteExpired,
+    /// The invitation was already used to enroll; each is good once (added in version 4).
+    #[error("the invitation was already used; ask the administrator for a new one (forkmail-keygen invite)")]
+    InviteUsed,
+    /// The token is valid but was issued for another user name than the hello's (added in
+    /// version 4).
+    #[error(
+        "the invitation was issued for another user name; enroll with the --user it was made for"
+    )]
+    InviteForAnotherUser,
 }
 
 /// First sealed frame, client to server: both authentication factors.
@@ -139,8 +186,109 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
+/// First sealed frame, client to server, in protocol version 4 (PROTOCOL.md §11): a password
+/// login as before, or a login ticket in place of the password. Both carry the user's key
+/// signature over the transcript. Versions 1-3 send a bare [`ClientAuth`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthRequest {
+    /// The signature and the password ([`ClientAuth`], unchanged).
+    Password(ClientAuth),
+    /// The signature and a ticket an earlier password login of this user was given
+    /// ([`AuthResult::AcceptedWithTicket`]); the password hash is not run.
+    Ticket(TicketAuth),
+}
+
+/// Length of a login ticket: 32 bytes from the server's CSPRNG.
+pub const TICKET_LEN: usize = 32;
+
+/// A login with a ticket ([`AuthRequest::Ticket`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketAuth {
+    /// RSA-PSS-SHA256 by the user's key over the client context and transcript hash, exactly as
+    /// in [`ClientAuth`].
+    pub signature: Vec<u8>,
+    pub ticket: [u8; TICKET_LEN],
+}
+
+impl std::fmt::Debug for TicketAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketAuth")
+            .field("signature", &format_args!("{} bytes", self.signature.len()))
+            .field("ticket", &"<redacted>")
+            .finish()
+    }
+}
+
+/// First sealed frame of an enrollment session (PROTOCOL.md §10), client to server, in place of
+/// [`ClientAuth`]: everything the server stores for the new user. The private keys never leave
+/// the user's machine.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The enrollment token; the server compares its SHA-256 with the invitation's.
+    pub token: [u8; INVITE_TOKEN_LEN],
+    /// The new user's password; the server stores only its hash.
+    pub password: String,
+    /// The new user's RSA public key, DER `RSAPublicKey`, at most [`MAX_PRESENTED_KEY_LEN`]
+    /// bytes: the key the user's later hellos and logins are checked against.
+    pub public_key: Vec<u8>,
+    /// RSA-PSS-SHA256 by that key over the client context and the transcript hash, as in
+    /// [`ClientAuth`]: proves the client holds the private half, in this session.
+    pub signature: Vec<u8>,
+    /// The user's first key record: origin `User`, serial 1, `signing_key` = `public_key`,
+    /// signed by that key.
+    pub record: SignedKeyRecord,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("token", &"<redacted>")
+            .field("password", &"<redacted>")
+            .field(
+                "public_key",
+                &format_args!("{} bytes", self.public_key.len()),
+            )
+            .field("signature", &format_args!("{} bytes", self.signature.len()))
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// The largest [`Enrollment`] frame a server reads: an RSA-8192 key, its signature, and a key
+/// record of at most 2 KiB with its signature, sealed.
+pub const MAX_ENROLLMENT_LEN: usize = 8 * 1024;
+
+/// The server's answer to an [`Enrollment`], sealed; the session ends after it. Every answer
+/// but `Enrolled` means nothing was stored and the invitation is as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum EnrollResult {
+    /// The user, the password hash and the key record are stored; the invitation is used up.
+    #[error("enrolled")]
+    Enrolled,
+    /// The token matches no invitation (or not the one this hello proved).
+    #[error("the server knows no such invitation; check the token (copy it whole)")]
+    InviteUnknown,
+    #[error("the invitation has expired; ask the administrator for a new one")]
+    InviteExpired,
+    #[error("the invitation was already used; ask the administrator for a new one")]
+    InviteUsed,
+    #[error(
+        "the invitation was issued for another user name; enroll with the --user it was made for"
+    )]
+    InviteForAnotherUser,
+    /// A user of this name exists (made by the administrator since the invitation).
+    #[error("a user of this name already exists on the server; ask the administrator")]
+    UserExists,
+    /// The enrollment itself is wrong (password rules, a key or record that does not verify).
+    #[error("the server refused the enrollment: {reason}")]
+    Invalid { reason: String },
+    /// The mail store is unavailable; nothing was stored, try again shortly.
+    #[error("the mail store is unavailable; nothing was stored; try again shortly")]
+    Unavailable,
+}
+
 /// First sealed frame, server to client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthResult {
     Accepted,
     /// Unknown user, wrong key or wrong password: one answer for all three.
@@ -155,6 +303,33 @@ pub enum AuthResult {
     Locked {
         remaining_secs: u32,
     },
+    /// [`AuthResult::Accepted`] after a password login, with a login ticket the client may
+    /// present instead of the password ([`AuthRequest::Ticket`]) for `lifetime_secs` seconds
+    /// (PROTOCOL.md §11). The server keeps only its SHA-256 (version 4).
+    AcceptedWithTicket {
+        ticket: [u8; TICKET_LEN],
+        lifetime_secs: u32,
+    },
+}
+
+/// The ticket is a credential: it never reaches a log through `{:?}`.
+impl std::fmt::Debug for AuthResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthResult::Accepted => f.write_str("Accepted"),
+            AuthResult::Denied => f.write_str("Denied"),
+            AuthResult::Unavailable => f.write_str("Unavailable"),
+            AuthResult::Locked { remaining_secs } => f
+                .debug_struct("Locked")
+                .field("remaining_secs", remaining_secs)
+                .finish(),
+            AuthResult::AcceptedWithTicket { lifetime_secs, .. } => f
+                .debug_struct("AcceptedWithTicket")
+                .field("ticket", &"<redacted>")
+                .field("lifetime_secs", lifetime_secs)
+                .finish(),
+        }
+    }
 }
 
 /// What an authenticated client may ask.

@@ -297,6 +297,7 @@ proptest! {
             let _ = decode::<ClientHello>(&bytes);
             let _ = decode::<ServerReply>(&bytes);
             let _ = decode::<ClientAuth>(&bytes);
+            let _ = decode::<AuthRequest>(&bytes);
             let _ = decode::<AuthResult>(&bytes);
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Response>(&bytes);
@@ -360,6 +361,45 @@ fn auth_result_locked_is_appended_with_its_seconds_as_a_varint() {
     );
 }
 
+/// Login tickets (PROTOCOL.md §11): `AcceptedWithTicket` is appended after `Locked`, the ticket
+/// 32 raw bytes (an array: no length prefix); a version 4 login is an `AuthRequest` whose
+/// `Password` variant (0) is version 3's `ClientAuth` bytes behind one byte, and `Ticket` is 1.
+#[test]
+fn login_tickets_are_appended_and_a_password_login_is_version_3s_behind_one_byte() {
+    let with_ticket = encode(&AuthResult::AcceptedWithTicket {
+        ticket: [0xAB; TICKET_LEN],
+        lifetime_secs: 900,
+    });
+    let mut expected = vec![0x04];
+    expected.extend([0xAB; TICKET_LEN]);
+    expected.extend([0x84, 0x07]);
+    assert_eq!(with_ticket, expected);
+    let auth = ClientAuth {
+        signature: vec![1, 2, 3],
+        password: "pw".into(),
+    };
+    let password = encode(&AuthRequest::Password(auth.clone()));
+    assert_eq!(password[0], 0x00);
+    assert_eq!(password[1..], encode(&auth)[..]);
+    let ticket = encode(&AuthRequest::Ticket(TicketAuth {
+        signature: vec![1, 2, 3],
+        ticket: [7; TICKET_LEN],
+    }));
+    let mut expected = vec![0x01, 0x03, 1, 2, 3];
+    expected.extend([7; TICKET_LEN]);
+    assert_eq!(ticket, expected);
+    // A ticket never reaches a log through Debug.
+    let shown = format!(
+        "{:?} {:?}",
+        decode::<AuthResult>(&with_ticket).unwrap(),
+        decode::<AuthRequest>(&ticket).unwrap()
+    );
+    assert!(
+        shown.contains("<redacted>") && !shown.contains("171"),
+        "{shown}"
+    );
+}
+
 /// Variant indices are wire format: `HelloWithKey` (protocol version 2) was appended after
 /// `Refused`, and version 1's `Hello` is still variant 0 (PROTOCOL.md §4, §5).
 #[test]
@@ -417,6 +457,46 @@ fn version_3_refusals_are_appended_and_the_signed_hello_extends_the_unsigned_one
         signature: vec![0x33, 0x44],
     });
     assert_eq!(signed, [encode(&hello), vec![0x02, 0x33, 0x44]].concat());
+}
+
+/// Version 4's hello tail and refusals (PROTOCOL.md §5.1, §10): `HelloAuth` variant 0 is version
+/// 3's signature behind one byte, variant 1 the 32-byte invitation proof; the enrollment
+/// refusals are appended after `TooManySessions`.
+#[test]
+fn version_4_hello_auth_and_refusals_have_fixed_wire_forms() {
+    let hello = ClientHello {
+        version: 4,
+        user: "alice".into(),
+        nonce: [0x11; 32],
+        timestamp_ms: 1,
+        x25519_public: [0x22; 32],
+    };
+    let signed = encode(&AuthedClientHello {
+        hello: hello.clone(),
+        auth: HelloAuth::Signed(vec![0x33, 0x44]),
+    });
+    assert_eq!(
+        signed,
+        [encode(&hello), vec![0x00, 0x02, 0x33, 0x44]].concat()
+    );
+    let invited = encode(&AuthedClientHello {
+        hello: hello.clone(),
+        auth: HelloAuth::Invited { proof: [0x55; 32] },
+    });
+    assert_eq!(
+        invited,
+        [encode(&hello), vec![0x01], vec![0x55; 32]].concat()
+    );
+    for (refusal, index) in [
+        (Refusal::InviteUnknown, 0x08),
+        (Refusal::InviteExpired, 0x09),
+        (Refusal::InviteUsed, 0x0a),
+        (Refusal::InviteForAnotherUser, 0x0b),
+    ] {
+        assert_eq!(encode(&ServerReply::Refused(refusal)), [0x02, index]);
+    }
+    assert_eq!(encode(&EnrollResult::Enrolled), [0x00]);
+    assert_eq!(encode(&EnrollResult::Unavailable), [0x07]);
 }
 
 /// `Users` is appended after every earlier request and response, so their indexes keep their

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use forkmail_keygen::password::HashPolicy;
 use forkmail_store::{SendLimits, StoreLocation};
 
 use crate::auth::ThrottlePolicy;
@@ -48,6 +49,13 @@ pub struct ServerConfig {
     /// `--quota-mb`, `--max-sends-per-minute`, `--min-free-mb`: what every send is checked
     /// against, in the store's transaction (0 in a field: unlimited).
     pub send_limits: SendLimits,
+    /// The deployment's password hashing (`deployment.toml`, [`forkmail_keygen::deploy::Settings::policy`]):
+    /// what the decoy costs and what a hash made under another policy is re-hashed to.
+    pub password_policy: HashPolicy,
+    /// `--ticket-lifetime`: how long a login ticket issued after a password login stays valid;
+    /// zero issues none (and a presented one is still checked, so tickets already issued run
+    /// out as they would).
+    pub ticket_lifetime: Duration,
 }
 
 impl ServerConfig {
@@ -64,6 +72,8 @@ impl ServerConfig {
     pub const DEFAULT_QUOTA_MB: u64 = 256;
     pub const DEFAULT_MAX_SENDS_PER_MINUTE: u32 = 120;
     pub const DEFAULT_MIN_FREE_MB: u64 = 64;
+    /// 15 minutes: a script's run of one-shot commands logs in once with the password.
+    pub const DEFAULT_TICKET_LIFETIME_SECS: u64 = 900;
 
     /// How long after its arrival a hello may still be checked by a child; older ones are
     /// refused. Bounds the time between a replay's arrival and its nonce check, which is what

@@ -20,10 +20,11 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 use forkmail_store::{
-    Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, UserKey,
-    UserRecord, WriteLock,
+    Attempt, Counts, ImportedMail, Invite, LoginFailures, PasswordUpdate, SendLimits, Store,
+    StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
@@ -263,6 +264,87 @@ impl Store for Beating<'_> {
 
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         self.heart.around(|| self.store.mailbox_bytes(user))
+    }
+
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.update_password(user, password, update))
+    }
+
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart.around(|| {
+            self.store
+                .issue_ticket(user, ticket_hash, now_ms, expires_ms)
+        })
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.heart
+            .around(|| self.store.ticket_valid(user, ticket_hash, now_ms))
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.heart.around(|| self.store.revoke_tickets(user))
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.heart.around(|| self.store.key_records(names))
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.publish_key(user, record, signed, now_ms))
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart.around(|| {
+            self.store
+                .create_invite(user, token_hash, expires_ms, now_ms)
+        })
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.heart.around(|| self.store.invites(now_ms))
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.heart
+            .around(|| self.store.enroll(user, token_hash, record, signed, now_ms))
     }
 }
 

@@ -1,16 +1,19 @@
-//! The users' public keys, loaded for the parent by a short-lived child process.
+//! The users' public keys and the pending enrollment invitations, loaded for the parent by a
+//! short-lived child process.
 //!
-//! The parent checks every hello's signature against its user's public key before the
-//! connection may wait for a slot (PROTOCOL.md §5.1), so it needs every user's key. It must not
+//! The parent checks every hello's signature against its user's public key, or an enrollment
+//! hello's proof against the invitations' token hashes, before the connection may wait for a
+//! slot (PROTOCOL.md §5.1, §10), so it needs every user's key and every pending invitation. It must not
 //! read them itself: it holds no database connection when it forks (the PostgreSQL client runs
 //! an async runtime that does not survive a `fork`, and a session would inherit the
 //! connection). So, as [`crate::preflight`] does, a child opens the store, lists the keys
-//! ([`forkmail_store::Store::user_keys`]), writes them to a pipe and exits; the parent reads the
+//! ([`forkmail_store::Store::user_keys`], [`forkmail_store::Store::invites`]), writes them to a
+//! pipe and exits; the parent reads the
 //! pipe. At start-up it waits for the list ([`load_blocking`]); while serving it polls the pipe
 //! like any socket ([`Loader`]), so a slow store never stalls the loop.
 //!
-//! The report is one postcard value, `Result<Vec<(name, DER key)>, message>`, written by our
-//! own child: it is decoded strictly all the same.
+//! The report is one postcard value, `Result<(Vec<(name, DER key)>, Vec<invitation>),
+//! message>`, written by our own child: it is decoded strictly all the same.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -26,8 +29,28 @@ use nix::unistd::{fork, pipe, ForkResult, Pid};
 /// User name to DER `RSAPublicKey`.
 pub type KeyMap = HashMap<String, Vec<u8>>;
 
+/// What the parent knows to judge hellos with: every user's key and the invitations.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub keys: KeyMap,
+    pub invites: Vec<PendingInvite>,
+}
+
+/// An invitation as the parent judges enrollment hellos with it (from [`forkmail_store::Invite`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInvite {
+    /// SHA-256 of the token: the HMAC key of the hello's proof.
+    pub token_hash: [u8; 32],
+    pub user: String,
+    pub expires_ms: u64,
+    pub used: bool,
+}
+
+/// One invitation in the report: (token hash, user, expiry, used).
+type ReportedInvite = ([u8; 32], String, u64, bool);
+
 /// The loader's report, as it travels through the pipe.
-type Report = Result<Vec<(String, Vec<u8>)>, String>;
+type Report = Result<(Vec<(String, Vec<u8>)>, Vec<ReportedInvite>), String>;
 
 /// A key load in progress: the child's pid and the read end of its pipe.
 pub struct Loader {
@@ -40,8 +63,8 @@ pub struct Loader {
 pub enum Progress {
     /// More is to come; poll again.
     Pending,
-    /// The loader finished: the keys, or why it could not load them.
-    Done(Result<KeyMap, String>),
+    /// The loader finished: the keys and invitations, or why it could not load them.
+    Done(Result<Known, String>),
 }
 
 impl Loader {
@@ -93,8 +116,8 @@ impl Loader {
     }
 }
 
-/// Loads the keys and waits for them: at start-up, before the daemon serves.
-pub fn load_blocking(location: &StoreLocation) -> Result<KeyMap, String> {
+/// Loads the keys and invitations and waits for them: at start-up, before the daemon serves.
+pub fn load_blocking(location: &StoreLocation) -> Result<Known, String> {
     let mut loader =
         Loader::spawn(location, || {}).map_err(|e| format!("cannot fork the key loader: {e}"))?;
     fcntl(loader.pipe.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))
@@ -112,8 +135,20 @@ fn child(location: &StoreLocation, report: OwnedFd) -> ! {
     // Named, so that an operator (and the tests) can tell it from a session process.
     let _ = nix::sys::prctl::set_name(LOADER_NAME);
     let report_value: Report = forkmail_store::open(location)
-        .and_then(|mut store| store.user_keys())
-        .map(|keys| keys.into_iter().map(|k| (k.name, k.public_key)).collect())
+        .and_then(|mut store| {
+            let keys = store.user_keys()?;
+            let invites = store.invites(forkmail_protocol::now_millis())?;
+            Ok((keys, invites))
+        })
+        .map(|(keys, invites)| {
+            (
+                keys.into_iter().map(|k| (k.name, k.public_key)).collect(),
+                invites
+                    .into_iter()
+                    .map(|i| (i.token_hash, i.user, i.expires_ms, i.used_ms.is_some()))
+                    .collect(),
+            )
+        })
         .map_err(|err| err.to_string());
     let code = i32::from(report_value.is_err());
     let _ = std::fs::File::from(report).write_all(&encode(&report_value));
@@ -122,9 +157,20 @@ fn child(location: &StoreLocation, report: OwnedFd) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
-fn parse(report: &[u8]) -> Result<KeyMap, String> {
+fn parse(report: &[u8]) -> Result<Known, String> {
     match decode::<Report>(report) {
-        Ok(Ok(keys)) => Ok(keys.into_iter().collect()),
+        Ok(Ok((keys, invites))) => Ok(Known {
+            keys: keys.into_iter().collect(),
+            invites: invites
+                .into_iter()
+                .map(|(token_hash, user, expires_ms, used)| PendingInvite {
+                    token_hash,
+                    user,
+                    expires_ms,
+                    used,
+                })
+                .collect(),
+        }),
         Ok(Err(message)) => Err(message),
         Err(_) if report.is_empty() => {
             Err("the key loader ended without a report; run with -v for details".into())
@@ -142,10 +188,22 @@ mod tests {
 
     #[test]
     fn reports_are_read_back_strictly() {
-        let keys: Report = Ok(vec![("alice".into(), vec![1, 2]), ("bob".into(), vec![3])]);
-        let map = parse(&encode(&keys)).unwrap();
-        assert_eq!(map.len(), 2);
-        assert_eq!(map["alice"], [1, 2]);
+        let keys: Report = Ok((
+            vec![("alice".into(), vec![1, 2]), ("bob".into(), vec![3])],
+            vec![([7; 32], "carol".into(), 99, false)],
+        ));
+        let known = parse(&encode(&keys)).unwrap();
+        assert_eq!(known.keys.len(), 2);
+        assert_eq!(known.keys["alice"], [1, 2]);
+        assert_eq!(
+            known.invites,
+            [PendingInvite {
+                token_hash: [7; 32],
+                user: "carol".into(),
+                expires_ms: 99,
+                used: false
+            }]
+        );
         let failed: Report = Err("no store".into());
         assert_eq!(parse(&encode(&failed)), Err("no store".into()));
         assert!(parse(&[]).unwrap_err().contains("without a report"));

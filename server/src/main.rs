@@ -77,6 +77,11 @@ struct Cli {
     /// Seconds an account stays locked after --lockout-after failures.
     #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_LOCKOUT_SECS)]
     lockout_secs: u64,
+    /// Seconds a login ticket stays valid: after a password login the client is given one, and
+    /// presents it with the user key instead of the password until then (or `forkmail logout`,
+    /// a lock-out, a password change). 0: no tickets.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::DEFAULT_TICKET_LIFETIME_SECS)]
+    ticket_lifetime: u64,
     /// The mail store, overriding deployment.toml: postgresql://user@host:port/dbname (password
     /// from PGPASSWORD or a passfile). Default: the deployment's store (DIR/server/mail.db
     /// unless init was given --store).
@@ -271,6 +276,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or(ServerConfig::DEFAULT_MIN_FREE_MB)
                 .saturating_mul(MB),
         },
+        password_policy: settings.policy(),
+        ticket_lifetime: Duration::from_secs(cli.ticket_lifetime),
     };
     if matches!(config.store, StoreLocation::Postgres(_)) && cli.min_free_mb.is_some() {
         tracing::warn!(
@@ -280,7 +287,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let shared = Shared {
         decoy: Decoy {
-            password: PasswordHash::decoy(settings.kdf, settings.iterations()),
+            password: PasswordHash::decoy(
+                config.password_policy.kdf,
+                config.password_policy.iterations,
+            ),
             public_key: server_public.der,
         },
         server_key,
@@ -290,7 +300,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let user_keys = keys::load_blocking(&config.store).map_err(|why| {
         anyhow::anyhow!("cannot load the users' keys from {}: {why}", config.store)
     })?;
-    tracing::info!("loaded the public keys of {} users", user_keys.len());
+    tracing::info!(
+        "loaded the public keys of {} users and {} enrollment invitations",
+        user_keys.keys.len(),
+        user_keys.invites.len()
+    );
     let listener = forkmail_server::listener::bind_listener(&config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;

@@ -2,7 +2,9 @@
 //!
 //! The session is a chain of states, each consuming the previous one, so that "a request before
 //! authentication" cannot be written: [`run`] checks the hello the parent already read, answers it
-//! ([`ExpectAuth`]), checks both factors ([`Authenticated`]) and only then serves requests.
+//! ([`ExpectAuth`]), checks both factors ([`Authenticated`]) and only then serves requests. An
+//! enrollment hello (PROTOCOL.md §10) is answered alike and then leads to [`enroll`] instead:
+//! one `Enrollment` frame, one answer, and the session ends.
 //!
 //! Deadlines: the child gets the slot with a complete hello in hand; the client then has the
 //! rest of the handshake deadline to authenticate. An authenticated session idle for
@@ -21,11 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use forkmail_protocol::frame::{read_frame, write_frame, FrameError, MAX_AUTH_LEN, MAX_FRAME_LEN};
-use forkmail_protocol::handshake::{CheckedHello, Established};
+use forkmail_protocol::handshake::{CheckedHello, Established, HelloKind};
 use forkmail_protocol::limits::{validate_body, validate_recipients, validate_title};
 use forkmail_protocol::messages::{
-    AuthResult, ClientAuth, CloseReason, Draft, ErrorCode, Refusal, Request, Response, ServerReply,
-    INBOX_PAGE_LEN, MAX_BATCH_IDS, SEND_ID_LEN, SEND_ID_RETENTION_MS, SENT_PAGE_LEN,
+    AuthRequest, AuthResult, ClientAuth, CloseReason, Draft, EnrollResult, ErrorCode, Refusal,
+    Request, Response, ServerReply, INBOX_PAGE_LEN, MAX_BATCH_IDS, SEND_ID_LEN,
+    SEND_ID_RETENTION_MS, SENT_PAGE_LEN, TICKET_LEN,
 };
 use forkmail_protocol::{encode, now_millis, HandshakeError, ProtocolError, SecureChannel};
 use forkmail_store::{SendLimits, Store, StoreError};
@@ -35,7 +38,10 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{self, Decoy, Verdict};
 use crate::config::ServerConfig;
+use crate::directory;
 use crate::heartbeat::{Beating, Heartbeat};
+
+mod enroll;
 
 /// What the parent hands a child: a connection whose hello has fully arrived.
 pub struct Handoff {
@@ -69,6 +75,8 @@ pub enum SessionError {
     Handshake(#[from] HandshakeError),
     #[error("login refused for user {user}: {verdict}")]
     Denied { user: String, verdict: Verdict },
+    #[error("enrollment of {user} refused: {result}")]
+    EnrollRefused { user: String, result: EnrollResult },
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("{0}")]
@@ -109,8 +117,23 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     };
     let store = &mut Beating::new(&mut *store, ctx.heart);
 
-    let expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
+    let mut expect_auth = ExpectAuth::answer_hello(ctx, store, &stream, hello, received_at_ms)?;
     let user = expect_auth.user.clone();
+    if let Some(invited) = expect_auth.invited.take() {
+        debug!(%peer, user = %printable(&user), "enrollment hello answered");
+        let result = enroll::serve(
+            ctx,
+            store,
+            &stream,
+            handshake_deadline,
+            invited,
+            expect_auth,
+        );
+        if let Err(err) = &result {
+            warn!(%peer, "enrollment failed: {err}");
+        }
+        return result;
+    }
     let session = match expect_auth.authenticate(ctx, store, &stream, handshake_deadline) {
         Ok(session) => session,
         Err(err) => {
@@ -124,10 +147,14 @@ pub fn run(ctx: &ChildContext, handoff: Handoff) -> Result<(), SessionError> {
     result
 }
 
-/// The server has answered the hello; the client must authenticate next.
+/// The server has answered the hello; the client must authenticate (or enroll) next.
 struct ExpectAuth {
     user: String,
+    /// The hello's version: from 4 on, the client's first sealed frame is an [`AuthRequest`].
+    version: u16,
     established: Established,
+    /// An enrollment hello, kept to check its proof against the token the client then sends.
+    invited: Option<CheckedHello>,
 }
 
 impl ExpectAuth {
@@ -170,10 +197,17 @@ impl ExpectAuth {
             }
         }
         let user = checked.hello.user.clone();
+        let version = checked.hello.version;
+        let invited = (checked.kind() == HelloKind::Enroll).then(|| checked.clone());
         let (reply, established) = checked.respond(ctx.server_key, now, &SystemRandom::new())?;
         write_frame(&mut stream, &reply)?;
         ctx.heart.beat();
-        Ok(Self { user, established })
+        Ok(Self {
+            user,
+            version,
+            established,
+            invited,
+        })
     }
 
     fn authenticate(
@@ -185,27 +219,41 @@ impl ExpectAuth {
     ) -> Result<Authenticated, SessionError> {
         let Self {
             user,
+            version,
             established:
                 Established {
                     mut channel,
                     transcript_hash,
                 },
+            invited: _,
         } = self;
         let frame = read_frame(
             &mut DeadlineReader::new(stream, deadline, ctx.heart),
             MAX_AUTH_LEN,
         )?;
-        let auth: ClientAuth =
-            channel.open_fresh(frame, now_millis(), ctx.config.freshness_window_ms)?;
-        let verdict = match auth::authenticate(
-            store,
-            ctx.decoy,
-            &ctx.config.throttle,
-            &user,
-            &transcript_hash,
-            &auth,
-            now_millis(),
-        ) {
+        let window = ctx.config.freshness_window_ms;
+        let request = if version >= 4 {
+            channel.open_fresh::<AuthRequest>(frame, now_millis(), window)?
+        } else {
+            AuthRequest::Password(channel.open_fresh::<ClientAuth>(frame, now_millis(), window)?)
+        };
+        let now = now_millis();
+        let checked = match &request {
+            AuthRequest::Password(auth) => auth::authenticate(
+                store,
+                ctx.decoy,
+                &ctx.config.throttle,
+                &ctx.config.password_policy,
+                &user,
+                &transcript_hash,
+                auth,
+                now,
+            ),
+            AuthRequest::Ticket(auth) => {
+                auth::authenticate_ticket(store, ctx.decoy, &user, &transcript_hash, auth, now)
+            }
+        };
+        let verdict = match checked {
             Ok(verdict) => verdict,
             Err(err) => {
                 // Sealed, so the client can trust it: the login did not happen, and nothing was
@@ -218,9 +266,16 @@ impl ExpectAuth {
                 return Err(err.into());
             }
         };
-        let accepted = verdict == Verdict::Accepted;
+        let accepted = matches!(verdict, Verdict::Accepted | Verdict::TicketAccepted);
         let result = match verdict {
-            Verdict::Accepted => AuthResult::Accepted,
+            Verdict::Accepted => match ticket_for(ctx, store, version, &user, now) {
+                Some((ticket, lifetime_secs)) => AuthResult::AcceptedWithTicket {
+                    ticket,
+                    lifetime_secs,
+                },
+                None => AuthResult::Accepted,
+            },
+            Verdict::TicketAccepted => AuthResult::Accepted,
             // Reached only once the user's key signature verified.
             Verdict::Locked { remaining } => AuthResult::Locked {
                 remaining_secs: u32::try_from(remaining.as_millis().div_ceil(1000))
@@ -236,11 +291,40 @@ impl ExpectAuth {
                 verdict,
             });
         }
+        if verdict == Verdict::TicketAccepted {
+            info!(user = %printable(&user), "{verdict}");
+        }
         Ok(Authenticated {
             user,
             channel,
             heart: ctx.heart.clone(),
         })
+    }
+}
+
+/// A login ticket for a password login of `user` in a version 4 session, with its lifetime in
+/// seconds, unless `--ticket-lifetime 0` turned tickets off. A ticket that cannot be recorded is
+/// logged and left out: the login itself succeeded.
+fn ticket_for(
+    ctx: &ChildContext,
+    store: &mut dyn Store,
+    version: u16,
+    user: &str,
+    now_ms: u64,
+) -> Option<([u8; TICKET_LEN], u32)> {
+    let lifetime = ctx.config.ticket_lifetime;
+    if version < 4 || lifetime.is_zero() {
+        return None;
+    }
+    match auth::issue_ticket(store, user, lifetime, now_ms) {
+        Ok(ticket) => Some((
+            ticket,
+            u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
+        )),
+        Err(err) => {
+            warn!(user = %printable(user), "no login ticket issued: {err}");
+            None
+        }
     }
 }
 
@@ -333,14 +417,24 @@ impl Authenticated {
                 self.respond(stream, &Response::Goodbye)?;
                 return Ok(Flow::End);
             }
+            Request::Logout => match store.revoke_tickets(&self.user) {
+                Ok(revoked) => {
+                    info!(user = %self.user, "logout: {revoked} login tickets revoked");
+                    Response::LoggedOut
+                }
+                Err(err) => error_response(err),
+            },
+            Request::KeyRecords { names } => {
+                directory::key_records(store, &names).unwrap_or_else(error_response)
+            }
+            Request::PublishKey { record } => {
+                directory::publish_key(store, &self.user, &record).unwrap_or_else(error_response)
+            }
             // Protocol version 4's requests, answered as "not supported" until they are built.
             Request::SendSealed { .. }
             | Request::List { .. }
             | Request::Headers { .. }
-            | Request::ReadLetter { .. }
-            | Request::KeyRecords { .. }
-            | Request::PublishKey { .. }
-            | Request::Logout => Response::Error {
+            | Request::ReadLetter { .. } => Response::Error {
                 code: ErrorCode::InvalidRequest,
                 message: "this server does not support this request yet".to_owned(),
             },

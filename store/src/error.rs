@@ -90,6 +90,26 @@ pub enum StoreError {
     /// had it open: a write would land in a file nobody reads again, so none is made.
     #[error("the mail store's file changed under this session ({0}); nothing was saved; put the right database back and restart forkmail-server")]
     Replaced(String),
+    /// [`crate::Store::publish_key`] with a serial that is not above the user's current
+    /// record's; nothing was changed.
+    #[error("{user} already has key record {current}; a new record needs a serial above it, not {offered}; nothing was changed")]
+    StaleKeyRecord {
+        user: String,
+        current: u64,
+        offered: u64,
+    },
+    /// No invitation with this token hash; nothing was stored.
+    #[error("no such invitation; nothing was stored")]
+    InviteUnknown,
+    /// The invitation expired; nothing was stored.
+    #[error("the invitation has expired; nothing was stored")]
+    InviteExpired,
+    /// The invitation was used already; nothing was stored.
+    #[error("the invitation was already used; nothing was stored")]
+    InviteUsed,
+    /// The invitation is for another user name; nothing was stored.
+    #[error("the invitation was issued for another user name; nothing was stored")]
+    InviteForAnotherUser,
 }
 
 impl StoreError {

@@ -33,13 +33,21 @@
 //!   the maximum in the last minute, or (SQLite) when the database's filesystem is below the
 //!   free-space floor; the quota and rate are checked in the send's own transaction, so
 //!   racing sends cannot exceed them, and a delete gives the space back ([`SendLimits`]);
+//! - a login ticket is only ever stored as its SHA-256; it is valid for its user until it
+//!   expires, the user's tickets are revoked ([`Store::revoke_tickets`]) or the password is
+//!   changed ([`PasswordUpdate::Change`]); re-hashing the same password keeps it;
+//! - a user's key record is replaced only by one with a higher serial, atomically across
+//!   processes and hosts: of two racing publishers with one serial, one wins;
+//! - an enrollment stores the user, the first key record and burns the invitation in one
+//!   transaction, or nothing: of two racing with one token, exactly one succeeds;
 //! - a failed operation changes nothing.
 
 #![forbid(unsafe_code)]
 
 use std::ops::ControlFlow;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 
 pub mod disk;
 mod error;
@@ -64,6 +72,16 @@ pub struct StoredPassword {
     pub iterations: u32,
     pub salt: Vec<u8>,
     pub hash: Vec<u8>,
+}
+
+/// What a [`Store::update_password`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordUpdate {
+    /// The same password hashed under another policy (the server's re-hash after a login):
+    /// the user's login tickets stay valid.
+    Rehash,
+    /// A new password: every login ticket of the user is revoked in the same transaction.
+    Change,
 }
 
 /// A user's stored credentials.
@@ -124,6 +142,23 @@ pub struct ImportedMail {
     pub sent_ms: u64,
     pub draft: Draft,
 }
+
+/// An enrollment invitation as stored (`forkmail-keygen invite`, PROTOCOL.md §10): only the
+/// token's SHA-256, never the token, so a copy of the store cannot enroll anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub token_hash: [u8; 32],
+    /// The one user name the token may enroll.
+    pub user: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// When it was used to enroll; `None` while unused.
+    pub used_ms: Option<u64>,
+}
+
+/// How long after it expired or was used [`Store::invites`] still lists an invitation, so that
+/// the server can tell its holder "expired" or "used" rather than "unknown".
+pub const INVITE_MEMORY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +316,110 @@ pub trait Store {
     /// The bytes (title and body) of every delivery in the user's inbox, as the quota counts
     /// them; 0 for an unknown user.
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError>;
+
+    /// Replaces `user`'s password hash ([`StoreError::UnknownRecipient`] for no such user). A
+    /// [`PasswordUpdate::Change`] also revokes every login ticket of the user, in the same
+    /// transaction; a [`PasswordUpdate::Rehash`] keeps them.
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError>;
+
+    /// Records a login ticket for `user` by its SHA-256 (`ticket_hash`; the ticket itself is
+    /// never stored), valid until `expires_ms`. Purges every ticket expired at `now_ms` in the
+    /// same transaction, so no janitor is needed.
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a ticket with this SHA-256 is recorded for `user` and unexpired at `now_ms`.
+    /// Reads only: a ticket may be used as often as its lifetime allows.
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes every login ticket of `user` (`forkmail logout`, a lock-out); returns how many
+    /// were recorded, expired ones included.
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError>;
+    /// The key directory's current record of each of `names`, in the order given (a repeated
+    /// name is answered each time); `record: None` for a name that is no user or has published
+    /// none. The store keeps the signed bytes as published and checks no signature: the
+    /// server checks before publishing, and every client checks again.
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError>;
+
+    /// Makes `signed` (whose decoded form is `record`) `user`'s current key record, replacing
+    /// the one before, atomically against racing publishers: refused with
+    /// [`StoreError::StaleKeyRecord`] unless `record.serial` is above the current record's
+    /// serial, and with [`StoreError::UnknownRecipient`] for a user who does not exist; either
+    /// way nothing is changed. The caller has checked the signature.
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Stores an enrollment invitation for `user` (who must not exist:
+    /// [`StoreError::UserExists`]): only `token_hash`, SHA-256 of the token, valid until
+    /// `expires_ms`.
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The invitations the server's parent needs to judge enrollment hellos: every unused one
+    /// that has not expired, and those that expired or were used less than
+    /// [`INVITE_MEMORY_MS`] before `now_ms` (so that their holders hear why they are refused).
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError>;
+
+    /// Enrolls a user with keys made on their own machine, in one transaction: the invitation
+    /// `token_hash` must exist ([`StoreError::InviteUnknown`]), be for `user.name`
+    /// ([`StoreError::InviteForAnotherUser`]), be unused ([`StoreError::InviteUsed`]) and
+    /// unexpired at `now_ms` ([`StoreError::InviteExpired`]); the user must not exist
+    /// ([`StoreError::UserExists`]). Then the user is created, `signed` (whose decoded form is
+    /// `record`) becomes the user's key record, and the invitation is marked used. On any
+    /// failure nothing is stored and the invitation stays as it was.
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+}
+
+/// The checks of [`Store::enroll`] on the invitation found for its token, in the order both
+/// backends make them: for this name, unused, unexpired.
+fn invite_verdict(
+    invited: &str,
+    expires_ms: u64,
+    used: bool,
+    user: &UserRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    if invited != user.name {
+        Err(StoreError::InviteForAnotherUser)
+    } else if used {
+        Err(StoreError::InviteUsed)
+    } else if expires_ms <= now_ms {
+        Err(StoreError::InviteExpired)
+    } else {
+        Ok(())
+    }
 }
 
 /// `ids` without repeats, in the order first given: what the batch operations act on.

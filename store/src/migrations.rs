@@ -16,6 +16,9 @@
 //! delete), computed from the mail already stored, and an index of `sent` by time (the rate).
 //! Version 6 adds end-to-end encryption: sealed headers and bodies beside the plaintext columns
 //! (which keep the mail stored before it), the key directory and enrollment invitations.
+//! Version 7 adds login tickets (`tickets`, by SHA-256 only). Argon2id password hashes needed
+//! no schema change: `users.kdf` names the algorithm with its fixed parameters
+//! (`argon2id-m19456-p1`) and `users.iterations` holds its time cost.
 
 use crate::StoreError;
 
@@ -293,6 +296,34 @@ CREATE TABLE invites (
     used_ms       BIGINT
 );
 CREATE INDEX invites_by_user ON invites(user_name);
+",
+    },
+    // Login tickets (issue 12, PROTOCOL.md §11): issued after a password login, presented with
+    // the user's key signature instead of the password. Only the SHA-256 of each ticket is
+    // kept, so a copy of the database lets nobody log in; `tickets_by_user` serves revocation
+    // (logout, lock-out, password change) and `tickets_by_expiry` the purge at each issue.
+    Migration {
+        version: 7,
+        name: "login tickets",
+        sqlite: "
+CREATE TABLE tickets (
+    token_hash    BLOB PRIMARY KEY NOT NULL,
+    user_name     TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX tickets_by_user ON tickets(user_name);
+CREATE INDEX tickets_by_expiry ON tickets(expires_ms);
+",
+        postgres: "
+CREATE TABLE tickets (
+    token_hash    BYTEA PRIMARY KEY,
+    user_name     TEXT NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    expires_ms    BIGINT NOT NULL
+);
+CREATE INDEX tickets_by_user ON tickets(user_name);
+CREATE INDEX tickets_by_expiry ON tickets(expires_ms);
 ",
     },
 ];

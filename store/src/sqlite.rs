@@ -6,9 +6,11 @@
 //! write lock under the busy timeout instead of failing with "database is locked", and foreign
 //! keys enforced. Sends are group-committed: committed without an fsync under the write lock,
 //! then the WAL fsynced outside it before the send is answered, so concurrent senders share
-//! fsyncs ([`commit`], which argues why that is as durable). Handshake nonces, login failure
-//! counts and read flags are not fsynced at all, so a session that only reads does no fsync.
-//! Checkpoints are the server's WAL keeper's job ([`SqliteStore::checkpoint`]), not a send's.
+//! fsyncs ([`commit`], which argues why that is as durable). Handshake nonces, issued login
+//! tickets ([`Store::issue_ticket`]), login failure counts and read flags are not fsynced at
+//! all (losing one in a power cut costs nothing that matters), so a session that only reads
+//! does no fsync. Checkpoints are the server's WAL keeper's job ([`SqliteStore::checkpoint`]),
+//! not a send's.
 //!
 //! A store is recognised by its `application_id` (from version 2) or, for a file made by
 //! release 0.1.0, by `user_version = 1` and its six tables; anything else is "not a forkmail
@@ -35,7 +37,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::disk::{self, Disk};
@@ -44,11 +47,13 @@ use crate::migrations::{
     self, Probe, CURRENT_VERSION, INVARIANTS, SQLITE_APPLICATION_ID, V1_TABLES,
 };
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
-    StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, PasswordUpdate,
+    SendLimits, Store, StoreError, StoredPassword, UserKey, UserRecord, WriteLock,
 };
 
 mod commit;
+mod invites;
+pub(crate) mod keys;
 
 pub use commit::{Checkpoint, BACKSTOP_PAGES};
 
@@ -1134,6 +1139,97 @@ impl Store for SqliteStore {
     fn mailbox_bytes(&mut self, user: &str) -> Result<u64, StoreError> {
         Ok(mailbox_bytes(&self.conn, user)?.unwrap_or(0))
     }
+
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.update_password_once(user, password, update))
+    }
+
+    /// Without an fsync, as [`SqliteStore::record_nonce`]: a ticket lost in a power cut only
+    /// means that the next command asks for the password again, and a password login should
+    /// not pay for a sync it does not need. Revocations are committed with `FULL`.
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.issue_ticket_once(user, ticket_hash, now_ms, expires_ms))
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT 1 FROM tickets WHERE token_hash = ?1 AND user_name = ?2 AND expires_ms > ?3",
+            )
+            .sql()?
+            .query_row(params![ticket_hash, user, now_ms as i64], |_| Ok(()))
+            .optional()
+            .sql()
+            .map(|found| found.is_some())
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.with_reserve(|store| {
+            let tx = store.write_transaction()?;
+            let revoked = tx
+                .prepare_cached("DELETE FROM tickets WHERE user_name = ?1")
+                .sql()?
+                .execute([user])
+                .sql()?;
+            tx.commit().sql()?;
+            Ok(revoked as u64)
+        })
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.publish_key_once(user, record, signed, now_ms))
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.create_invite_once(user, token_hash, expires_ms, now_ms))
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with_reserve(|store| store.enroll_once(user, token_hash, record, signed, now_ms))
+    }
 }
 
 /// The writes of a login, one attempt each (the [`Store`] methods retry them once with the
@@ -1216,6 +1312,63 @@ impl SqliteStore {
         }
         tx.commit().sql()?;
         Ok(Attempt::Counted { failures })
+    }
+
+    fn issue_ticket_once(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        // Not fsynced ([`SqliteStore::relaxed`]); mail and every revocation stay FULL.
+        self.relaxed(|store| {
+            let tx = store.write_transaction()?;
+            tx.prepare_cached("DELETE FROM tickets WHERE expires_ms <= ?1")
+                .sql()?
+                .execute([now_ms as i64])
+                .sql()?;
+            tx.prepare_cached(
+                "INSERT INTO tickets (token_hash, user_name, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .sql()?
+            .execute(params![ticket_hash, user, now_ms as i64, expires_ms as i64])
+            .sql()?;
+            tx.commit().sql()
+        })
+    }
+
+    fn update_password_once(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        let tx = self.write_transaction()?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE users SET kdf = ?2, iterations = ?3, salt = ?4, hash = ?5 WHERE name = ?1",
+            )
+            .sql()?
+            .execute(params![
+                user,
+                password.kdf,
+                password.iterations,
+                password.salt,
+                password.hash
+            ])
+            .sql()?;
+        if updated == 0 {
+            return Err(StoreError::UnknownRecipient(user.to_owned()));
+        }
+        if update == PasswordUpdate::Change {
+            tx.prepare_cached("DELETE FROM tickets WHERE user_name = ?1")
+                .sql()?
+                .execute([user])
+                .sql()?;
+        }
+        tx.commit().sql()
     }
 
     /// A transaction of its own (not an autocommit statement) so that the lock watcher hears of
@@ -1384,5 +1537,18 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "FULL");
+    }
+
+    #[test]
+    fn mail_and_revocations_are_still_committed_with_full_sync_after_issuing_a_ticket() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::create(&dir.path().join("mail.db")).unwrap();
+        store.issue_ticket("alice", &[1; 32], 0, 10).unwrap();
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+        assert!(store.ticket_valid("alice", &[1; 32], 5).unwrap());
     }
 }

@@ -248,3 +248,107 @@ fn upgrading_a_version_4_store_counts_every_mailbox() {
     );
     store.check_integrity().unwrap();
 }
+
+#[test]
+fn an_upgraded_010_store_has_an_empty_key_directory_that_takes_records() {
+    use forkmail_protocol::e2e::{KeyOrigin, KeyRecord, SignedKeyRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let names: Vec<String> = ["alice", "bob", "carol"].map(String::from).to_vec();
+    let entries = store.key_records(&names).unwrap();
+    assert!(
+        entries.iter().all(|e| e.record.is_none()),
+        "0.1.0 had no key records: {entries:?}"
+    );
+    let bob = store.find_user("bob").unwrap().unwrap();
+    let record = KeyRecord {
+        user: "bob".into(),
+        serial: 1,
+        created_ms: 1,
+        origin: KeyOrigin::Administrator,
+        signing_key: bob.public_key,
+        age_recipient: "age1bob".into(),
+    };
+    let signed = SignedKeyRecord {
+        record: forkmail_protocol::encode(&record),
+        signature: vec![1; 256],
+    };
+    store.publish_key("bob", &record, &signed, 2).unwrap();
+    let entries = store.key_records(&names).unwrap();
+    assert_eq!(entries[1].record.as_ref(), Some(&signed));
+    assert!(entries[0].record.is_none() && entries[2].record.is_none());
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn a_010_store_takes_invitations_and_enrollments_once_upgraded() {
+    use forkmail_protocol::e2e::{KeyOrigin, KeyRecord, SignedKeyRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let now = 1_800_000_000_000;
+    assert!(store.invites(now).unwrap().is_empty(), "no invitations yet");
+    // Its users cannot be invited again; a new name can, and enrolls.
+    assert!(matches!(
+        store.create_invite("alice", &[1; 32], now + 1000, now),
+        Err(StoreError::UserExists(_))
+    ));
+    store
+        .create_invite("dave", &[2; 32], now + 1000, now)
+        .unwrap();
+    let mut dave = store.find_user("alice").unwrap().unwrap();
+    dave.name = "dave".into();
+    let record = KeyRecord {
+        user: "dave".into(),
+        serial: 1,
+        created_ms: now,
+        origin: KeyOrigin::User,
+        signing_key: dave.public_key.clone(),
+        age_recipient: "age1example".into(),
+    };
+    let signed = SignedKeyRecord {
+        record: forkmail_protocol::encode(&record),
+        signature: vec![1; 256],
+    };
+    store
+        .enroll(&dave, &[2; 32], &record, &signed, now + 1)
+        .unwrap();
+    assert_eq!(store.find_user("dave").unwrap(), Some(dave));
+    assert_eq!(store.invites(now + 2).unwrap()[0].used_ms, Some(now + 1));
+    store.check_integrity().unwrap();
+}
+
+#[test]
+fn an_upgraded_010_store_takes_tickets_and_a_rehashed_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = fixture_copy(dir.path());
+    forkmail_store::migrate(&location).unwrap();
+    let mut store = forkmail_store::open(&location).unwrap();
+    let alice = store.find_user("alice").unwrap().unwrap();
+    assert_eq!(
+        (alice.password.kdf.as_str(), alice.password.iterations),
+        ("pbkdf2-sha512", 1000),
+        "0.1.0 stored PBKDF2"
+    );
+    store.issue_ticket("alice", &[9; 32], 1_000, 2_000).unwrap();
+    assert!(store.ticket_valid("alice", &[9; 32], 1_500).unwrap());
+    let rehashed = forkmail_store::StoredPassword {
+        kdf: "argon2id-m19456-p1".into(),
+        iterations: 2,
+        salt: vec![1; 16],
+        hash: vec![2; 32],
+    };
+    store
+        .update_password("alice", &rehashed, forkmail_store::PasswordUpdate::Rehash)
+        .unwrap();
+    let alice_now = store.find_user("alice").unwrap().unwrap();
+    assert_eq!(alice_now.password, rehashed);
+    assert_eq!(alice_now.public_key, alice.public_key);
+    assert!(store.ticket_valid("alice", &[9; 32], 1_500).unwrap());
+    store.check_integrity().unwrap();
+}

@@ -46,7 +46,9 @@ pub struct ClientCmd {
 }
 
 impl ClientCmd {
-    /// `forkmail --profile PROFILE --server ADDR`, without colour and without a password.
+    /// `forkmail --profile PROFILE --server ADDR`, without colour and without a password, and
+    /// without `XDG_RUNTIME_DIR`, so that its login ticket stays in the (temporary) profile
+    /// unless the test sets one.
     pub fn new(profile: &Path, server_addr: &str) -> Self {
         let mut cmd = Command::new(bin("forkmail"));
         cmd.arg("--profile")
@@ -54,6 +56,7 @@ impl ClientCmd {
             .arg("--server")
             .arg(server_addr)
             .env_remove("FORKMAIL_PASSWORD")
+            .env_remove("XDG_RUNTIME_DIR")
             .env("NO_COLOR", "1");
         Self { cmd }
     }
@@ -65,6 +68,7 @@ impl ClientCmd {
         let mut cmd = Command::new(bin("forkmail"));
         cmd.env_remove("FORKMAIL_PASSWORD")
             .env_remove("FORKMAIL_PROFILE")
+            .env_remove("XDG_RUNTIME_DIR")
             .env("XDG_CONFIG_HOME", config_home)
             .env("HOME", config_home)
             .env("NO_COLOR", "1");
@@ -83,6 +87,12 @@ impl ClientCmd {
     /// The password, through `FORKMAIL_PASSWORD`.
     pub fn password(mut self, password: &str) -> Self {
         self.cmd.env("FORKMAIL_PASSWORD", password);
+        self
+    }
+
+    /// Sets an environment variable of the command.
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.cmd.env(key, value);
         self
     }
 

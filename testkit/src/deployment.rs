@@ -11,11 +11,13 @@
 //! [`Deployment::set_store`].
 
 use std::fs;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use forkmail_client::{ClientError, ConnectOptions};
 use forkmail_keygen::deploy::{self, DeployError, InitOptions, NewUser, Settings};
 use forkmail_keygen::layout;
+use forkmail_keygen::password::{HashPolicy, Kdf};
 use forkmail_store::StoreLocation;
 
 use crate::client::ClientCmd;
@@ -172,6 +174,22 @@ impl Deployment {
         fs::write(&path, text).map_err(KitError::io(&path))
     }
 
+    /// Changes how the deployment hashes passwords from now on (`kdf` and `kdf_iterations` in
+    /// `server/deployment.toml`), as an operator would: users already made keep their hashes
+    /// until the server re-hashes each at its next password login. No server may be running.
+    pub fn set_password_policy(&self, policy: &HashPolicy) -> Result<(), KitError> {
+        let server = layout::server_dir(&self.root);
+        let path = server.settings();
+        let mut settings = Settings::load(&server).map_err(|source| KitError::Deploy {
+            path: self.root.clone(),
+            source,
+        })?;
+        settings.kdf = policy.kdf;
+        settings.kdf_iterations = policy.iterations.get();
+        let text = toml::to_string(&settings).expect("deployment settings always serialize");
+        fs::write(&path, text).map_err(KitError::io(&path))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -244,7 +262,10 @@ fn init(root: &Path, users: &[&str], options: &DeployOptions) -> Result<(), KitE
         .collect();
     let init_options = InitOptions {
         bits: options.bits,
-        kdf_iterations: options.kdf_iterations,
+        hash: HashPolicy {
+            kdf: Kdf::Pbkdf2Sha512,
+            iterations: NonZeroU32::new(options.kdf_iterations).unwrap_or(NonZeroU32::MIN),
+        },
         store: options.store.clone(),
         ..InitOptions::default()
     };

@@ -1,14 +1,14 @@
 //! A stand-in for a server of an older protocol version, in front of the real one: what a
 //! client of this build meets when the server was not upgraded. This build's server speaks
-//! only version 3, so the stand-in speaks the old version itself: it answers the hello as a
-//! version 1 (0.1.0) or version 2 server did ([`CheckedHello::check_as_older_server`]: a
-//! version 3 hello is malformed to it, a newer one unsupported), signs with the deployment's
-//! server key, takes the client's login, logs in to the real server as that user (version 3,
-//! the user's key from the deployment, the password the client sent), and then re-seals every
-//! frame from one channel into the other. With `newest` 3 it plays a man in the middle
-//! instead: it answers any version 3 hello without checking its signature (it cannot), with
-//! the deployment's server key, which is not the one the client pins. Test code: it panics on
-//! anything unexpected.
+//! only version 4, so the stand-in speaks the old version itself: it answers the hello as a
+//! version 1 (0.1.0), 2 or 3 server did ([`CheckedHello::check_as_older_server`]: to versions
+//! 1 and 2 a signed hello is malformed, a newer one unsupported; version 3 reads the version
+//! first), signs with the deployment's server key, takes the client's login, logs in to the
+//! real server as that user (this build's version, the user's key from the deployment, the
+//! password the client sent), and then re-seals every frame from one channel into the other.
+//! With `newest` 4 it plays a man in the middle instead: it answers any version 4 hello without
+//! checking its signature (it cannot), with the deployment's server key, which is not the one
+//! the client pins. Test code: it panics on anything unexpected.
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver};
@@ -17,7 +17,9 @@ use std::thread;
 
 use forkmail_keygen::keyfile;
 use forkmail_protocol::handshake::{client_auth, CheckedHello, ClientHandshake};
-use forkmail_protocol::messages::{AuthResult, ClientAuth, Request, Response, ServerReply};
+use forkmail_protocol::messages::{
+    AuthRequest, AuthResult, ClientAuth, Request, Response, ServerReply,
+};
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{
     decode, encode, now_millis, read_frame, write_frame, SecureChannel, MAX_FRAME_LEN,
@@ -37,8 +39,8 @@ pub struct OldServer {
 }
 
 impl OldServer {
-    /// Serves `connections` connections as a server whose newest version is `newest` (1 or
-    /// 2; 3 for a man in the middle), relaying logged-in sessions to `real` as `user`.
+    /// Serves `connections` connections as a server whose newest version is `newest` (1, 2 or
+    /// 3; 4 for a man in the middle), relaying logged-in sessions to `real` as `user`.
     pub fn start(
         dep: &Deployment,
         real: SocketAddr,
@@ -61,7 +63,7 @@ impl OldServer {
                 let version = decode::<u16>(&hello[..varint_len(&hello)]).unwrap();
                 versions_tx.send(version).unwrap();
                 let now = now_millis();
-                let checked = match if newest >= 3 {
+                let checked = match if newest >= 4 {
                     CheckedHello::check(hello, now, DEFAULT_WINDOW_MS)
                 } else {
                     CheckedHello::check_as_older_server(hello, newest, now, DEFAULT_WINDOW_MS)
@@ -80,7 +82,15 @@ impl OldServer {
                         .unwrap();
                     write_frame(&mut conn, &reply).unwrap();
                     let pinned = server_key.public_key().as_ref().to_vec();
-                    relay(conn, established.channel, real, &user, &user_key, &pinned);
+                    relay(
+                        conn,
+                        established.channel,
+                        real,
+                        &user,
+                        &user_key,
+                        &pinned,
+                        newest,
+                    );
                 });
             }
         });
@@ -97,15 +107,28 @@ fn relay(
     user: &str,
     user_key: &RsaKeyPair,
     pinned: &[u8],
+    newest: u16,
 ) {
     // A client that did not trust our hello has gone.
     let Ok(frame) = read_frame(&mut conn, MAX_FRAME_LEN) else {
         return;
     };
-    let auth: ClientAuth = down
-        .open_fresh(frame, now_millis(), DEFAULT_WINDOW_MS)
-        .unwrap();
+    // Only the man in the middle (`newest` 4) is sent a version 4 login.
+    let auth = if newest >= 4 {
+        match down.open_fresh::<AuthRequest>(frame, now_millis(), DEFAULT_WINDOW_MS) {
+            Ok(AuthRequest::Password(auth)) => auth,
+            _ => return,
+        }
+    } else {
+        down.open_fresh::<ClientAuth>(frame, now_millis(), DEFAULT_WINDOW_MS)
+            .unwrap()
+    };
     let (mut upstream, up, result) = login_upstream(real, user, user_key, &auth.password, pinned);
+    // An older version has no tickets: the one upstream gave stays here.
+    let result = match result {
+        AuthResult::AcceptedWithTicket { .. } => AuthResult::Accepted,
+        other => other,
+    };
     write_frame(&mut conn, &down.seal(&result, now_millis()).unwrap()).unwrap();
     if result != AuthResult::Accepted {
         return;
@@ -148,7 +171,7 @@ fn relay(
     let _ = responses.join();
 }
 
-/// A version 3 login to the real server as `user`, checked against the key the stand-in
+/// A login to the real server as `user` in this build's version, checked against the key the stand-in
 /// signs with (the deployment's own).
 fn login_upstream(
     real: SocketAddr,
@@ -167,6 +190,7 @@ fn login_upstream(
         .unwrap();
     let auth = client_auth(&established, user_key, password, &rng).unwrap();
     let mut channel = established.channel;
+    let auth = AuthRequest::Password(auth);
     write_frame(&mut stream, &channel.seal(&auth, now_millis()).unwrap()).unwrap();
     let frame = read_frame(&mut stream, MAX_FRAME_LEN).unwrap();
     let result = channel

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use forkmail_keygen::keyfile;
 use forkmail_protocol::frame::{encode_frame, read_frame, FrameError, MAX_FRAME_LEN};
-use forkmail_protocol::handshake::{client_auth, ClientHandshake, Established};
+use forkmail_protocol::handshake::{client_auth, ticket_auth, ClientHandshake, Established};
 use forkmail_protocol::messages::{
-    AuthResult, ClientHello, Request, Response, ServerReply, SignedClientHello, NONCE_LEN,
-    X25519_PUBLIC_LEN,
+    AuthRequest, AuthResult, AuthedClientHello, ClientHello, HelloAuth, Request, Response,
+    ServerReply, INVITE_PROOF_LEN, NONCE_LEN, TICKET_LEN, X25519_PUBLIC_LEN,
 };
 use forkmail_protocol::replay::DEFAULT_WINDOW_MS;
 use forkmail_protocol::{decode, encode, now_millis, SecureChannel, PROTOCOL_VERSION};
@@ -111,9 +111,9 @@ pub fn hello(dep: &Deployment, addr: SocketAddr, user: &str) -> Hello {
     hello_on(dep, Wire::connect(addr), user)
 }
 
-/// Connects and sends a fresh hello for `user` in protocol `version` signed with `key` (only
-/// version 3 is signed; 1 is what a 0.1.0 client sends, 2 what the release before this one
-/// sent).
+/// Connects and sends a fresh hello for `user` in protocol `version` signed with `key`
+/// (versions 3 and 4 are signed; 1 is what a 0.1.0 client sends, 2 and 3 what the releases
+/// before this one sent).
 pub fn hello_signed(addr: SocketAddr, user: &str, key: &RsaKeyPair, version: u16) -> Hello {
     hello_version_on(Wire::connect(addr), user, key, version)
 }
@@ -132,15 +132,28 @@ fn hello_version_on(mut wire: Wire, user: &str, key: &RsaKeyPair, version: u16) 
     Hello { wire, state, hello }
 }
 
-/// A complete, fresh version 3 hello for `user` whose signature is `signature_len` random
-/// bytes: what an outsider without the user's key sends, at no cryptographic cost to them.
+/// A complete, fresh hello for `user` whose signature is `signature_len` random bytes: what an
+/// outsider without the user's key sends, at no cryptographic cost to them.
 pub fn bogus_hello(user: &str, signature_len: usize) -> Vec<u8> {
+    let mut signature = vec![0u8; signature_len];
+    SystemRandom::new().fill(&mut signature).unwrap();
+    bogus_hello_with(user, HelloAuth::Signed(signature))
+}
+
+/// A complete, fresh enrollment hello for `user` whose proof is random: what an outsider
+/// without an invitation sends.
+pub fn bogus_invited_hello(user: &str) -> Vec<u8> {
+    let mut proof = [0u8; INVITE_PROOF_LEN];
+    SystemRandom::new().fill(&mut proof).unwrap();
+    bogus_hello_with(user, HelloAuth::Invited { proof })
+}
+
+fn bogus_hello_with(user: &str, auth: HelloAuth) -> Vec<u8> {
     let rng = SystemRandom::new();
-    let mut random = vec![0u8; NONCE_LEN + X25519_PUBLIC_LEN + signature_len];
+    let mut random = vec![0u8; NONCE_LEN + X25519_PUBLIC_LEN];
     rng.fill(&mut random).unwrap();
-    let (nonce, rest) = random.split_at(NONCE_LEN);
-    let (x25519, signature) = rest.split_at(X25519_PUBLIC_LEN);
-    encode(&SignedClientHello {
+    let (nonce, x25519) = random.split_at(NONCE_LEN);
+    encode(&AuthedClientHello {
         hello: ClientHello {
             version: PROTOCOL_VERSION,
             user: user.to_owned(),
@@ -148,8 +161,19 @@ pub fn bogus_hello(user: &str, signature_len: usize) -> Vec<u8> {
             timestamp_ms: now_millis(),
             x25519_public: x25519.try_into().unwrap(),
         },
-        signature: signature.to_vec(),
+        auth,
     })
+}
+
+/// Connects and sends a fresh enrollment hello for `user` proving the invitation whose token
+/// hashes to `token_hash`.
+pub fn enroll_hello(addr: SocketAddr, user: &str, token_hash: &[u8; 32]) -> Hello {
+    let mut wire = Wire::connect(addr);
+    let (state, hello) =
+        ClientHandshake::start_enroll(user, token_hash, now_millis(), &SystemRandom::new())
+            .unwrap();
+    wire.send_frame(&hello).unwrap();
+    Hello { wire, state, hello }
 }
 
 /// Decodes a server reply that is expected to be a refusal or busy notice.
@@ -180,17 +204,49 @@ impl Hello {
 }
 
 impl Keyed {
-    /// Authenticates with `user`'s key (from the deployment) and `password`.
+    /// Authenticates with `user`'s key (from the deployment) and `password`. A ticket the server
+    /// issues is dropped and reported as `Accepted`; [`Keyed::password_login`] keeps it.
     pub fn login_as(
-        mut self,
+        self,
         dep: &Deployment,
         key_user: &str,
         password: &str,
     ) -> (Session, AuthResult) {
-        let key = keyfile::load_private_key(&dep.profile(key_user).join("user.key")).unwrap();
+        let (session, result) = self.password_login(dep, key_user, password);
+        match result {
+            AuthResult::AcceptedWithTicket { .. } => (session, AuthResult::Accepted),
+            other => (session, other),
+        }
+    }
+
+    /// A password login with `key_user`'s key; the server's answer as it came (with the login
+    /// ticket of a version 4 session, unless the server issues none).
+    pub fn password_login(
+        self,
+        dep: &Deployment,
+        key_user: &str,
+        password: &str,
+    ) -> (Session, AuthResult) {
+        let key = user_key(dep, key_user);
         let auth = client_auth(&self.established, &key, password, &SystemRandom::new()).unwrap();
+        self.authenticate(&AuthRequest::Password(auth))
+    }
+
+    /// A ticket login (PROTOCOL.md §11): `ticket` with a signature by `key` over this session's
+    /// transcript, as a client holding that key makes it.
+    pub fn ticket_login(
+        self,
+        key: &RsaKeyPair,
+        ticket: &[u8; TICKET_LEN],
+    ) -> (Session, AuthResult) {
+        let auth = ticket_auth(&self.established, key, ticket, &SystemRandom::new()).unwrap();
+        self.authenticate(&auth)
+    }
+
+    /// Sends `request` as the first sealed frame and reads the server's answer.
+    pub fn authenticate(mut self, request: &AuthRequest) -> (Session, AuthResult) {
         let mut channel = self.established.channel;
-        let frame = channel.seal(&auth, now_millis()).unwrap();
+        let frame = channel.seal(request, now_millis()).unwrap();
         self.wire.send_frame(&frame).unwrap();
         let reply = self.wire.recv_frame().expect("auth result");
         let result: AuthResult = channel

@@ -40,7 +40,7 @@ const OWN_VERBS: &[&str] = &["help", "quit"];
 
 /// Subcommands for the shell (`forkmail completions bash`, `forkmail man`), not verbs of the
 /// REPL: neither offered by Tab nor run at the prompt.
-const SHELL_ONLY: &[&str] = &["completions", "man"];
+const SHELL_ONLY: &[&str] = &["completions", "man", "enroll"];
 
 /// Every verb the REPL takes, as Tab completes them: the one-shot subcommands and its own.
 pub fn verbs() -> Vec<String> {
@@ -69,6 +69,9 @@ commands (Tab completes them, and user names at the To prompt):
   forward ID  --to NAMES: send it on, your text first, in the editor
   unread ID...  mark mails unread
   delete ID...  delete mails (all or none)
+  keys        your contacts' keys as pinned, with fingerprints; --accept NAME
+              pins a changed key after you compared it; --rotate renews yours
+  logout      revoke your login tickets on the server, delete the ticket file
   help        show this help
   quit        log out (so does end of input, Ctrl-D)
 Every command takes the flags of its one-shot form (forkmail --help), e.g.
@@ -652,10 +655,13 @@ fn runs_on_the_session(command: &Command) -> bool {
         | Command::Sent { .. }
         | Command::Read(_)
         | Command::Delete(_)
-        | Command::Unread(_) => true,
+        | Command::Unread(_)
+        | Command::Keys(_) => true,
         Command::Send(_) | Command::Reply(_) | Command::Forward(_) => false,
+        // Its own short login, then the ticket file goes; the REPL's session goes on.
+        Command::Logout => false,
         // Refused by `parse_command`; as one-shot commands they need no session either.
-        Command::Completions { .. } | Command::Man => false,
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => false,
     }
 }
 
@@ -684,8 +690,9 @@ fn execute(command: &Command, session: &mut Session) -> Result<(), AppError> {
         }
         Command::Delete(args) => commands::delete(session, args, &mut out)?,
         Command::Unread(args) => commands::unread(session, args, &mut out)?,
-        Command::Send(_) | Command::Reply(_) | Command::Forward(_) => {}
-        Command::Completions { .. } | Command::Man => {}
+        Command::Keys(args) => crate::keys::run(session, args, &mut out)?,
+        Command::Send(_) | Command::Reply(_) | Command::Forward(_) | Command::Logout => {}
+        Command::Completions { .. } | Command::Man | Command::Enroll(_) => {}
     }
     print(&String::from_utf8_lossy(&out))
 }

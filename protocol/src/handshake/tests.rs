@@ -9,7 +9,7 @@ use rsa::pkcs8::EncodePrivateKey;
 
 use super::*;
 use crate::error::ProtocolError;
-use crate::messages::{Request, Response, SignedClientHello};
+use crate::messages::{AuthedClientHello, Request, Response, SignedClientHello};
 
 const WINDOW: u64 = 30_000;
 const NOW: u64 = 1_700_000_000_000;
@@ -44,16 +44,19 @@ fn user_key() -> &'static RsaKeyPair {
     &keys()[1]
 }
 
-/// Checks `hello` at `NOW` as this build's server does (version 3), or as a version 2 server
-/// did (versions 1 and 2).
+/// Checks `hello` at `NOW` as this build's server does (version 4), as a version 3 server did,
+/// or as a version 2 server did (versions 1 and 2).
 fn check_any(hello: Vec<u8>) -> Result<CheckedHello, Refusal> {
     let version: u16 = postcard::take_from_bytes(&hello).unwrap().0;
-    if version >= 3 {
-        CheckedHello::check(hello, NOW, WINDOW)
-    } else {
-        CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW)
+    match version {
+        4.. => CheckedHello::check(hello, NOW, WINDOW),
+        3 => CheckedHello::check_as_older_server(hello, 3, NOW, WINDOW),
+        _ => CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW),
     }
 }
+
+/// The token hash of an invitation, as the store keeps it.
+const TOKEN_HASH: [u8; 32] = [7; 32];
 
 /// The server's answer to `hello` at `NOW`, with the server key, in the hello's version.
 fn respond(hello: Vec<u8>, rng: &SystemRandom) -> (Vec<u8>, Established) {
@@ -259,6 +262,16 @@ fn client_falls_back_to_version_1_only_when_refused_for_it() {
         fallback_version(2, &HandshakeError::Refused(Refusal::Malformed)),
         None
     );
+    // A version 4 hello: a version 3 server reads the version first and says it speaks 3; an
+    // older one refuses the tail as malformed, and the client steps down one version at a time.
+    assert_eq!(fallback_version(4, &refused(3)), Some(3));
+    assert_eq!(fallback_version(4, &refused(1)), Some(1));
+    assert_eq!(
+        fallback_version(4, &HandshakeError::Refused(Refusal::Malformed)),
+        Some(3)
+    );
+    assert_eq!(fallback_version(4, &refused(4)), None);
+    assert_eq!(fallback_version(4, &refused(5)), None);
     for other in [
         HandshakeError::Refused(Refusal::Replayed),
         HandshakeError::Busy { waited_secs: 1 },
@@ -273,7 +286,7 @@ fn client_falls_back_to_version_1_only_when_refused_for_it() {
 #[test]
 fn client_starts_only_versions_it_speaks() {
     let rng = SystemRandom::new();
-    for version in [0, 4, u16::MAX] {
+    for version in [0, 5, u16::MAX] {
         assert!(ClientHandshake::start_version("alice", user_key(), version, NOW, &rng).is_err());
     }
 }
@@ -352,13 +365,20 @@ fn stale_server_hello_is_refused() {
 #[test]
 fn other_protocol_versions_are_refused() {
     let rng = SystemRandom::new();
-    // Unsigned hellos (versions 1 and 2) and unknown versions, with or without a signature
-    // tail: refused by the version, read first, before anything else is decoded.
-    for version in [0, 1, 2, 4, u16::MAX] {
+    // Unsigned hellos (versions 1 and 2), version 3's signed one and unknown versions, with or
+    // without a tail: refused by the version, read first, before anything else is decoded.
+    for version in [0, 1, 2, 3, 5, u16::MAX] {
         let (_, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
-        let mut signed: SignedClientHello = decode(&hello).unwrap();
-        signed.hello.version = version;
-        for bytes in [encode(&signed), encode(&signed.hello)] {
+        let mut authed: AuthedClientHello = decode(&hello).unwrap();
+        authed.hello.version = version;
+        let HelloAuth::Signed(signature) = authed.auth.clone() else {
+            panic!("expected a signed hello");
+        };
+        let v3_form = SignedClientHello {
+            hello: authed.hello.clone(),
+            signature,
+        };
+        for bytes in [encode(&authed), encode(&v3_form), encode(&authed.hello)] {
             let err = CheckedHello::check(bytes, NOW, WINDOW).unwrap_err();
             assert_eq!(
                 err,
@@ -373,36 +393,54 @@ fn other_protocol_versions_are_refused() {
             ClientHandshake::start_version("alice", user_key(), version, NOW, &rng).unwrap();
         assert!(CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW).is_ok());
     }
+    let (_, v3) = ClientHandshake::start_version("alice", user_key(), 3, NOW, &rng).unwrap();
+    let checked = CheckedHello::check_as_older_server(v3, 3, NOW, WINDOW).unwrap();
+    assert!(checked.verify_signature(&public(user_key())));
 }
 
 #[test]
 fn an_older_server_refuses_a_version_3_hello_as_malformed_and_a_newer_version_as_unsupported() {
     let rng = SystemRandom::new();
-    let (_, v3) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
+    let (_, v4) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
+    let (_, v3) = ClientHandshake::start_version("alice", user_key(), 3, NOW, &rng).unwrap();
     let (_, v2) = ClientHandshake::start_version("alice", user_key(), 2, NOW, &rng).unwrap();
-    let err = CheckedHello::check_as_older_server(v3, 2, NOW, WINDOW).unwrap_err();
-    assert_eq!(err, Refusal::Malformed);
+    let (_, enroll) = ClientHandshake::start_enroll("carol", &TOKEN_HASH, NOW, &rng).unwrap();
+    for hello in [v4.clone(), v3, enroll.clone()] {
+        let err = CheckedHello::check_as_older_server(hello, 2, NOW, WINDOW).unwrap_err();
+        assert_eq!(err, Refusal::Malformed);
+    }
+    for hello in [v4, enroll] {
+        let err = CheckedHello::check_as_older_server(hello, 3, NOW, WINDOW).unwrap_err();
+        assert_eq!(err, Refusal::UnsupportedVersion { supported: 3 });
+    }
     let err = CheckedHello::check_as_older_server(v2, 1, NOW, WINDOW).unwrap_err();
     assert_eq!(err, Refusal::UnsupportedVersion { supported: 1 });
 }
 
 #[test]
-fn version_3_hello_is_signed_by_the_user_over_its_bytes() {
+fn version_4_hello_is_signed_by_the_user_over_its_bytes() {
     let rng = SystemRandom::new();
     let (client, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
-    assert_eq!(client.version(), 3);
-    let signed: SignedClientHello = decode(&hello).unwrap();
-    assert_eq!(signed.hello.version, 3);
-    // The wire form: the unsigned hello's bytes, then the signature as a byte string.
-    let unsigned = encode(&signed.hello);
+    assert_eq!(client.version(), 4);
+    let authed: AuthedClientHello = decode(&hello).unwrap();
+    assert_eq!(authed.hello.version, 4);
+    let HelloAuth::Signed(signature) = &authed.auth else {
+        panic!("expected a signed hello: {:?}", authed.auth);
+    };
+    // The wire form: the unsigned hello's bytes, then variant 0 and the signature as a byte
+    // string: version 3's tail behind one byte.
+    let unsigned = encode(&authed.hello);
     assert_eq!(hello[..unsigned.len()], unsigned[..]);
-    assert_eq!(hello[unsigned.len()..], encode(&signed.signature)[..]);
+    assert_eq!(hello[unsigned.len()], 0);
+    assert_eq!(hello[unsigned.len() + 1..], encode(signature)[..]);
     // The signed bytes, spelled out as PROTOCOL.md does.
     let message = [&b"forkmail/3 client hello\0"[..], &unsigned].concat();
     signature::UnparsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, public(user_key()))
-        .verify(&message, &signed.signature)
+        .verify(&message, signature)
         .unwrap();
     let checked = CheckedHello::check(hello.clone(), NOW, WINDOW).unwrap();
+    assert_eq!(checked.kind(), HelloKind::Login);
+    assert!(!checked.verify_invite(&TOKEN_HASH));
     assert!(checked.verify_signature(&public(user_key())));
     assert!(!checked.verify_signature(&public(server_key())));
     // The transcript covers the hello as sent, signature included.
@@ -421,10 +459,23 @@ fn version_3_hello_is_signed_by_the_user_over_its_bytes() {
 }
 
 #[test]
-fn version_3_hello_altered_or_unsigned_fails_verification_or_decoding() {
+fn version_4_hello_altered_or_unsigned_fails_verification_or_decoding() {
     let rng = SystemRandom::new();
     let (_, hello) = ClientHandshake::start("alice", user_key(), NOW, &rng).unwrap();
-    let signed: SignedClientHello = decode(&hello).unwrap();
+    let authed: AuthedClientHello = decode(&hello).unwrap();
+    let HelloAuth::Signed(signature) = authed.auth.clone() else {
+        panic!("expected a signed hello");
+    };
+    let signed = SignedClientHello {
+        hello: authed.hello.clone(),
+        signature,
+    };
+    let v4 = |h: &SignedClientHello| {
+        encode(&AuthedClientHello {
+            hello: h.hello.clone(),
+            auth: HelloAuth::Signed(h.signature.clone()),
+        })
+    };
     // Each field rewritten under the original signature.
     let mut altered = Vec::new();
     let mut h = signed.clone();
@@ -446,23 +497,86 @@ fn version_3_hello_altered_or_unsigned_fails_verification_or_decoding() {
     h.signature[10] ^= 1;
     altered.push(h);
     for h in altered {
-        let checked = CheckedHello::check(encode(&h), NOW, WINDOW).unwrap();
+        let checked = CheckedHello::check(v4(&h), NOW, WINDOW).unwrap();
         assert!(!checked.verify_signature(&public(user_key())), "{h:?}");
     }
-    // No signature at all, trailing bytes, an oversized signature: malformed.
+    // An invitation's proof in place of the signature is no signature.
+    let invited = AuthedClientHello {
+        hello: authed.hello.clone(),
+        auth: HelloAuth::Invited { proof: [1; 32] },
+    };
+    let checked = CheckedHello::check(encode(&invited), NOW, WINDOW).unwrap();
+    assert!(!checked.verify_signature(&public(user_key())));
+    // No auth at all, version 3's bare signature, trailing bytes, an oversized signature, an
+    // unknown auth variant: malformed.
     let mut trailing = hello.clone();
     trailing.push(0);
     let mut huge = signed.clone();
     huge.signature = vec![0; MAX_HELLO_SIGNATURE_LEN + 1];
+    let mut unknown_variant = encode(&authed.hello);
+    unknown_variant.extend_from_slice(&[2, 0]);
     for bytes in [
         encode(&signed.hello),
+        encode(&signed),
         trailing,
-        encode(&huge),
+        v4(&huge),
+        unknown_variant,
         hello[..10].to_vec(),
     ] {
         let err = CheckedHello::check(bytes, NOW, WINDOW).unwrap_err();
         assert_eq!(err, Refusal::Malformed);
     }
+}
+
+#[test]
+fn enrollment_hello_proves_the_token_hash_over_its_bytes() {
+    let rng = SystemRandom::new();
+    let (client, hello) = ClientHandshake::start_enroll("carol", &TOKEN_HASH, NOW, &rng).unwrap();
+    assert_eq!(client.version(), 4);
+    let authed: AuthedClientHello = decode(&hello).unwrap();
+    assert_eq!(authed.hello.user, "carol");
+    let HelloAuth::Invited { proof } = authed.auth else {
+        panic!("expected an invited hello: {:?}", authed.auth);
+    };
+    // The wire form: the hello's bytes, variant 1, the 32 proof bytes.
+    let unsigned = encode(&authed.hello);
+    assert_eq!(hello[..unsigned.len()], unsigned[..]);
+    assert_eq!(hello[unsigned.len()], 1);
+    assert_eq!(hello[unsigned.len() + 1..], proof[..]);
+    // The proof, spelled out as PROTOCOL.md does.
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &TOKEN_HASH);
+    let message = [&b"forkmail/4 enroll hello\0"[..], &unsigned].concat();
+    hmac::verify(&key, &message, &proof).unwrap();
+    let checked = CheckedHello::check(hello.clone(), NOW, WINDOW).unwrap();
+    assert_eq!(checked.kind(), HelloKind::Enroll);
+    assert!(checked.verify_invite(&TOKEN_HASH));
+    assert!(!checked.verify_invite(&[8; 32]));
+    assert!(!checked.verify_signature(&public(user_key())));
+    // Bound to every field of the hello: rewritten under the same proof, it no longer verifies.
+    let mut renamed = authed.clone();
+    renamed.hello.user = "mallory".into();
+    let mut renonced = authed.clone();
+    renonced.hello.nonce[0] ^= 1;
+    let mut flipped = authed.clone();
+    flipped.auth = HelloAuth::Invited {
+        proof: {
+            let mut p = proof;
+            p[0] ^= 1;
+            p
+        },
+    };
+    for altered in [renamed, renonced, flipped] {
+        let checked = CheckedHello::check(encode(&altered), NOW, WINDOW).unwrap();
+        assert!(!checked.verify_invite(&TOKEN_HASH), "{altered:?}");
+    }
+    // A short proof is malformed; the session goes on like a login's.
+    let err = CheckedHello::check(hello[..hello.len() - 1].to_vec(), NOW, WINDOW).unwrap_err();
+    assert_eq!(err, Refusal::Malformed);
+    let (reply, server) = checked.respond(server_key(), NOW, &rng).unwrap();
+    let client = client
+        .finish(&reply, &public(server_key()), NOW, WINDOW)
+        .unwrap();
+    assert_eq!(client.transcript_hash, server.transcript_hash);
 }
 
 #[test]

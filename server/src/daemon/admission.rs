@@ -1,10 +1,11 @@
 //! Who may wait for a session slot: the parent's check of each whole hello (PROTOCOL.md §5.1),
 //! before any fork, signature or database write is spent on it.
 //!
-//! Cheap checks come first: decoding, the version (3 only: an unsigned hello would let anyone
+//! Cheap checks come first: decoding, the version (4 only: an unsigned hello would let anyone
 //! hold a slot), freshness against the moment the hello arrived, then the user's key and the
-//! RSA signature (tens of microseconds), then the nonce against those this parent has already
-//! admitted. An unknown user and a bad signature get one answer, [`Refusal::UnknownKey`], after
+//! RSA signature (tens of microseconds) or, for an enrollment hello, its proof against every
+//! pending invitation ([`judge_invite`], one HMAC each), then the nonce against those this
+//! parent has already admitted. An unknown user and a bad signature get one answer, [`Refusal::UnknownKey`], after
 //! the same work (an unknown name is checked against a decoy key), so that the answer does not
 //! say which users exist. A hello that passes is then held to the user's session cap
 //! ([`cap_refusal`]). Everything here is a pure decision on bytes and state, unit-tested
@@ -14,15 +15,19 @@
 //! loaded: it waits (unjudged, not queued) for a key load that starts after it arrived, at most
 //! one every [`KEY_LOAD_INTERVAL`], and at most [`MAX_WAITING_FOR_KEYS`] wait at once; past
 //! that, an unknown name is refused at once. So naming random users makes the server fork a
-//! key loader at most every two seconds, and never holds a slot.
+//! key loader at most every two seconds, and never holds a slot. An enrollment hello whose
+//! proof matches no invitation waits the same way (the invitation may be newer than the last
+//! load; the loader brings both), and is then refused as [`Refusal::InviteUnknown`]; one that
+//! matches an invitation for another name, a used or an expired one is told so at once. The
+//! enrollment child checks the invitation again in the store, in the enrollment's transaction.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use forkmail_protocol::handshake::CheckedHello;
+use forkmail_protocol::handshake::{CheckedHello, HelloKind};
 use forkmail_protocol::messages::{Refusal, NONCE_LEN};
 
-use crate::keys::KeyMap;
+use crate::keys::{Known, PendingInvite};
 
 /// The shortest time between the starts of two key loads.
 pub(super) const KEY_LOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -36,13 +41,13 @@ pub(super) const MAX_SEEN_NONCES: usize = 200_000;
 /// What the parent decided about one whole hello.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Signed by the user it names, fresh and not seen before: it may wait for a slot (if the
-    /// user is under the cap).
+    /// Signed by the user it names (or proving an invitation for that name), fresh and not seen
+    /// before: it may wait for a slot (if the user is under the cap).
     Admit { user: String },
     /// Answered at once, and the connection dropped: no fork.
     Refuse(Refusal),
-    /// Well-formed and fresh, but it names a user the parent has no key for: it waits for the
-    /// next key load.
+    /// Well-formed and fresh, but it names a user the parent has no key for (or proves no
+    /// invitation the parent knows): it waits for the next key load.
     WaitForKeys,
 }
 
@@ -109,7 +114,7 @@ pub(super) fn judge(
     hello: &[u8],
     received_at_ms: u64,
     now_ms: u64,
-    keys: &KeyMap,
+    known: &Known,
     keys_final: bool,
     seen: &mut SeenNonces,
     rules: &Rules,
@@ -118,15 +123,23 @@ pub(super) fn judge(
         Ok(checked) => checked,
         Err(refusal) => return Verdict::Refuse(refusal),
     };
-    let verified = match keys.get(&checked.hello.user) {
-        Some(key) => checked.verify_signature(key),
-        None if !keys_final => return Verdict::WaitForKeys,
-        None => {
-            // The same work as a known name with a bad signature: the answer's timing must not
-            // say which users exist.
-            let _ = checked.verify_signature(rules.decoy_key);
-            false
-        }
+    let verified = match checked.kind() {
+        HelloKind::Enroll => match judge_invite(&checked, &known.invites, now_ms) {
+            Some(Ok(())) => true,
+            Some(Err(refusal)) => return Verdict::Refuse(refusal),
+            None if !keys_final => return Verdict::WaitForKeys,
+            None => return Verdict::Refuse(Refusal::InviteUnknown),
+        },
+        HelloKind::Login => match known.keys.get(&checked.hello.user) {
+            Some(key) => checked.verify_signature(key),
+            None if !keys_final => return Verdict::WaitForKeys,
+            None => {
+                // The same work as a known name with a bad signature: the answer's timing must
+                // not say which users exist.
+                let _ = checked.verify_signature(rules.decoy_key);
+                false
+            }
+        },
     };
     if !verified {
         return Verdict::Refuse(Refusal::UnknownKey);
@@ -141,6 +154,33 @@ pub(super) fn judge(
     Verdict::Admit {
         user: checked.hello.user,
     }
+}
+
+/// What an enrollment hello's proof says, judged against every pending invitation: `None` if it
+/// matches none; else whether the matched one admits it (for this name, unused, unexpired at
+/// `now_ms`) or why not. Every invitation is tried, so the time taken does not say which one
+/// matched.
+pub(super) fn judge_invite(
+    checked: &CheckedHello,
+    invites: &[PendingInvite],
+    now_ms: u64,
+) -> Option<Result<(), Refusal>> {
+    let mut matched = None;
+    for invite in invites {
+        if checked.verify_invite(&invite.token_hash) && matched.is_none() {
+            matched = Some(invite);
+        }
+    }
+    let invite = matched?;
+    Some(if invite.user != checked.hello.user {
+        Err(Refusal::InviteForAnotherUser)
+    } else if invite.used {
+        Err(Refusal::InviteUsed)
+    } else if invite.expires_ms <= now_ms {
+        Err(Refusal::InviteExpired)
+    } else {
+        Ok(())
+    })
 }
 
 /// The refusal for a user who already holds `open` sessions (running or queued) under a cap

@@ -64,7 +64,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::ServerConfig;
 use crate::heartbeat::{self, Heartbeat};
 use crate::instance::InstanceLock;
-use crate::keys::{self, KeyMap, Loader};
+use crate::keys::{self, Known, Loader};
 use crate::proxy;
 use crate::session::{self, ChildContext, Handoff};
 use crate::signals;
@@ -105,8 +105,8 @@ pub struct Daemon {
     /// One server per SQLite deployment directory; `None` in a child, which must not keep it,
     /// and on a PostgreSQL store, which several hosts share.
     instance: Option<InstanceLock>,
-    /// Every user's public key, for checking hellos.
-    keys: KeyMap,
+    /// Every user's public key and the pending invitations, for checking hellos.
+    known: Known,
     /// When the keys are reloaded, and which load a waiting hello needs.
     key_loads: KeyLoads,
     /// The key load in progress, if any.
@@ -120,13 +120,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// `keys`: every user's public key, loaded at start-up ([`keys::load_blocking`]).
+    /// `known`: every user's public key and the invitations, loaded at start-up
+    /// ([`keys::load_blocking`]).
     pub fn new(
         config: ServerConfig,
         shared: Shared,
         listener: TcpListener,
         instance: Option<InstanceLock>,
-        keys: KeyMap,
+        known: Known,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut daemon = Self {
@@ -139,7 +140,7 @@ impl Daemon {
             accept_failures: AcceptFailures::default(),
             signals: signals::ParentSignals::install()?,
             instance,
-            keys,
+            known,
             key_loads: KeyLoads::loaded_at_start(Instant::now()),
             loader: None,
             key_load_failed: false,
@@ -651,7 +652,7 @@ impl Daemon {
                 &p.buf[HEADER_LEN..],
                 received_at_ms,
                 now_ms,
-                &self.keys,
+                &self.known,
                 keys_final,
                 &mut self.seen,
                 &rules,
@@ -686,7 +687,7 @@ impl Daemon {
                     waiting -= usize::from(was_waiting);
                 }
                 Verdict::WaitForKeys => {
-                    debug!(peer = %self.pending[i].peer, "hello names a user without a key; waiting for a key load");
+                    debug!(peer = %self.pending[i].peer, "hello names a user without a key or an invitation we do not know; waiting for a key load");
                     self.pending[i].keys_wanted = Some(self.key_loads.next());
                     self.key_loads.want();
                     waiting += 1;
@@ -731,17 +732,20 @@ impl Daemon {
         self.loader = None;
         self.key_loads.finish();
         match done {
-            Ok(keys) => {
-                if keys.len() != self.keys.len() {
-                    info!("loaded the public keys of {} users", keys.len());
+            Ok(known) => {
+                if known.keys.len() != self.known.keys.len() {
+                    info!("loaded the public keys of {} users", known.keys.len());
                 }
-                self.keys = keys;
+                if known.invites.len() != self.known.invites.len() {
+                    info!("loaded {} enrollment invitations", known.invites.len());
+                }
+                self.known = known;
                 self.key_load_failed = false;
             }
             Err(why) => {
                 warn!(
                     "cannot reload the users' keys: {why}; keeping the {} loaded before",
-                    self.keys.len()
+                    self.known.keys.len()
                 );
                 self.key_load_failed = true;
             }

@@ -4,7 +4,8 @@
 //! `BEGIN IMMEDIATE` serialising every writer:
 //! - every write is one transaction at the default isolation (read committed), or one statement
 //!   where that suffices, committed with the default `synchronous_commit = on`, except
-//!   handshake nonces ([`PgStore::record_nonce`]);
+//!   handshake nonces ([`PgStore::record_nonce`]) and issued login tickets
+//!   ([`Store::issue_ticket`]), whose loss in a power cut costs nothing but a password prompt;
 //! - races are settled by the database: `ON CONFLICT DO NOTHING` records a nonce once,
 //!   `ON CONFLICT ... DO UPDATE ... RETURNING` counts login failures, a row lock on the message
 //!   decides which of two recipients deleting at once is the last, identity columns hand out
@@ -26,7 +27,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use ::postgres::Config;
-use forkmail_protocol::messages::{Draft, Mail, MailSummary, SentSummary};
+use forkmail_protocol::e2e::{KeyRecord, SignedKeyRecord};
+use forkmail_protocol::messages::{DirectoryEntry, Draft, Mail, MailSummary, SentSummary};
 
 use self::connection::{classify, connect, describe, store_error, Class, Conn, Statements};
 use self::schema::{Mode, Probe};
@@ -34,11 +36,13 @@ use crate::limits::mail_size;
 use crate::location::PostgresUrl;
 use crate::migrations::{CURRENT_VERSION, INVARIANTS};
 use crate::{
-    distinct, Attempt, Counts, ImportedMail, LoginFailures, Migrated, SendLimits, Store,
-    StoreError, StoredPassword, UserKey, UserRecord,
+    distinct, Attempt, Counts, ImportedMail, Invite, LoginFailures, Migrated, PasswordUpdate,
+    SendLimits, Store, StoreError, StoredPassword, UserKey, UserRecord,
 };
 
 mod connection;
+mod invites;
+mod keys;
 mod passfile;
 mod queries;
 mod schema;
@@ -721,12 +725,130 @@ impl Store for PgStore {
         })
     }
 
+    fn update_password(
+        &mut self,
+        user: &str,
+        password: &StoredPassword,
+        update: PasswordUpdate,
+    ) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            let statement = conn.statements.get(&mut tx, queries::UPDATE_PASSWORD)?;
+            let updated = tx.execute(
+                &statement,
+                &[
+                    &user,
+                    &password.kdf,
+                    &i64::from(password.iterations),
+                    &password.salt,
+                    &password.hash,
+                ],
+            )?;
+            if updated == 0 {
+                return Err(StoreError::UnknownRecipient(user.to_owned()).into());
+            }
+            if update == PasswordUpdate::Change {
+                let revoke = conn.statements.get(&mut tx, queries::REVOKE_TICKETS)?;
+                tx.execute(&revoke, &[&user])?;
+            }
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn issue_ticket(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.run(|conn| {
+            let mut tx = conn.client.transaction()?;
+            // Not waited for, as nonces (see `record_nonce`): a ticket lost in a power cut only
+            // makes the next command ask for the password; revocations commit synchronously.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            let purge = conn.statements.get(&mut tx, queries::PURGE_TICKETS)?;
+            tx.execute(&purge, &[&(now_ms as i64)])?;
+            let issue = conn.statements.get(&mut tx, queries::ISSUE_TICKET)?;
+            tx.execute(
+                &issue,
+                &[&ticket_hash, &user, &(now_ms as i64), &(expires_ms as i64)],
+            )?;
+            tx.commit().map_err(Fail::Unsure)
+        })
+    }
+
+    fn ticket_valid(
+        &mut self,
+        user: &str,
+        ticket_hash: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::TICKET_VALID)?;
+            let row = conn
+                .client
+                .query_opt(&statement, &[&ticket_hash, &user, &(now_ms as i64)])?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn revoke_tickets(&mut self, user: &str) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let statement = conn
+                .statements
+                .get(&mut conn.client, queries::REVOKE_TICKETS)?;
+            Ok(conn.client.execute(&statement, &[&user])?)
+        })
+    }
+
+    fn create_invite(
+        &mut self,
+        user: &str,
+        token_hash: &[u8; 32],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.create_invite_once(user, token_hash, expires_ms, now_ms)
+    }
+
+    fn invites(&mut self, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+        self.list_invites(now_ms)
+    }
+
+    fn enroll(
+        &mut self,
+        user: &UserRecord,
+        token_hash: &[u8; 32],
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.enroll_once(user, token_hash, record, signed, now_ms)
+    }
+
     fn schema_version(&mut self) -> Result<u32, StoreError> {
         let location = describe(&self.url);
         match self.run(|conn| Ok(schema::probe(&mut conn.client)?))? {
             Probe::Version(v) => Ok(v),
             other => Err(schema::refusal(location, other)),
         }
+    }
+
+    fn key_records(&mut self, names: &[String]) -> Result<Vec<DirectoryEntry>, StoreError> {
+        self.key_records_of(names)
+    }
+
+    fn publish_key(
+        &mut self,
+        user: &str,
+        record: &KeyRecord,
+        signed: &SignedKeyRecord,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.publish(user, record, signed, now_ms)
     }
 }
 
@@ -746,7 +868,7 @@ mod tests {
     use crate::StoreLocation;
 
     #[test]
-    fn only_nonces_skip_the_synchronous_commit() {
+    fn only_nonces_and_issued_tickets_skip_the_synchronous_commit() {
         let cluster = match Cluster::start() {
             Ok(cluster) => cluster,
             Err(skip) => return eprintln!("skipped: {skip}"),
@@ -756,6 +878,22 @@ mod tests {
         };
         let mut store = PgStore::create(&url).unwrap();
         assert!(store.record_nonce(b"n", 0, 10).unwrap());
+        store
+            .add_user(
+                &crate::UserRecord {
+                    name: "alice".into(),
+                    password: StoredPassword {
+                        kdf: "pbkdf2-sha512".into(),
+                        iterations: 1,
+                        salt: vec![0; 16],
+                        hash: vec![0; 64],
+                    },
+                    public_key: vec![1],
+                },
+                0,
+            )
+            .unwrap();
+        store.issue_ticket("alice", &[1; 32], 0, 10).unwrap();
         let client = &mut store.conn.as_mut().unwrap().client;
         let setting: String = client
             .query_one("SHOW synchronous_commit", &[])
@@ -763,7 +901,7 @@ mod tests {
             .get(0);
         assert_eq!(
             setting, "on",
-            "SET LOCAL must end with the nonce's transaction"
+            "SET LOCAL must end with the nonce's and the ticket's transactions"
         );
         let logged: String = client
             .query_one(

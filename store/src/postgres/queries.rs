@@ -154,6 +154,19 @@ pub(super) const SET_LOCK: &str =
 
 pub(super) const CLEAR_FAILURES: &str = "DELETE FROM login_failures WHERE username = $1";
 
+pub(super) const UPDATE_PASSWORD: &str =
+    "UPDATE users SET kdf = $2, iterations = $3, salt = $4, hash = $5 WHERE name = $1";
+
+pub(super) const PURGE_TICKETS: &str = "DELETE FROM tickets WHERE expires_ms <= $1";
+
+pub(super) const ISSUE_TICKET: &str = "
+INSERT INTO tickets (token_hash, user_name, created_ms, expires_ms) VALUES ($1, $2, $3, $4)";
+
+pub(super) const TICKET_VALID: &str = "
+SELECT 1 FROM tickets WHERE token_hash = $1 AND user_name = $2 AND expires_ms > $3";
+
+pub(super) const REVOKE_TICKETS: &str = "DELETE FROM tickets WHERE user_name = $1";
+
 pub(super) const COUNTS: &str = "
 SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM messages),
        (SELECT count(*) FROM bodies), (SELECT count(*) FROM deliveries),

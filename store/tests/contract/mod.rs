@@ -12,8 +12,8 @@ use std::sync::Barrier;
 
 use forkmail_protocol::messages::{Draft, MailSummary, SentSummary};
 use forkmail_store::{
-    Attempt, Counts, ImportedMail, LoginFailures, SendLimits, Store, StoreError, StoreLocation,
-    StoredPassword, UserKey, UserRecord, CURRENT_VERSION,
+    Attempt, Counts, ImportedMail, LoginFailures, PasswordUpdate, SendLimits, Store, StoreError,
+    StoreLocation, StoredPassword, UserKey, UserRecord, CURRENT_VERSION,
 };
 
 /// Invokes `$m! { name, ... }` with every behaviour below: the one list both backends use.
@@ -58,9 +58,28 @@ macro_rules! for_each_behaviour {
             racing_sends_at_the_rate_edge_store_no_more_than_it_allows,
             delete_many_is_all_or_nothing_and_names_every_missing_id,
             mark_unread_is_per_reader_and_all_or_nothing,
+            update_password_replaces_the_hash_and_refuses_an_unknown_user,
+            a_ticket_is_valid_for_its_user_until_it_expires,
+            revoking_tickets_ends_every_ticket_of_that_user_only,
+            a_password_change_revokes_tickets_and_a_rehash_keeps_them,
+            issuing_a_ticket_purges_expired_ones,
+            key_records_answer_in_order_with_none_for_unknown_and_unpublished,
+            a_key_record_is_replaced_only_by_a_higher_serial,
+            a_key_record_of_an_unknown_user_is_refused,
+            racing_publishers_with_one_serial_store_one_record,
+            invites_are_listed_until_a_while_after_use_or_expiry,
+            an_invite_for_an_existing_user_is_refused,
+            enroll_stores_the_user_and_record_and_burns_the_invite,
+            every_failed_enrollment_stores_nothing_and_says_why,
+            racing_enrollments_with_one_token_enroll_once,
         }
     };
 }
+
+mod keys;
+pub use keys::*;
+mod invites;
+pub use invites::*;
 
 /// What the suite needs of a backend besides the store itself.
 pub trait Backend: Sync {
@@ -1373,4 +1392,100 @@ pub fn racing_sends_at_the_rate_edge_store_no_more_than_it_allows(b: &dyn Backen
         "{refused:?}"
     );
     assert_eq!(sent(&mut *store, "alice").len(), 3);
+}
+
+/// An Argon2id hash as the server's re-hash stores it.
+fn argon2id_password() -> StoredPassword {
+    StoredPassword {
+        kdf: "argon2id-m19456-p1".into(),
+        iterations: 2,
+        salt: b"sixteen byte slt".to_vec(),
+        hash: vec![0x5A; 32],
+    }
+}
+
+pub fn update_password_replaces_the_hash_and_refuses_an_unknown_user(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let new = argon2id_password();
+    store
+        .update_password("bob", &new, PasswordUpdate::Rehash)
+        .unwrap();
+    let bob = store.find_user("bob").unwrap().unwrap();
+    assert_eq!(bob.password, new);
+    assert_eq!(
+        bob.public_key,
+        user("bob").public_key,
+        "only the hash changes"
+    );
+    assert_eq!(
+        store.find_user("alice").unwrap().unwrap().password,
+        user("alice").password,
+        "other users keep theirs"
+    );
+    assert!(matches!(
+        store.update_password("nobody", &new, PasswordUpdate::Change),
+        Err(StoreError::UnknownRecipient(name)) if name == "nobody"
+    ));
+}
+
+pub fn a_ticket_is_valid_for_its_user_until_it_expires(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    let ticket = [7u8; 32];
+    store.issue_ticket("bob", &ticket, 1_000, 61_000).unwrap();
+    assert!(store.ticket_valid("bob", &ticket, 1_000).unwrap());
+    assert!(
+        store.ticket_valid("bob", &ticket, 60_999).unwrap(),
+        "valid as often as its lifetime allows"
+    );
+    assert!(
+        !store.ticket_valid("bob", &ticket, 61_000).unwrap(),
+        "expired"
+    );
+    assert!(
+        !store.ticket_valid("alice", &ticket, 1_000).unwrap(),
+        "bob's ticket is not alice's"
+    );
+    assert!(!store.ticket_valid("bob", &[8u8; 32], 1_000).unwrap());
+}
+
+pub fn revoking_tickets_ends_every_ticket_of_that_user_only(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    store.issue_ticket("bob", &[1; 32], 1_000, 90_000).unwrap();
+    store.issue_ticket("bob", &[2; 32], 1_000, 90_000).unwrap();
+    store
+        .issue_ticket("carol", &[3; 32], 1_000, 90_000)
+        .unwrap();
+    assert_eq!(store.revoke_tickets("bob").unwrap(), 2);
+    assert!(!store.ticket_valid("bob", &[1; 32], 2_000).unwrap());
+    assert!(!store.ticket_valid("bob", &[2; 32], 2_000).unwrap());
+    assert!(store.ticket_valid("carol", &[3; 32], 2_000).unwrap());
+    assert_eq!(store.revoke_tickets("bob").unwrap(), 0);
+}
+
+pub fn a_password_change_revokes_tickets_and_a_rehash_keeps_them(b: &dyn Backend) {
+    let (_, mut store) = store_with_users(b);
+    store.issue_ticket("bob", &[1; 32], 1_000, 90_000).unwrap();
+    store
+        .update_password("bob", &argon2id_password(), PasswordUpdate::Rehash)
+        .unwrap();
+    assert!(store.ticket_valid("bob", &[1; 32], 2_000).unwrap());
+    store
+        .update_password("bob", &user("bob").password, PasswordUpdate::Change)
+        .unwrap();
+    assert!(!store.ticket_valid("bob", &[1; 32], 2_000).unwrap());
+}
+
+pub fn issuing_a_ticket_purges_expired_ones(b: &dyn Backend) {
+    let (at, mut store) = store_with_users(b);
+    store.issue_ticket("bob", &[1; 32], 1_000, 5_000).unwrap();
+    store.issue_ticket("carol", &[2; 32], 1_000, 9_000).unwrap();
+    store
+        .issue_ticket("alice", &[3; 32], 6_000, 20_000)
+        .unwrap();
+    assert_eq!(
+        b.query_ints(&at, "SELECT count(*) FROM tickets"),
+        [2],
+        "bob's expired ticket went, carol's live one stayed"
+    );
+    assert!(store.ticket_valid("carol", &[2; 32], 6_000).unwrap());
 }

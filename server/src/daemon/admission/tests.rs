@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use forkmail_keygen::keyfile::GeneratedKey;
 use forkmail_protocol::handshake::ClientHandshake;
-use forkmail_protocol::messages::SignedClientHello;
+use forkmail_protocol::messages::{AuthedClientHello, HelloAuth};
 use forkmail_protocol::{decode, encode};
 use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
@@ -30,11 +30,30 @@ fn keys() -> &'static [(RsaKeyPair, Vec<u8>); 2] {
     })
 }
 
-fn key_map() -> KeyMap {
-    [("alice", &keys()[0].1), ("bob", &keys()[1].1)]
-        .into_iter()
-        .map(|(name, key)| (name.to_owned(), key.clone()))
-        .collect()
+/// The token hashes of the pending invitations: carol's (valid), dave's (used), erin's
+/// (expired at `NOW`).
+const CAROL: [u8; 32] = [1; 32];
+const DAVE: [u8; 32] = [2; 32];
+const ERIN: [u8; 32] = [3; 32];
+
+fn known() -> Known {
+    let invite = |token_hash, user: &str, expires_ms, used| PendingInvite {
+        token_hash,
+        user: user.into(),
+        expires_ms,
+        used,
+    };
+    Known {
+        keys: [("alice", &keys()[0].1), ("bob", &keys()[1].1)]
+            .into_iter()
+            .map(|(name, key)| (name.to_owned(), key.clone()))
+            .collect(),
+        invites: vec![
+            invite(CAROL, "carol", NOW + 1, false),
+            invite(DAVE, "dave", NOW + 1, true),
+            invite(ERIN, "erin", NOW, false),
+        ],
+    }
 }
 
 fn rules() -> Rules<'static> {
@@ -53,14 +72,21 @@ fn hello(user: &str, signer: usize, version: u16) -> Vec<u8> {
         .1
 }
 
+/// An enrollment hello for `user` proving the invitation `token_hash`.
+fn enroll_hello(user: &str, token_hash: &[u8; 32]) -> Vec<u8> {
+    ClientHandshake::start_enroll(user, token_hash, NOW, &SystemRandom::new())
+        .unwrap()
+        .1
+}
+
 fn judge_now(hello: &[u8], keys_final: bool, seen: &mut SeenNonces) -> Verdict {
-    judge(hello, NOW, NOW, &key_map(), keys_final, seen, &rules())
+    judge(hello, NOW, NOW, &known(), keys_final, seen, &rules())
 }
 
 #[test]
 fn a_hello_signed_by_its_user_is_admitted_once() {
     let mut seen = SeenNonces::default();
-    let h = hello("alice", 0, 3);
+    let h = hello("alice", 0, 4);
     assert_eq!(
         judge_now(&h, false, &mut seen),
         Verdict::Admit {
@@ -78,10 +104,13 @@ fn a_hello_signed_by_its_user_is_admitted_once() {
 #[test]
 fn unknown_user_and_wrong_key_get_one_answer_and_record_nothing() {
     let mut seen = SeenNonces::default();
-    let wrong_key = hello("alice", 1, 3);
-    let unknown = hello("mallory", 0, 3);
-    let mut garbled: SignedClientHello = decode(&hello("bob", 1, 3)).unwrap();
-    garbled.signature[0] ^= 1;
+    let wrong_key = hello("alice", 1, 4);
+    let unknown = hello("mallory", 0, 4);
+    let mut garbled: AuthedClientHello = decode(&hello("bob", 1, 4)).unwrap();
+    let HelloAuth::Signed(signature) = &mut garbled.auth else {
+        panic!("expected a signed hello");
+    };
+    signature[0] ^= 1;
     let garbled = encode(&garbled);
     for h in [&wrong_key, &unknown, &garbled] {
         assert_eq!(
@@ -97,23 +126,76 @@ fn unknown_user_and_wrong_key_get_one_answer_and_record_nothing() {
 #[test]
 fn unsigned_old_and_stale_hellos_are_refused_before_any_key_is_used() {
     let mut seen = SeenNonces::default();
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         assert_eq!(
             judge_now(&hello("alice", 0, version), false, &mut seen),
-            Verdict::Refuse(Refusal::UnsupportedVersion { supported: 3 })
+            Verdict::Refuse(Refusal::UnsupportedVersion { supported: 4 })
         );
     }
-    let h = hello("alice", 0, 3);
+    let h = hello("alice", 0, 4);
     let late = NOW + WINDOW + 1;
     assert!(matches!(
-        judge(&h, late, late, &key_map(), false, &mut seen, &rules()),
+        judge(&h, late, late, &known(), false, &mut seen, &rules()),
         Verdict::Refuse(Refusal::StaleTimestamp { .. })
     ));
     assert_eq!(
-        judge_now(b"\x03garbage", false, &mut seen),
+        judge_now(b"\x04garbage", false, &mut seen),
         Verdict::Refuse(Refusal::Malformed)
     );
     assert_eq!(seen.len(), 0);
+}
+
+#[test]
+fn an_enrollment_hello_proving_a_pending_invitation_for_its_name_is_admitted_once() {
+    let mut seen = SeenNonces::default();
+    let h = enroll_hello("carol", &CAROL);
+    assert_eq!(
+        judge_now(&h, false, &mut seen),
+        Verdict::Admit {
+            user: "carol".into()
+        }
+    );
+    assert_eq!(
+        judge_now(&h, false, &mut seen),
+        Verdict::Refuse(Refusal::Replayed)
+    );
+}
+
+#[test]
+fn enrollment_hellos_are_told_apart_and_an_unknown_proof_waits_for_one_load() {
+    let mut seen = SeenNonces::default();
+    for (h, refusal) in [
+        (
+            enroll_hello("mallory", &CAROL),
+            Refusal::InviteForAnotherUser,
+        ),
+        (enroll_hello("dave", &DAVE), Refusal::InviteUsed),
+        (enroll_hello("erin", &ERIN), Refusal::InviteExpired),
+    ] {
+        assert_eq!(judge_now(&h, false, &mut seen), Verdict::Refuse(refusal));
+    }
+    // A token this parent does not know may be newer than its last load: it waits for one,
+    // then is refused. A proof made for another name's hello matches nothing either.
+    let unknown = enroll_hello("carol", &[9; 32]);
+    assert_eq!(judge_now(&unknown, false, &mut seen), Verdict::WaitForKeys);
+    assert_eq!(
+        judge_now(&unknown, true, &mut seen),
+        Verdict::Refuse(Refusal::InviteUnknown)
+    );
+    let mut moved: AuthedClientHello = decode(&enroll_hello("carol", &CAROL)).unwrap();
+    moved.hello.user = "mallory".into();
+    assert_eq!(
+        judge_now(&encode(&moved), true, &mut seen),
+        Verdict::Refuse(Refusal::InviteUnknown)
+    );
+    // An enrollment proof never stands in for a user's signature, nor the reverse.
+    let mut as_alice: AuthedClientHello = decode(&hello("alice", 0, 4)).unwrap();
+    as_alice.auth = HelloAuth::Invited { proof: [0; 32] };
+    assert_eq!(
+        judge_now(&encode(&as_alice), true, &mut seen),
+        Verdict::Refuse(Refusal::InviteUnknown)
+    );
+    assert_eq!(seen.len(), 0, "only admitted hellos are remembered");
 }
 
 #[test]

@@ -1,0 +1,4 @@
+pub mod cache;
+pub mod identity;
+pub mod keyring;
+pub mod mail;

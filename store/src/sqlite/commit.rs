@@ -65,6 +65,19 @@ use crate::StoreError;
 /// keeper checkpoints long before the WAL gets this far.
 pub const BACKSTOP_PAGES: i64 = 16 * 1024;
 
+/// [`BACKSTOP_PAGES`] as a statement, so that it is prepared once per connection.
+const RESTORE_AUTOCHECKPOINT: &str = "PRAGMA wal_autocheckpoint = 16384";
+
+/// Runs a pragma through the connection's statement cache: a login makes three unsynced writes,
+/// each switching two settings and back, and parsing twelve statements per session showed in
+/// the session's profile. (`wal_autocheckpoint` answers with a row, which is read and dropped.)
+fn pragma(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.raw_query();
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
 /// What one passive checkpoint found and did, in WAL frames (pages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -106,19 +119,12 @@ impl SqliteStore {
         &mut self,
         op: impl FnOnce(&mut Self) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = self
-            .conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .and_then(|()| self.conn.pragma_update(None, "synchronous", "OFF"))
+        let result = pragma(&self.conn, "PRAGMA wal_autocheckpoint = 0")
+            .and_then(|()| pragma(&self.conn, "PRAGMA synchronous = OFF"))
             .sql()
             .and_then(|()| op(self));
-        let restored = self
-            .conn
-            .pragma_update(None, "synchronous", "FULL")
-            .and_then(|()| {
-                self.conn
-                    .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
-            })
+        let restored = pragma(&self.conn, "PRAGMA synchronous = FULL")
+            .and_then(|()| pragma(&self.conn, RESTORE_AUTOCHECKPOINT))
             .sql();
         let value = result?;
         restored?;

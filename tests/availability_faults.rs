@@ -200,13 +200,10 @@ fn a_child_stopped_while_holding_the_write_lock_is_killed_and_logins_proceed() {
     assert_eq!(counts.messages, completed, "{counts:?}");
     assert_eq!(counts.deliveries, 3 * completed, "{counts:?}");
     db::integrity(&dep.store()).unwrap();
-    let mut titles = Vec::new();
-    db::open(&dep.store())
-        .inbox("bob", 1000, &mut |page, _| {
-            titles.extend(page.into_iter().map(|m| m.title));
-            std::ops::ControlFlow::Continue(())
-        })
-        .unwrap();
+    let titles: Vec<String> = sealing::stored_inbox_titles(&dep, "bob")
+        .into_iter()
+        .map(|(_, title)| title)
+        .collect();
     assert!(!titles.contains(&lost_title), "{titles:?}");
     wire::assert_serves(session, &server);
 }
@@ -344,6 +341,15 @@ fn a_second_server_on_one_deployment_is_refused_and_a_restart_is_never_blocked()
         "the second server said it listens"
     );
     let session = logs_in_and_lists(&dep, &first, "alice");
+    // Still refused once a session (and the WAL keeper) has been forked: a child closing its
+    // copy of the lock file must not unlock the parent's.
+    let refused = second_server(&dep);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // The first server dies with a session still open: its child does not keep the lock, so
     // a new server starts at once, while that session is still being served.

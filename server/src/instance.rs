@@ -88,6 +88,19 @@ impl InstanceLock {
         .map_err(io_error)?;
         Ok(Self { _file: file })
     }
+
+    /// In a forked child: closes the child's copy of the lock file without unlocking it. The
+    /// lock belongs to the open file that parent and child share, so dropping the lock here
+    /// (`LOCK_UN`) would release the parent's lock too, and a second server could start beside
+    /// it once the first session (or the WAL keeper) had been forked.
+    pub fn close_in_child(self) {
+        use std::os::fd::AsRawFd;
+        let fd = self._file.as_raw_fd();
+        // No `Drop` of the `Flock`: that is the `LOCK_UN`. Closing this descriptor alone leaves
+        // the lock with the parent's.
+        std::mem::forget(self._file);
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 #[cfg(test)]

@@ -50,14 +50,17 @@ pub const LOGGER_NAME: &str = "forkmail-log";
 /// The name of the server's short-lived key loader (`forkmail_server::keys::LOADER_NAME`).
 pub const KEY_LOADER_NAME: &str = "forkmail-keys";
 
+/// The name of the server's WAL keeper (`forkmail_server::keeper::KEEPER_NAME`).
+pub const KEEPER_NAME: &str = "forkmail-wal";
+
 /// The session processes of the server `server`: its children, zombies included, but not its
-/// logger process nor a key loader, which hold no slot.
+/// logger process, a key loader nor the WAL keeper, which hold no slot.
 pub fn sessions(server: i32) -> Vec<Process> {
     children(server)
         .into_iter()
         .filter(|child| {
             let name = name(child.pid);
-            name.as_deref() != Some(LOGGER_NAME) && name.as_deref() != Some(KEY_LOADER_NAME)
+            ![LOGGER_NAME, KEY_LOADER_NAME, KEEPER_NAME].contains(&name.as_deref().unwrap_or(""))
         })
         .collect()
 }

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub stderr: Option<GivenStderr>,
     /// `--demo` run in this working directory (serving `./demo`) instead of `--dir server_dir`.
     pub demo_in: Option<PathBuf>,
+    /// Further environment variables (a fault-injection hook such as `FORKMAIL_TEST_WAL_SYNC`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A stderr for the server that the test controls.
@@ -76,6 +78,7 @@ impl ServerConfig {
             log_file: None,
             stderr: None,
             demo_in: None,
+            env: Vec::new(),
         }
     }
 
@@ -150,6 +153,7 @@ impl Server {
             .args(&config.extra_args)
             .env("RUST_LOG", &config.rust_log)
             .env("NO_COLOR", "1")
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -229,8 +233,8 @@ impl Server {
         wait_until(timeout, || self.log().contains(needle))
     }
 
-    /// The server's session processes (one per session), zombies included; not its logger nor
-    /// a key loader, which hold no slot.
+    /// The server's session processes (one per session), zombies included; not its logger, a
+    /// key loader nor the WAL keeper, which hold no slot.
     pub fn children(&self) -> Vec<Process> {
         procfs::sessions(self.pid().as_raw())
     }

@@ -49,6 +49,8 @@ impl Child {
 #[derive(Default)]
 pub(super) struct Children {
     by_pid: HashMap<Pid, Child>,
+    /// The WAL keeper ([`crate::keeper`]), which holds no slot; `None` once it has exited.
+    keeper: Option<Pid>,
 }
 
 impl Children {
@@ -72,6 +74,15 @@ impl Children {
     /// In a freshly forked child: the siblings are not ours to track.
     pub(super) fn clear(&mut self) {
         self.by_pid.clear();
+        self.keeper = None;
+    }
+
+    pub(super) fn keeper(&self) -> Option<Pid> {
+        self.keeper
+    }
+
+    pub(super) fn set_keeper(&mut self, pid: Option<Pid>) {
+        self.keeper = pid;
     }
 
     pub(super) fn signal_all(&self, signal: Signal) {
@@ -143,6 +154,14 @@ impl Children {
                     "session process {}",
                     logging::exit_words(&status)
                 ),
+                None if Some(pid) == self.keeper => {
+                    self.keeper = None;
+                    warn!(
+                        pid = pid.as_raw(),
+                        "the WAL keeper process {pid} {}; starting a new one",
+                        logging::exit_words(&status)
+                    );
+                }
                 None => {
                     logging::reaped(pid, &status);
                 }

@@ -40,6 +40,10 @@
 //! bind the port at once), the instance lock (so it can start at all), the other children's
 //! heartbeat pipes, and every other client's connection (so a connection the parent drops is
 //! really closed). Only the read end of the parent's self-pipe stays open in the child, unused.
+//!
+//! On an SQLite store the parent also forks, before the first session, the WAL keeper
+//! ([`crate::keeper`]): a child that holds no slot and keeps a connection to the database open
+//! so that no session is its last one; a new one is forked if it exits, and it is stopped last.
 
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -51,6 +55,7 @@ use std::time::{Duration, Instant};
 use forkmail_protocol::frame::HEADER_LEN;
 use forkmail_protocol::messages::{Refusal, ServerReply};
 use forkmail_protocol::now_millis;
+use forkmail_store::StoreLocation;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::{fork, ForkResult};
@@ -110,6 +115,8 @@ pub struct Daemon {
     key_load_failed: bool,
     /// Nonces of the hellos this parent admitted, so that a replay costs no fork.
     seen: SeenNonces,
+    /// When a WAL keeper may next be forked (one a second at most, if it keeps dying).
+    keeper_due: Instant,
 }
 
 impl Daemon {
@@ -123,7 +130,7 @@ impl Daemon {
         known: Known,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
-        Ok(Self {
+        let mut daemon = Self {
             limits: Limits::new(&config),
             config,
             shared,
@@ -138,7 +145,11 @@ impl Daemon {
             loader: None,
             key_load_failed: false,
             seen: SeenNonces::default(),
-        })
+            keeper_due: Instant::now(),
+        };
+        // Before the first session, so that no session is the SQLite store's last connection.
+        daemon.start_keeper(true);
+        Ok(daemon)
     }
 
     /// Reloads the users' public keys from the store, in a child, as soon as the reload
@@ -198,6 +209,7 @@ impl Daemon {
             if let Some(deadline) = shutdown_deadline {
                 if self.children.is_empty() {
                     info!("all sessions finished; exiting");
+                    self.stop_keeper();
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
@@ -209,12 +221,16 @@ impl Daemon {
                     while !self.children.is_empty() {
                         self.children.reap_blocking();
                     }
+                    self.stop_keeper();
                     return Ok(());
                 }
             }
             self.expire();
             self.admit();
             self.start_key_load();
+            if shutdown_deadline.is_none() {
+                self.start_keeper(false);
+            }
             self.dispatch();
             self.wait_for_events(shutdown_deadline)?;
         }
@@ -269,7 +285,9 @@ impl Daemon {
     /// In the child: drop everything that belongs to the parent, serve, exit.
     fn become_child(&mut self, conn: Pending, heart: Heartbeat) -> ! {
         self.listener.take();
-        self.instance.take();
+        if let Some(lock) = self.instance.take() {
+            lock.close_in_child();
+        }
         self.pending.clear();
         self.children.clear();
         self.loader.take();
@@ -309,6 +327,93 @@ impl Daemon {
         // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
         // flushing stdio buffers inherited from it (which would print them twice).
         unsafe { nix::libc::_exit(code) }
+    }
+
+    /// Forks the WAL keeper ([`crate::keeper`]) on an SQLite store if none runs and one is due.
+    /// At start-up (`wait`) it waits, up to a few seconds, until the keeper has opened the
+    /// store, so that the first session already finds the WAL held open.
+    fn start_keeper(&mut self, wait: bool) {
+        let StoreLocation::Sqlite(database) = &self.config.store else {
+            return;
+        };
+        let now = Instant::now();
+        if self.children.keeper().is_some() || now < self.keeper_due {
+            return;
+        }
+        self.keeper_due = now + Duration::from_secs(1);
+        let database = database.clone();
+        let (ready_read, ready_write) = match nix::unistd::pipe() {
+            Ok(pipe) => pipe,
+            Err(err) => {
+                warn!("cannot start the WAL keeper: no pipe ({err})");
+                return;
+            }
+        };
+        let parent = nix::unistd::getpid();
+        // SAFETY: as for a session (`dispatch`): the parent is single-threaded.
+        match unsafe { fork() } {
+            Ok(ForkResult::Parent { child }) => {
+                drop(ready_write);
+                self.children.set_keeper(Some(child));
+                if wait {
+                    let ready = std::fs::File::from(ready_read);
+                    let mut fds = [PollFd::new(ready.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(5000u16));
+                }
+            }
+            Ok(ForkResult::Child) => {
+                drop(ready_read);
+                self.listener.take();
+                if let Some(lock) = self.instance.take() {
+                    lock.close_in_child();
+                }
+                self.pending.clear();
+                self.children.clear();
+                self.loader.take();
+                let shutdown = Arc::new(AtomicBool::new(false));
+                let code = match signals::install_child(&self.signals, Arc::clone(&shutdown)) {
+                    Ok(()) => crate::keeper::run(
+                        &database,
+                        parent,
+                        &shutdown,
+                        std::fs::File::from(ready_write),
+                    ),
+                    Err(err) => {
+                        error!("the WAL keeper could not set up signals: {err}");
+                        1
+                    }
+                };
+                crate::logging::report_drops();
+                // SAFETY: as in `become_child`.
+                unsafe { nix::libc::_exit(code) }
+            }
+            Err(err) => warn!("cannot fork the WAL keeper: {err}; trying again in a second"),
+        }
+    }
+
+    /// At exit, once every session is gone: SIGTERM to the keeper, whose close is then the
+    /// store's last (checkpointing and removing the WAL); SIGKILL if it takes over 10 s.
+    fn stop_keeper(&mut self) {
+        let Some(pid) = self.children.keeper() else {
+            return;
+        };
+        self.children.set_keeper(None);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                    warn!("the WAL keeper did not stop within 10 s; killing it");
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    return;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Drops connections whose hello did not arrive in time and tells those that waited too

@@ -4,8 +4,9 @@
 //! `BEGIN IMMEDIATE` serialising every writer:
 //! - every write is one transaction at the default isolation (read committed), or one statement
 //!   where that suffices, committed with the default `synchronous_commit = on`, except
-//!   handshake nonces ([`PgStore::record_nonce`]) and issued login tickets
-//!   ([`Store::issue_ticket`]), whose loss in a power cut costs nothing but a password prompt;
+//!   handshake nonces ([`PgStore::record_nonce`]), issued login tickets
+//!   ([`Store::issue_ticket`]) and login failure counts, whose loss in a power cut costs nothing
+//!   but a password prompt (or, for the counts, a few more guesses by a key holder);
 //! - races are settled by the database: `ON CONFLICT DO NOTHING` records a nonce once,
 //!   `ON CONFLICT ... DO UPDATE ... RETURNING` counts login failures, a row lock on the message
 //!   decides which of two recipients deleting at once is the last, identity columns hand out
@@ -773,6 +774,9 @@ impl Store for PgStore {
     ) -> Result<Attempt, StoreError> {
         self.run(|conn| {
             let mut tx = conn.client.transaction()?;
+            // Not flushed before the commit returns, like the nonce (SQLite: `relaxed`): the count
+            // survives any process crash; a crash of the database host may lose the last ones.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             let count = conn.statements.get(&mut tx, queries::COUNT_ATTEMPT)?;
             let Some(row) = tx.query_opt(&count, &[&user, &(now_ms as i64)])? else {
                 let locked = conn.statements.get(&mut tx, queries::LOCKED_UNTIL)?;
@@ -795,10 +799,11 @@ impl Store for PgStore {
 
     fn clear_login_failures(&mut self, user: &str) -> Result<(), StoreError> {
         self.run(|conn| {
-            let statement = conn
-                .statements
-                .get(&mut conn.client, queries::CLEAR_FAILURES)?;
-            conn.client.execute(&statement, &[&user])?;
+            let mut tx = conn.client.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            let statement = conn.statements.get(&mut tx, queries::CLEAR_FAILURES)?;
+            tx.execute(&statement, &[&user])?;
+            tx.commit().map_err(Fail::Unsure)?;
             Ok(())
         })
     }
@@ -1016,7 +1021,7 @@ mod tests {
     use crate::StoreLocation;
 
     #[test]
-    fn only_nonces_and_issued_tickets_skip_the_synchronous_commit() {
+    fn only_nonces_tickets_and_failure_counts_skip_the_synchronous_commit() {
         let cluster = match Cluster::start() {
             Ok(cluster) => cluster,
             Err(skip) => return eprintln!("skipped: {skip}"),
@@ -1042,6 +1047,8 @@ mod tests {
             )
             .unwrap();
         store.issue_ticket("alice", &[1; 32], 0, 10).unwrap();
+        store.begin_login_attempt("alice", 0, &|_| 0).unwrap();
+        store.clear_login_failures("alice").unwrap();
         let client = &mut store.conn.as_mut().unwrap().client;
         let setting: String = client
             .query_one("SHOW synchronous_commit", &[])
@@ -1049,7 +1056,7 @@ mod tests {
             .get(0);
         assert_eq!(
             setting, "on",
-            "SET LOCAL must end with the nonce's and the ticket's transactions"
+            "SET LOCAL must end with the nonce's, the ticket's and the failure count's transactions"
         );
         let logged: String = client
             .query_one(

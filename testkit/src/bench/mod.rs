@@ -15,10 +15,13 @@
 //! the samples into rows held to their targets; [`report`] renders. [`stores`] gives every
 //! deployment its store, SQLite or PostgreSQL (`--store`). [`scaling`] is `--scaling`: the same
 //! session and send loops on one and two hosts, direct and behind HAProxy. [`flood`] is
-//! `--hello-flood`: bogus hellos at rising rates while a real user logs in.
+//! `--hello-flood`: bogus hellos at rising rates while a real user logs in. [`targets`] holds
+//! issue 12's targets as same-run ratios to floors measured beside them. [`peers`] is
+//! `forkmail-peers`: forkmail beside Dovecot and OpenSSH (bench/peers/run.sh).
 
 pub mod costs;
 pub mod flood;
+pub mod peers;
 pub mod report;
 pub mod scaling;
 pub mod scenarios;
@@ -28,6 +31,7 @@ pub mod setup;
 pub mod stats;
 pub mod stores;
 pub mod suite;
+pub mod targets;
 
 use std::io;
 use std::path::PathBuf;

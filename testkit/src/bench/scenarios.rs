@@ -222,8 +222,8 @@ fn closed_loop<S>(
 
 /// Latency of `count` sends of a `body_chars`-character ASCII body to `to` in an open session,
 /// after `warmup` untimed ones; returns the samples and the ids of the timed mails. Each timing
-/// ends when the server's `Sent` arrives, which it sends only after the transaction committed
-/// with `synchronous=FULL`.
+/// ends when the server's `Sent` arrives, which it sends only once the transaction is committed
+/// and the WAL fsynced (group commit).
 pub fn send_latency(
     session: &mut Session,
     to: &str,

@@ -64,7 +64,7 @@ impl Stores {
     /// One line for the report's header.
     pub fn describe(&self) -> String {
         match &self.cluster {
-            None => "store: SQLite, server/mail.db in each deployment (WAL, synchronous=FULL)"
+            None => "store: SQLite, server/mail.db in each deployment (WAL; sends group-committed, fsynced before Sent)"
                 .to_owned(),
             Some(cluster) => format!(
                 "store: PostgreSQL 15, a database per deployment in a throw-away cluster on \

@@ -22,6 +22,7 @@ use super::sections::{
 use super::setup::{self, connect_options, BITS, PEER, USER};
 use super::stats::Samples;
 use super::stores::{StoreKind, Stores};
+use super::targets::{self, CliHome, CliRuns};
 use super::BenchError;
 use crate::deployment::Deployment;
 use crate::procfs::{self, Memory};
@@ -68,6 +69,8 @@ struct Plan {
     /// Reads of the largest mail sent.
     large_reads: usize,
     rounds: Rounds,
+    /// Timed runs of the `forkmail` program per figure (issue 12's one-shot and listing).
+    cli_runs: usize,
 }
 
 impl Plan {
@@ -84,6 +87,7 @@ impl Plan {
                 reads: 20,
                 large_reads: 3,
                 rounds: Rounds { fast: 20, slow: 3 },
+                cli_runs: 3,
             }
         } else {
             Self {
@@ -100,6 +104,7 @@ impl Plan {
                     fast: 100,
                     slow: 10,
                 },
+                cli_runs: 10,
             }
         }
     }
@@ -144,9 +149,11 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
         LOW_ITERATIONS,
         plan.rounds,
     )?;
+    let floors = targets::measure_floors(&user_key, dir, plan.rounds.fast)?;
+    let cli_home = CliHome::new(dir)?;
 
     let bin = &settings.server_bin;
-    let (low_sessions, rates, sends, parent_memory) = {
+    let (low_sessions, rates, sends, parent_memory, low_extra) = {
         let server = start_server(bin, &low)?;
         let options = connect_options(&low, USER, &server.addr.to_string())?;
         let listed = scenarios::one_session(&options)?;
@@ -186,6 +193,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             sends.push((chars, samples));
             largest_ids = ids;
         }
+        let round_trips = targets::round_trips(&mut session, plan.reads)?;
         session.quit().map_err(BenchError::client("logging out"))?;
         let (largest_chars, _) = plan.sends[plan.sends.len() - 1];
         let fetch_ids = scenarios::pick_ids(&largest_ids, plan.large_reads);
@@ -203,9 +211,16 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             largest_chars,
             fetches,
         };
+        let extra = low_server_targets(&plan, &server, &low, &cli_home, progress)?;
         let parent = server.memory()?;
         stop(server);
-        ((sessions, paced), rates, sends, parent)
+        (
+            (sessions, paced),
+            rates,
+            sends,
+            parent,
+            (round_trips, extra),
+        )
     };
 
     let production_sessions = {
@@ -221,23 +236,41 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
             plan.production_sessions,
             Duration::ZERO,
         )?;
+        progress(&format!(
+            "{} one-shot `forkmail inbox` at production cost",
+            plan.cli_runs
+        ));
+        let one_shot = targets::cli_runs(
+            &cli_home,
+            &production,
+            USER,
+            &server.addr.to_string(),
+            &["inbox"],
+            1,
+            plan.cli_runs,
+        )?;
         stop(server);
-        samples
+        (samples, one_shot)
     };
+    let (production_sessions, one_shot_production) = production_sessions;
 
     let mut mailboxes = Vec::new();
+    let mut cli_listings = Vec::new();
     for (deployment, (size, listings)) in inbox_deployments.iter().zip(plan.inboxes) {
         progress(&format!(
             "inbox of {}: {listings} listings",
             thousands(size)
         ));
-        mailboxes.push(measure_mailbox(
+        let (mailbox, cli) = measure_mailbox(
             bin,
             deployment,
             size,
             listings,
             plan.warmup,
-        )?);
+            (&cli_home, plan.cli_runs.min(5)),
+        )?;
+        mailboxes.push(mailbox);
+        cli_listings.push((size, cli));
     }
     progress(&format!(
         "reading {} mails from each mailbox in turn, twice",
@@ -246,7 +279,32 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Result<Report
     measure_reads(bin, &inbox_deployments, &mut mailboxes, plan.reads)?;
     let e2e_section = sealed::measure(bin, &stores, LOW_ITERATIONS, dir, settings.quick, progress)?;
 
+    let (round_trips, (one_writer, five_writers, one_shot_cheap)) = low_extra;
+    let smallest = cli_listings.iter().min_by_key(|(n, _)| *n).cloned();
+    let largest = cli_listings.iter().max_by_key(|(n, _)| *n).cloned();
+    let (Some(listing_small), Some(listing_large)) = (smallest, largest) else {
+        return Err(BenchError::Check("no mailbox was listed".into()));
+    };
+    let issue12 = targets::section(&targets::Measured {
+        floors,
+        session: &low_sessions.0,
+        large_sends: sends
+            .sends
+            .iter()
+            .find(|(chars, _)| *chars == targets::LARGE_BODY)
+            .map(|(_, s)| s)
+            .unwrap_or(&sends.fetches),
+        large_reads: &sends.fetches,
+        round_trips,
+        listing_small,
+        listing_large,
+        one_writer,
+        five_writers,
+        one_shot_production,
+        one_shot_cheap,
+    });
     let sections = vec![
+        issue12,
         session_section(&production_sessions, &low_sessions),
         throughput_section(&rates),
         send_section(&sends),
@@ -273,9 +331,19 @@ fn measure_mailbox(
     size: usize,
     listings: usize,
     warmup: usize,
-) -> Result<Mailbox, BenchError> {
+    (cli_home, cli_count): (&CliHome, usize),
+) -> Result<(Mailbox, CliRuns), BenchError> {
     let server = start_server(bin, deployment)?;
     let options = connect_options(deployment, USER, &server.addr.to_string())?;
+    let cli = targets::cli_runs(
+        cli_home,
+        deployment,
+        USER,
+        &server.addr.to_string(),
+        &["inbox", "--json"],
+        1,
+        cli_count,
+    )?;
     let mut session = Session::connect(&options).map_err(BenchError::client("logging in"))?;
     let (listing, ids) = scenarios::inbox_latency(&mut session, size, warmup, listings)?;
     // Let the child return to its idle wait before looking at it.
@@ -283,14 +351,61 @@ fn measure_mailbox(
     let child = session_memory(&server)?;
     session.quit().map_err(BenchError::client("logging out"))?;
     stop(server);
-    Ok(Mailbox {
+    let mailbox = Mailbox {
         size,
         listing,
         child,
         ids,
         reads: Samples::default(),
         rereads: Samples::default(),
-    })
+    };
+    Ok((mailbox, cli))
+}
+
+/// Issue 12's figures on the low-cost server: sends per second of one writer and of five
+/// (each its own session), and the one-shot `forkmail inbox` at cheap cost.
+fn low_server_targets(
+    plan: &Plan,
+    server: &Server,
+    low: &Deployment,
+    cli_home: &CliHome,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(scenarios::Throughput, scenarios::Throughput, CliRuns), BenchError> {
+    let options = connect_options(low, USER, &server.addr.to_string())?;
+    let mut writers = Vec::new();
+    for concurrency in [1, 5] {
+        progress(&format!(
+            "1,000-character sends for {} s by {concurrency} writer(s), each its own session",
+            plan.throughput_for.as_secs()
+        ));
+        writers.push(scenarios::send_throughput(
+            &options,
+            concurrency,
+            plan.throughput_for,
+            PEER,
+            1000,
+            || (),
+        )?);
+    }
+    progress(&format!(
+        "{} one-shot `forkmail inbox` at low cost",
+        plan.cli_runs
+    ));
+    let one_shot = targets::cli_runs(
+        cli_home,
+        low,
+        USER,
+        &server.addr.to_string(),
+        &["inbox"],
+        1,
+        plan.cli_runs,
+    )?;
+    let five = writers.pop();
+    let one = writers.pop();
+    match (one, five) {
+        (Some(one), Some(five)) => Ok((one, five, one_shot)),
+        _ => Err(BenchError::Check("the writer runs did not complete".into())),
+    }
 }
 
 /// Reads `reads` mails (at most as many as the smallest mailbox holds) from every mailbox, one

@@ -128,8 +128,12 @@ pub fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Resul
 /// `NAME.new`, renamed over it, and the directory synced, so a reader at any moment sees the
 /// old file or the new one, never a part, and the rename survives a crash.
 pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    // One temporary name per writer (process and call): two sessions of one profile saving at
+    // once (threads of a benchmark, two commands) must not rename each other's file away.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.as_os_str().to_owned();
-    name.push(".new");
+    name.push(format!(".{}.{write}.new", std::process::id()));
     let new = PathBuf::from(name);
     // Left by a run that died between writing and renaming: it was never the file.
     match fs::remove_file(&new) {

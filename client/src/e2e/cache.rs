@@ -182,7 +182,11 @@ impl HeaderCache {
             Err(e) => return Err(e),
         }
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        let tmp = dir.join(format!(".headers.bin.{}.tmp", std::process::id()));
+        // One temporary name per save (process and call), so that two sessions of one profile
+        // saving at once never rename each other's file away; the last rename wins.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let save = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".headers.bin.{}.{save}.tmp", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let written = (|| {
             let file = OpenOptions::new()

@@ -21,8 +21,9 @@
 //! - a recipient's delete removes only their delivery; the message goes with its last delivery;
 //! - a send with a send id is stored at most once per sender and id, however often repeated
 //!   or raced, while the id is remembered;
-//! - every send leaves the sender a record (id, recipients, date, title; not the body) that
-//!   outlives every recipient's delete;
+//! - every send leaves the sender a record (id, recipients, date, title, or a sealed mail's
+//!   header, kept there once for the inbox too; not the body) that outlives every recipient's
+//!   delete;
 //! - recording a handshake nonce is atomic across processes and hosts: of two sessions racing
 //!   with one nonce, exactly one records it;
 //! - a login attempt is counted, or refused as locked, atomically across processes and hosts,

@@ -16,16 +16,18 @@
 //! Format (all integers little-endian): `MAGIC`, then the server fingerprint and the user name
 //! (each a u16 length and UTF-8 bytes), then a u32 count of records, each `folder: u8` (0 inbox,
 //! 1 sent), `id: u64`, `from` and `title` (u16 length and UTF-8 bytes), then 32 bytes of
-//! SHA-256 over all the bytes before them. Read and written through buffers, never held whole.
+//! SHA-256 over all the bytes before them. Written through a buffer; read whole in one call and
+//! parsed in place.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use forkmail_protocol::messages::Folder;
-use ring::digest::{Context, SHA256};
+use ring::digest::{digest, Context, SHA256};
 
 /// First bytes of a cache file; a new format gets a new number.
 const MAGIC: &[u8] = b"forkmail header cache 1\n";
@@ -39,9 +41,17 @@ pub fn cache_path(profile: &Path) -> PathBuf {
 /// listing of 100,000 mails has a few dozen senders).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cached {
+    id: u64,
     from: u32,
     /// Where the title is in [`HeaderCache::titles`]: one allocation for every title, not one
     /// each (loading 10,000 is then a read, not 10,000 allocations).
+    start: u32,
+    len: u16,
+}
+
+/// A title found in the cache (titles are only appended, so it stays valid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
     start: u32,
     len: u16,
 }
@@ -52,8 +62,12 @@ pub struct HeaderCache {
     path: PathBuf,
     server: String,
     user: String,
-    inbox: HashMap<u64, Cached>,
-    sent: HashMap<u64, Cached>,
+    /// Sorted by id, each id once (as written, so loading is a push per entry; a listing,
+    /// in id order too, finds each entry next to the one before).
+    inbox: Vec<Cached>,
+    sent: Vec<Cached>,
+    /// Where the last [`Self::find`] found its entry.
+    hint: Cell<usize>,
     /// Every sender named by an entry, each once.
     senders: Vec<Box<str>>,
     /// Every title, back to back (a replaced or forgotten one stays until the next load).
@@ -70,8 +84,9 @@ impl HeaderCache {
             path,
             server: server.to_owned(),
             user: user.to_owned(),
-            inbox: HashMap::new(),
-            sent: HashMap::new(),
+            inbox: Vec::new(),
+            sent: Vec::new(),
+            hint: Cell::new(0),
             senders: Vec::new(),
             sender_index: HashMap::new(),
             titles: String::new(),
@@ -113,10 +128,36 @@ impl HeaderCache {
 
     /// The cached title of `id` in `folder`, if it was verified as sent by `from`.
     pub fn title(&self, folder: Folder, id: u64, from: &str) -> Option<&str> {
-        self.folder(folder)
-            .get(&id)
+        self.find(folder, id, from).map(|found| self.found(found))
+    }
+
+    /// Where the cached title of `id` in `folder` is, if it was verified as sent by `from`:
+    /// [`Self::found`] gives it, still the same after later inserts (a listing looks each
+    /// entry up once).
+    pub fn find(&self, folder: Folder, id: u64, from: &str) -> Option<Found> {
+        let entries = self.folder(folder);
+        // The entry after the last one found first: a listing goes in id order.
+        let next = self.hint.get().wrapping_add(1);
+        let at = match entries.get(next) {
+            Some(c) if c.id == id => next,
+            _ => entries.binary_search_by_key(&id, |c| c.id).ok()?,
+        };
+        self.hint.set(at);
+        entries
+            .get(at)
             .filter(|c| &*self.senders[c.from as usize] == from)
-            .map(|c| self.text(c))
+            .map(|c| Found {
+                start: c.start,
+                len: c.len,
+            })
+    }
+
+    /// The title that [`Self::find`] found.
+    pub fn found(&self, found: Found) -> &str {
+        let start = found.start as usize;
+        self.titles
+            .get(start..start + found.len as usize)
+            .unwrap_or("")
     }
 
     fn text(&self, c: &Cached) -> &str {
@@ -142,18 +183,37 @@ impl HeaderCache {
         let Some((start, len)) = self.store_title(title) else {
             return;
         };
-        self.folder_mut(folder)
-            .insert(id, Cached { from, start, len });
+        let entry = Cached {
+            id,
+            from,
+            start,
+            len,
+        };
+        let entries = self.folder_mut(folder);
+        match entries.last() {
+            Some(last) if last.id >= id => match entries.binary_search_by_key(&id, |c| c.id) {
+                Ok(at) => entries[at] = entry,
+                Err(at) => entries.insert(at, entry),
+            },
+            _ => entries.push(entry),
+        }
         self.dirty = true;
     }
 
     /// After a complete listing of `folder`: forgets the mails no longer in it (`listed`
     /// sorted, as a listing is).
     pub fn retain(&mut self, folder: Folder, listed: &[u64]) {
-        let map = self.folder_mut(folder);
-        let before = map.len();
-        map.retain(|id, _| listed.binary_search(id).is_ok());
-        if map.len() != before {
+        let entries = self.folder_mut(folder);
+        let before = entries.len();
+        // Both in id order: one walk through each.
+        let mut rest = listed;
+        entries.retain(|c| {
+            while rest.first().is_some_and(|&id| id < c.id) {
+                rest = &rest[1..];
+            }
+            rest.first() == Some(&c.id)
+        });
+        if entries.len() != before {
             self.dirty = true;
         }
     }
@@ -194,14 +254,15 @@ impl HeaderCache {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            let mut out = BufWriter::with_capacity(64 * 1024, Hashing::new(file, u64::MAX));
+            let mut out = BufWriter::with_capacity(64 * 1024, Hashing::new(file));
             out.write_all(MAGIC)?;
             write_str(&mut out, &self.server)?;
             write_str(&mut out, &self.user)?;
             let count = u32::try_from(self.len()).map_err(|_| io::Error::other("too many"))?;
             out.write_all(&count.to_le_bytes())?;
-            for (tag, map) in [(0u8, &self.inbox), (1u8, &self.sent)] {
-                for (id, c) in map {
+            for (tag, entries) in [(0u8, &self.inbox), (1u8, &self.sent)] {
+                for c in entries {
+                    let id = c.id;
                     out.write_all(&[tag])?;
                     out.write_all(&id.to_le_bytes())?;
                     write_str(&mut out, &self.senders[c.from as usize])?;
@@ -222,14 +283,14 @@ impl HeaderCache {
         Ok(())
     }
 
-    fn folder(&self, folder: Folder) -> &HashMap<u64, Cached> {
+    fn folder(&self, folder: Folder) -> &Vec<Cached> {
         match folder {
             Folder::Inbox => &self.inbox,
             Folder::Sent => &self.sent,
         }
     }
 
-    fn folder_mut(&mut self, folder: Folder) -> &mut HashMap<u64, Cached> {
+    fn folder_mut(&mut self, folder: Folder) -> &mut Vec<Cached> {
         match folder {
             Folder::Inbox => &mut self.inbox,
             Folder::Sent => &mut self.sent,
@@ -247,7 +308,7 @@ impl HeaderCache {
     }
 
     fn read_file(&mut self) -> io::Result<()> {
-        let file = File::open(&self.path)?;
+        let mut file = File::open(&self.path)?;
         let meta = file.metadata()?;
         if meta.mode() & 0o077 != 0 {
             return Err(invalid(format!(
@@ -255,63 +316,117 @@ impl HeaderCache {
                 meta.mode() & 0o777
             )));
         }
-        let hashed = meta.len().saturating_sub(32);
-        let mut input = BufReader::with_capacity(64 * 1024, Hashing::new(file, hashed));
-        let mut magic = vec![0u8; MAGIC.len()];
-        input.read_exact(&mut magic)?;
-        if magic != MAGIC {
+        if meta.len() > MAX_FILE_LEN {
+            return Err(invalid(format!(
+                "it is {} bytes long, more than a cache is ever written ({MAX_FILE_LEN})",
+                meta.len()
+            )));
+        }
+        // One read of the whole file (10,000 titles are about 600 KB), then parsed in place.
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+        (&mut file).take(MAX_FILE_LEN + 1).read_to_end(&mut bytes)?;
+        let mut input = Input { rest: &bytes };
+        if input.take(MAGIC.len())? != MAGIC {
             return Err(invalid(
                 "not a forkmail header cache of this version".into(),
             ));
         }
-        let server = read_str(&mut input)?;
-        let user = read_str(&mut input)?;
+        let server = input.str("the server")?;
+        let user = input.str("the user")?;
         if server != self.server || user != self.user {
             return Err(invalid(format!(
                 "it belongs to user {user:?} of the server with key {server}, not to this profile"
             )));
         }
-        let count = u32::from_le_bytes(read_array(&mut input)?);
+        let count = u32::from_le_bytes(input.array()?);
         // At most as many entries as the file has bytes for (a record is at least 13 bytes).
-        let capacity = (count as u64).min(meta.len() / 13) as usize;
+        let capacity = (count as u64).min(bytes.len() as u64 / 13) as usize;
         self.inbox.reserve(capacity);
-        self.titles.reserve(meta.len() as usize);
-        let mut bytes = Vec::new();
+        self.titles.reserve(bytes.len());
+        // The sender of the entry before: consecutive entries mostly share one.
+        let mut last: Option<(&[u8], u32)> = None;
         for _ in 0..count {
-            let [tag] = read_array(&mut input)?;
-            let id = u64::from_le_bytes(read_array(&mut input)?);
-            let len = u16::from_le_bytes(read_array(&mut input)?);
-            bytes.resize(len as usize, 0);
-            input.read_exact(&mut bytes)?;
-            let from =
-                std::str::from_utf8(&bytes).map_err(|_| invalid("a sender is not UTF-8".into()))?;
-            let from = self.sender(from);
-            let len = u16::from_le_bytes(read_array(&mut input)?);
-            let start = self.titles.len();
-            bytes.resize(len as usize, 0);
-            input.read_exact(&mut bytes)?;
-            let title =
-                std::str::from_utf8(&bytes).map_err(|_| invalid("a title is not UTF-8".into()))?;
+            let [tag] = input.array()?;
+            let id = u64::from_le_bytes(input.array()?);
+            let len = u16::from_le_bytes(input.array()?);
+            let from_bytes = input.take(len as usize)?;
+            let from = match last {
+                Some((name, i)) if name == from_bytes => i,
+                _ => {
+                    let name = std::str::from_utf8(from_bytes)
+                        .map_err(|_| invalid("a sender is not UTF-8".into()))?;
+                    let i = self.sender(name);
+                    last = Some((from_bytes, i));
+                    i
+                }
+            };
+            let len = u16::from_le_bytes(input.array()?);
+            let title = std::str::from_utf8(input.take(len as usize)?)
+                .map_err(|_| invalid("a title is not UTF-8".into()))?;
+            let start =
+                u32::try_from(self.titles.len()).map_err(|_| invalid("too many titles".into()))?;
             self.titles.push_str(title);
-            let start = u32::try_from(start).map_err(|_| invalid("too many titles".into()))?;
-            let entry = Cached { from, start, len };
+            let entry = Cached {
+                id,
+                from,
+                start,
+                len,
+            };
             match tag {
-                0 => self.inbox.insert(id, entry),
-                1 => self.sent.insert(id, entry),
+                0 => self.inbox.push(entry),
+                1 => self.sent.push(entry),
                 _ => return Err(invalid(format!("unknown folder {tag}"))),
             };
         }
-        let mut stored = [0u8; 32];
-        input.read_exact(&mut stored)?;
-        let trailing = input.read(&mut [0u8; 1])? != 0;
-        let (_, digest) = input.into_inner().finish();
-        if stored != digest {
+        for entries in [&mut self.inbox, &mut self.sent] {
+            // A file written before the entries were kept in order, or with an id twice.
+            if !entries.windows(2).all(|w| w[0].id < w[1].id) {
+                entries.sort_by_key(|c| c.id);
+                entries.dedup_by_key(|c| c.id);
+            }
+        }
+        let hashed = bytes.len() - input.rest.len();
+        let stored = input.take(32)?;
+        if stored != digest(&SHA256, &bytes[..hashed]).as_ref() {
             return Err(invalid("its checksum does not match (damaged)".into()));
         }
-        if trailing {
+        if !input.rest.is_empty() {
             return Err(invalid("it has bytes after its checksum".into()));
         }
         Ok(())
+    }
+}
+
+/// The longest cache file read: far more than a million titles of the longest kind take.
+const MAX_FILE_LEN: u64 = 1 << 30;
+
+/// The unread rest of a cache file held in memory; running past its end is
+/// [`io::ErrorKind::UnexpectedEof`] (a truncated file).
+struct Input<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// A u16 length and that many bytes of UTF-8.
+    fn str(&mut self, what: &str) -> io::Result<&'a str> {
+        let len = u16::from_le_bytes(self.array()?);
+        std::str::from_utf8(self.take(len as usize)?)
+            .map_err(|_| invalid(format!("{what} is not UTF-8")))
     }
 }
 
@@ -325,40 +440,18 @@ fn write_str(out: &mut impl Write, s: &str) -> io::Result<()> {
     out.write_all(s.as_bytes())
 }
 
-fn read_array<const N: usize>(input: &mut impl Read) -> io::Result<[u8; N]> {
-    let mut bytes = [0u8; N];
-    input.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-fn read_str(input: &mut impl Read) -> io::Result<String> {
-    let len = u16::from_le_bytes(read_array(input)?) as usize;
-    let mut bytes = vec![0u8; len];
-    input.read_exact(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|_| invalid("a field is not UTF-8".into()))
-}
-
-/// A reader or writer that hashes the first `limit` bytes that pass through it (a reader: all
-/// but the trailing checksum).
+/// A writer that hashes the bytes that pass through it.
 struct Hashing<T> {
     inner: T,
     digest: Context,
-    limit: u64,
 }
 
 impl<T> Hashing<T> {
-    fn new(inner: T, limit: u64) -> Self {
+    fn new(inner: T) -> Self {
         Hashing {
             inner,
             digest: Context::new(&SHA256),
-            limit,
         }
-    }
-
-    fn hash(&mut self, bytes: &[u8]) {
-        let n = (bytes.len() as u64).min(self.limit) as usize;
-        self.digest.update(&bytes[..n]);
-        self.limit -= n as u64;
     }
 
     fn finish(self) -> (T, [u8; 32]) {
@@ -368,18 +461,10 @@ impl<T> Hashing<T> {
     }
 }
 
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash(&buf[..n]);
-        Ok(n)
-    }
-}
-
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash(&buf[..n]);
+        self.digest.update(&buf[..n]);
         Ok(n)
     }
 
@@ -498,5 +583,32 @@ mod tests {
         let loaded = HeaderCache::load(path, "S", "bob", &|_| {});
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded.title(Folder::Inbox, 2, "alice"), Some("b"));
+    }
+
+    #[test]
+    fn entries_inserted_out_of_order_are_found_replaced_and_retained_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cache_path(dir.path());
+        let mut cache = HeaderCache::empty(path.clone(), "S", "bob");
+        for id in [9, 3, 7, 1, 5] {
+            cache.insert(Folder::Inbox, id, "alice", &format!("t{id}"));
+        }
+        cache.insert(Folder::Inbox, 7, "carol", "replaced");
+        assert_eq!(cache.len(), 5);
+        assert_eq!(cache.title(Folder::Inbox, 7, "alice"), None);
+        assert_eq!(cache.title(Folder::Inbox, 7, "carol"), Some("replaced"));
+        // Looked up in any order, ascending or not.
+        for id in [1, 3, 5, 9, 3, 1] {
+            let title = format!("t{id}");
+            assert_eq!(cache.title(Folder::Inbox, id, "alice"), Some(&*title));
+        }
+        cache.retain(Folder::Inbox, &[1, 2, 7, 9, 10]);
+        cache.save().unwrap();
+        let loaded = HeaderCache::load(path, "S", "bob", &|_| {});
+        assert_eq!(loaded.len(), 3);
+        assert_eq!(loaded.title(Folder::Inbox, 1, "alice"), Some("t1"));
+        assert_eq!(loaded.title(Folder::Inbox, 3, "alice"), None);
+        assert_eq!(loaded.title(Folder::Inbox, 7, "carol"), Some("replaced"));
+        assert_eq!(loaded.title(Folder::Inbox, 9, "alice"), Some("t9"));
     }
 }

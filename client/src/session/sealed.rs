@@ -17,10 +17,12 @@ use forkmail_protocol::{
 };
 
 use super::{new_send_id, unexpected, Session, E2E_VERSION};
-use crate::e2e::cache::{cache_path, HeaderCache};
+use crate::e2e::cache::{cache_path, Found, HeaderCache};
 use crate::e2e::keyring::Contact;
 use crate::e2e::mail::{self, HeaderToOpen, OpenError, OpenedMail};
 use crate::error::ClientError;
+
+const LISTING: &str = "while listing mail";
 
 /// What the listing says of a mail's title.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,8 +165,16 @@ impl Session {
         if self.version < E2E_VERSION {
             return self.list_old(folder, each);
         }
-        let (metas, names) = self.list_metadata(folder)?;
+        // The request goes first: the cache file is read while the server answers it.
+        self.send_request(Request::List { folder }, LISTING)?;
         let mut cache = self.take_cache();
+        let (metas, names) = match self.list_metadata(folder) {
+            Ok(listed) => listed,
+            Err(err) => {
+                self.header_cache = Some(cache);
+                return Err(err);
+            }
+        };
         let result = self.emit(folder, &metas, &names, &mut cache, each);
         if result.is_ok() {
             let listed: Vec<u64> = metas.iter().map(|m| m.id).collect();
@@ -272,13 +282,13 @@ impl Session {
         Ok(keys)
     }
 
-    /// Every page of `List { folder }`, compactly.
+    /// Every page of the answer to `List { folder }` (already sent), compactly.
     fn list_metadata(&mut self, folder: Folder) -> Result<(Vec<Meta>, Interned), ClientError> {
         self.guard(|s| {
             let mut metas = Vec::new();
             let mut names = Interned::default();
-            let during = "while listing mail";
-            let mut response = s.request(Request::List { folder }, during)?;
+            let during = LISTING;
+            let mut response = s.receive(during)?;
             loop {
                 match response {
                     Response::ListPage { entries, more } => {
@@ -343,18 +353,25 @@ impl Session {
                 Folder::Sent => String::new(),
             }
         };
-        let missing: Vec<usize> = metas
+        // Each sealed entry looked up in the cache once.
+        let known: Vec<Option<Found>> = metas
             .iter()
-            .enumerate()
-            .filter(|(_, m)| {
-                m.title.is_none() && {
+            .map(|m| match m.title {
+                Some(_) => None,
+                None => {
                     let from = match folder {
                         Folder::Inbox => names.all[m.who as usize].as_str(),
                         Folder::Sent => self.user.as_str(),
                     };
-                    cache.title(folder, m.id, from).is_none()
+                    cache.find(folder, m.id, from)
                 }
             })
+            .collect();
+        let missing: Vec<usize> = metas
+            .iter()
+            .zip(&known)
+            .enumerate()
+            .filter(|(_, (m, found))| m.title.is_none() && found.is_none())
             .map(|(i, _)| i)
             .collect();
         // The senders whose keys the missing headers need, fetched once for the listing.
@@ -392,8 +409,8 @@ impl Session {
                 };
                 let (title, seal) = if let Some(title) = &m.title {
                     (title.to_string(), Seal::Plain)
-                } else if let Some(title) = cache.title(folder, m.id, &from) {
-                    (title.to_owned(), Seal::Verified)
+                } else if let Some(found) = known[emitted] {
+                    (cache.found(found).to_owned(), Seal::Verified)
                 } else if let Some(result) = opened.remove(&m.id) {
                     match result {
                         Ok(title) => (title, Seal::Verified),

@@ -170,10 +170,20 @@ fn sigkill_of_a_serving_child_never_loses_or_half_stores_a_send() {
                 }
             }
         });
-        // Kill the child at a varying moment while it serves sends.
+        // Kill the child at a varying moment while it serves sends: in odd rounds counted from
+        // when the child exists (often before its first send is acknowledged), in even rounds
+        // from its first acknowledged send, so that the run kills mid-stream however slow the
+        // machine is (sealing 200 KB twice and a login take longer than the sleep on a loaded
+        // one).
+        let before = acked.lock().unwrap().len();
         assert!(wait_until(Duration::from_secs(10), || !server
             .children()
             .is_empty()));
+        if round % 2 == 0 {
+            wait_until(Duration::from_secs(20), || {
+                acked.lock().unwrap().len() > before
+            });
+        }
         std::thread::sleep(Duration::from_millis(3 + (round * 7) % 40));
         for child in server.children() {
             let _ = kill(Pid::from_raw(child.pid), Signal::SIGKILL);

@@ -1,4 +1,4 @@
-//! Replay protection by freshness (PROTOCOL.md §9).
+//! Replay protection by freshness (PROTOCOL.md §12).
 //!
 //! Handshakes carry a nonce and a timestamp from each side. A hello whose timestamp is outside the
 //! window is refused outright; one inside it is refused if its nonce was seen before. The server

@@ -349,7 +349,7 @@ proptest! {
     }
 }
 
-/// Variant indices are wire format: `Locked` was appended after `Unavailable` (PROTOCOL.md §4, §11).
+/// Variant indices are wire format: `Locked` was appended after `Unavailable` (PROTOCOL.md §4, §14).
 #[test]
 fn auth_result_locked_is_appended_with_its_seconds_as_a_varint() {
     assert_eq!(encode(&AuthResult::Unavailable), [0x02]);
@@ -500,7 +500,7 @@ fn version_4_hello_auth_and_refusals_have_fixed_wire_forms() {
 }
 
 /// `Users` is appended after every earlier request and response, so their indexes keep their
-/// meaning (PROTOCOL.md §4, §11).
+/// meaning (PROTOCOL.md §4, §14).
 #[test]
 fn the_users_request_and_response_are_appended() {
     assert_eq!(encode(&Request::Users), [0x09]);

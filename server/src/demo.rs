@@ -9,11 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+use forkmail_client::e2e::mail;
 use forkmail_keygen::deploy::{self, InitOptions, NewUser};
-use forkmail_keygen::layout;
 use forkmail_keygen::profile::Profile;
-use forkmail_keygen::safety;
-use forkmail_protocol::messages::Draft;
+use forkmail_keygen::{agekey, keyfile, layout, safety};
+use forkmail_protocol::messages::{Draft, SealedDraft, SEND_ID_LEN, SEND_ID_RETENTION_MS};
+use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 
 use forkmail_store::{SendLimits, StoreLocation};
@@ -80,14 +82,50 @@ pub fn ensure(root: &Path, server_addr: &str) -> anyhow::Result<bool> {
             title: m.title,
             body: m.body,
         };
-        store.send(
+        let mut send_id = [0u8; SEND_ID_LEN];
+        SystemRandom::new()
+            .fill(&mut send_id)
+            .map_err(|_| anyhow::anyhow!("the system's random number generator failed"))?;
+        let now = forkmail_protocol::now_millis();
+        let sealed = seal_sample(root, &m.from, &draft, send_id, now)?;
+        store.send_sealed_once(
             &m.from,
-            &draft,
-            forkmail_protocol::now_millis(),
+            &send_id,
+            &sealed,
+            now,
+            SEND_ID_RETENTION_MS,
             &SendLimits::NONE,
         )?;
     }
     Ok(true)
+}
+
+/// A sample mail sealed as its sender's client would seal it: signed with the sender's key,
+/// encrypted to every recipient's and the sender's `age` identity, from the profiles `init`
+/// just made. The demo's mail is end-to-end encrypted like any other.
+fn seal_sample(
+    root: &Path,
+    from: &str,
+    draft: &Draft,
+    send_id: [u8; SEND_ID_LEN],
+    now_ms: u64,
+) -> anyhow::Result<SealedDraft> {
+    let current = |user: &str| -> anyhow::Result<age::x25519::Recipient> {
+        let path = layout::profile_dir(root, user).age_key();
+        let ids = agekey::load(&path).with_context(|| format!("demo user {user}"))?;
+        ids.first()
+            .map(|id| id.to_public())
+            .with_context(|| format!("{} holds no identity", path.display()))
+    };
+    let key = keyfile::load_private_key(&layout::profile_dir(root, from).private_key())
+        .with_context(|| format!("demo user {from}'s key"))?;
+    let to = draft
+        .to
+        .iter()
+        .map(|name| current(name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let recipients = mail::seal_to(to, &current(from)?);
+    Ok(mail::seal(draft, from, &key, &recipients, send_id, now_ms)?)
 }
 
 /// The address a client on this host reaches a server listening on `local` at: a wildcard

@@ -717,7 +717,7 @@ fn stale_frame_is_refused() {
     assert!(matches!(err, ProtocolError::Stale { .. }), "{err:?}");
 }
 
-/// The transcript hashes of PROTOCOL.md §11: version 1's is unchanged by version 2, and version
+/// The transcript hashes of PROTOCOL.md §14: version 1's is unchanged by version 2, and version
 /// 2's adds the presented key (a toy DER `RSAPublicKey`, for checking the hash only).
 #[test]
 fn transcript_hashes_match_the_worked_example() {

@@ -163,6 +163,12 @@ fn a_child_stopped_while_holding_the_write_lock_is_killed_and_logins_proceed() {
         {
             std::hint::spin_loop();
         }
+        // The child reports the lock on its heartbeat pipe just after `BEGIN IMMEDIATE` took
+        // it; stopped in between, the parent would not know it holds the lock (and would only
+        // kill it for silence, long after the login below gave up). Give it a moment to
+        // report: a 4 MB send holds the lock far longer, and the check after the stop says
+        // whether it still did.
+        std::thread::sleep(Duration::from_millis(3));
         signal(child, Signal::SIGSTOP);
         assert!(wait_until(Duration::from_secs(5), || procfs::state(child) == Some('T')));
         if procfs::holds_write_lock(child, &shm, WAL_WRITE_LOCK_BYTE) {

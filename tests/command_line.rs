@@ -418,3 +418,48 @@ fn the_demo_on_port_0_prints_login_commands_that_work_and_follows_a_new_port() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(server.stop().success());
 }
+
+#[test]
+fn the_demos_sample_mail_is_sealed_end_to_end_and_reads_verified() {
+    let cwd = tempfile::tempdir().unwrap();
+    let config = ServerConfig::demo(&bin("forkmail-server"), cwd.path());
+    let server = Server::launch(&config).unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        server.wait_for_log("stop the server with Ctrl-C", Duration::from_secs(20)),
+        "{}",
+        server.log()
+    );
+    let run = |words: &[String], password: &str, args: &[&str]| {
+        let out = Command::new(&words[0])
+            .args(&words[1..])
+            .args(args)
+            .env("FORKMAIL_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stdout)))
+    };
+    let mut read = 0;
+    for (words, password) in &printed_logins(&server.log()) {
+        let inbox = run(words, password, &["inbox", "--json"]);
+        for entry in inbox.as_array().expect("an array") {
+            let id = entry["id"].to_string();
+            let mail = run(words, password, &["read", "--json", &id]);
+            assert_eq!(mail["encrypted"], true, "{mail}");
+            assert_eq!(mail["verified"], true, "{mail}");
+            read += 1;
+        }
+    }
+    assert_eq!(
+        read, 4,
+        "the sample mail's four deliveries (fixtures/sample-mail.toml)"
+    );
+    assert!(server.stop().success());
+}

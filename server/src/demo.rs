@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use forkmail_client::e2e::mail;
+use forkmail_client::session::new_send_id;
 use forkmail_keygen::deploy::{self, InitOptions, NewUser};
 use forkmail_keygen::profile::Profile;
 use forkmail_keygen::{agekey, keyfile, layout, safety};
 use forkmail_protocol::messages::{Draft, SealedDraft, SEND_ID_LEN, SEND_ID_RETENTION_MS};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 
 use forkmail_store::{SendLimits, StoreLocation};
@@ -82,10 +82,7 @@ pub fn ensure(root: &Path, server_addr: &str) -> anyhow::Result<bool> {
             title: m.title,
             body: m.body,
         };
-        let mut send_id = [0u8; SEND_ID_LEN];
-        SystemRandom::new()
-            .fill(&mut send_id)
-            .map_err(|_| anyhow::anyhow!("the system's random number generator failed"))?;
+        let send_id = new_send_id()?;
         let now = forkmail_protocol::now_millis();
         let sealed = seal_sample(root, &m.from, &draft, send_id, now)?;
         store.send_sealed_once(

@@ -107,34 +107,15 @@ pub fn measure(
         let options = connect_options(&plain, USER, &server.addr.to_string())?;
         // As a one-shot `forkmail inbox` lists: the first listing of a new session (login
         // untimed), which is what the cached sealed listing below is timed as too.
-        let mut plaintext_new = Samples::with_capacity(listings);
-        for round in 0..=listings {
+        let plaintext_new = warmed_samples(listings, || {
             let mut session =
                 Session::connect(&options).map_err(BenchError::client("logging in"))?;
-            let started = Instant::now();
-            let listed = session
-                .inbox_plaintext()
-                .map_err(BenchError::client("listing the inbox"))?
-                .len();
-            if round > 0 {
-                plaintext_new.push(started.elapsed());
-            }
-            check(listed, size, "plaintext")?;
+            let elapsed = timed_plaintext_listing(&mut session, size)?;
             session.quit().map_err(BenchError::client("logging out"))?;
-        }
+            Ok(elapsed)
+        })?;
         let mut session = Session::connect(&options).map_err(BenchError::client("logging in"))?;
-        let mut samples = Samples::with_capacity(listings);
-        for round in 0..=listings {
-            let started = Instant::now();
-            let listed = session
-                .inbox_plaintext()
-                .map_err(BenchError::client("listing the inbox"))?
-                .len();
-            if round > 0 {
-                samples.push(started.elapsed());
-            }
-            check(listed, size, "plaintext")?;
-        }
+        let samples = warmed_samples(listings, || timed_plaintext_listing(&mut session, size))?;
         session.quit().map_err(BenchError::client("logging out"))?;
         stop(server);
         (plaintext_new, samples)
@@ -173,18 +154,16 @@ pub fn measure(
             }
         }
         let mut session = Session::connect(&options).map_err(BenchError::client("logging in"))?;
-        let mut in_session = Samples::with_capacity(listings);
-        for round in 0..=listings {
+        let in_session = warmed_samples(listings, || {
             let started = Instant::now();
             let listed = session
                 .inbox()
                 .map_err(BenchError::client("listing the inbox"))?
                 .len();
-            if round > 0 {
-                in_session.push(started.elapsed());
-            }
+            let elapsed = started.elapsed();
             check(listed, size, "sealed")?;
-        }
+            Ok(elapsed)
+        })?;
         let mut sends = Vec::new();
         for (chars, count) in [(1_000, 50), (1_000_000, 10)] {
             let draft = Draft {
@@ -192,16 +171,13 @@ pub fn measure(
                 title: "A sealed send".into(),
                 body: ascii_body(chars, chars),
             };
-            let mut samples = Samples::with_capacity(count);
-            for round in 0..=count {
+            let samples = warmed_samples(count, || {
                 let started = Instant::now();
                 session
                     .send(&draft)
                     .map_err(BenchError::client("sending sealed mail"))?;
-                if round > 0 {
-                    samples.push(started.elapsed());
-                }
-            }
+                Ok(started.elapsed())
+            })?;
             sends.push((chars, samples));
         }
         session.quit().map_err(BenchError::client("logging out"))?;
@@ -318,6 +294,31 @@ pub fn measure(
         title: "End-to-end encryption: listing and sealing (issue 11)".into(),
         rows,
     })
+}
+
+/// One untimed round (warming the server's caches), then `rounds` timed ones.
+fn warmed_samples(
+    rounds: usize,
+    mut round: impl FnMut() -> Result<Duration, BenchError>,
+) -> Result<Samples, BenchError> {
+    round()?;
+    let mut samples = Samples::with_capacity(rounds);
+    for _ in 0..rounds {
+        samples.push(round()?);
+    }
+    Ok(samples)
+}
+
+/// One timed plaintext listing (protocol 3 `Inbox`) on `session`, checked for its length.
+fn timed_plaintext_listing(session: &mut Session, size: usize) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    let listed = session
+        .inbox_plaintext()
+        .map_err(BenchError::client("listing the inbox"))?
+        .len();
+    let elapsed = started.elapsed();
+    check(listed, size, "plaintext")?;
+    Ok(elapsed)
 }
 
 /// A new session (login untimed) and one timed listing; returns the time and the headers it
